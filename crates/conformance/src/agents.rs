@@ -1,0 +1,95 @@
+//! The agent types the engine scenarios run, registered under fixed names.
+
+use engine_core::{Agent, AgentContext, AgentRegistry, AgentResult, BoxError, Message, Payload};
+
+/// A registry with every agent type the scenarios use:
+///
+/// - `counter`: handles everything and does nothing (its engine counts what it handled);
+/// - `responder`: replies to every message with `{"reply": <payload>}`;
+/// - `requester`: on a message on topic `go`, sends a request to `requests` asking for
+///   replies on `replies`; ignores replies;
+/// - `fragile`: a handler that returns an error for the payload `"fail"` and panics for
+///   the payload `"panic"`;
+/// - `announcer`: publishes `"hello"` to `announcements` from its start hook;
+/// - `broken`: its start hook fails.
+pub fn registry() -> AgentRegistry {
+    let mut registry = AgentRegistry::new();
+    registry
+        .register("counter", |_| Ok(Counter))
+        .register("responder", |_| Ok(Responder))
+        .register("requester", |_| Ok(Requester))
+        .register("fragile", |_| Ok(Fragile))
+        .register("announcer", |_| Ok(Announcer))
+        .register("broken", |_| Ok(Broken));
+    registry
+}
+
+struct Counter;
+
+impl Agent for Counter {
+    async fn handle(&mut self, _ctx: &AgentContext, _message: &Message) -> AgentResult {
+        Ok(())
+    }
+}
+
+struct Responder;
+
+impl Agent for Responder {
+    async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
+        let request: serde_json::Value = message.json()?;
+        ctx.reply(
+            message,
+            Payload::json(&serde_json::json!({ "reply": request }))?,
+        )?;
+        Ok(())
+    }
+}
+
+struct Requester;
+
+impl Agent for Requester {
+    async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
+        if message.topics.iter().any(|t| t == "go") {
+            let request = Message::builder("requests", message.payload.clone()).reply_to("replies");
+            ctx.publish(request)?;
+        }
+        Ok(())
+    }
+}
+
+struct Fragile;
+
+impl Agent for Fragile {
+    async fn handle(&mut self, _ctx: &AgentContext, message: &Message) -> AgentResult {
+        match message.json::<String>()?.as_str() {
+            "fail" => Err("asked to fail".into()),
+            "panic" => panic!("asked to panic"),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct Announcer;
+
+impl Agent for Announcer {
+    async fn start(&mut self, ctx: &AgentContext) -> AgentResult {
+        ctx.send("announcements", Payload::json("hello")?)?;
+        Ok(())
+    }
+
+    async fn handle(&mut self, _ctx: &AgentContext, _message: &Message) -> AgentResult {
+        Ok(())
+    }
+}
+
+struct Broken;
+
+impl Agent for Broken {
+    async fn start(&mut self, _ctx: &AgentContext) -> AgentResult {
+        Err(BoxError::from("the database is not there"))
+    }
+
+    async fn handle(&mut self, _ctx: &AgentContext, _message: &Message) -> AgentResult {
+        Ok(())
+    }
+}

@@ -1,0 +1,479 @@
+//! The promises of [`engine_core::ExecutionEngine`], one scenario each.
+//!
+//! Each scenario takes a function that makes a fresh engine instance and one that makes
+//! a fresh messaging backend instance (instances of one backend must share a bus, as
+//! agents in different engines or processes do).
+
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Instant;
+
+use engine_core::{
+    AgentSpec, AgentState, DeadLetter, ERROR_TOPIC, ErrorKind, ExecutionEngine, GuildContext,
+    HistoryQuery, LifecycleKind, StartFrom,
+};
+
+use crate::harness::{
+    DEADLINE, MakeEngine, MakeMessaging, guild, publish, settle, text, unique_namespace, wait_until,
+};
+
+/// The messages an agent has handled, as its engine reports them.
+fn handled(engine: &dyn ExecutionEngine, guild: &GuildContext, agent: &str) -> u64 {
+    engine
+        .agent_info(&guild.namespace, agent)
+        .map_or(0, |info| info.messages_in)
+}
+
+fn spec(id: &str, agent_type: &str, topics: &[&str]) -> AgentSpec {
+    topics
+        .iter()
+        .fold(AgentSpec::new(id, agent_type), |spec, topic| {
+            spec.with_topic(*topic)
+        })
+}
+
+/// A requester and a responder exchange requests and replies on one engine while an
+/// observer on another engine instance sees both sides; the counts are exact before and
+/// after the responder is stopped.
+pub fn request_response_observed_from_another_engine(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("exchange");
+    let (first, second) = (make_engine(), make_engine());
+    let guild_one = guild(&ns, make_messaging());
+    let guild_two = guild(&ns, make_messaging());
+    first
+        .run_agent(
+            &guild_one,
+            spec("requester", "requester", &["go", "replies"]),
+        )
+        .unwrap();
+    first
+        .run_agent(&guild_one, spec("responder", "responder", &["requests"]))
+        .unwrap();
+    second
+        .run_agent(
+            &guild_two,
+            spec("observer", "counter", &["requests", "replies"]),
+        )
+        .unwrap();
+    let engines: [&dyn ExecutionEngine; 2] = [&*first, &*second];
+
+    for n in 0..3 {
+        publish(
+            &*guild_one.messaging,
+            &ns,
+            "test",
+            "go",
+            &format!("request {n}"),
+        );
+    }
+    wait_until(&engines, "three replies are observed", || {
+        handled(&*second, &guild_two, "observer") == 6
+    });
+    settle(&engines);
+    assert_eq!(
+        handled(&*first, &guild_one, "requester"),
+        6,
+        "3 go + 3 replies"
+    );
+    assert_eq!(handled(&*first, &guild_one, "responder"), 3);
+    assert_eq!(
+        handled(&*second, &guild_two, "observer"),
+        6,
+        "3 requests + 3 replies"
+    );
+    let replies = guild_one
+        .messaging
+        .history(&ns, &HistoryQuery::Topic("replies".into()))
+        .unwrap();
+    assert_eq!(replies.len(), 3);
+    for reply in &replies {
+        let body: serde_json::Value = reply.json().unwrap();
+        let request = body["reply"]
+            .as_str()
+            .expect("the reply echoes the request");
+        assert!(request.starts_with("request "));
+        assert!(
+            reply.in_reply_to.is_some(),
+            "a reply names the request it answers"
+        );
+    }
+
+    first.stop_agent(&ns, "responder").unwrap();
+    for n in 3..5 {
+        publish(
+            &*guild_one.messaging,
+            &ns,
+            "test",
+            "go",
+            &format!("request {n}"),
+        );
+    }
+    wait_until(&engines, "two more requests are observed", || {
+        handled(&*second, &guild_two, "observer") == 8
+    });
+    settle(&engines);
+    assert_eq!(
+        handled(&*first, &guild_one, "requester"),
+        8,
+        "2 more go, no replies"
+    );
+    assert_eq!(
+        handled(&*second, &guild_two, "observer"),
+        8,
+        "2 more requests, no replies"
+    );
+    assert!(first.agent_info(&ns, "responder").is_none());
+    first.shutdown().unwrap();
+    second.shutdown().unwrap();
+}
+
+/// A stopped agent handles nothing more and is gone from every query; run again, it
+/// resumes with what was published while it was stopped.
+pub fn a_stopped_agent_handles_nothing_and_disappears(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("stopped");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    engine
+        .run_agent(
+            &guild,
+            spec("worker", "counter", &["work"]).with_name("busy"),
+        )
+        .unwrap();
+    publish(&*guild.messaging, &ns, "test", "work", "one");
+    wait_until(&[&*engine], "the first message is handled", || {
+        handled(&*engine, &guild, "worker") == 1
+    });
+
+    engine.stop_agent(&ns, "worker").unwrap();
+    assert!(!engine.is_agent_running(&ns, "worker"));
+    assert!(engine.agent_info(&ns, "worker").is_none());
+    assert!(engine.agents_in_guild(&ns).is_empty());
+    assert!(engine.find_agents_by_name(&ns, "busy").is_empty());
+    assert_eq!(engine.stats().running, 0);
+
+    publish(&*guild.messaging, &ns, "test", "work", "while stopped");
+    settle(&[&*engine]);
+    assert!(
+        engine.agent_info(&ns, "worker").is_none(),
+        "nothing handled it"
+    );
+
+    engine
+        .run_agent(&guild, spec("worker", "counter", &["work"]))
+        .unwrap();
+    wait_until(&[&*engine], "the restarted agent resumes", || {
+        handled(&*engine, &guild, "worker") == 1
+    });
+    settle(&[&*engine]);
+    assert_eq!(
+        handled(&*engine, &guild, "worker"),
+        1,
+        "only the message sent while it was stopped"
+    );
+    engine.shutdown().unwrap();
+}
+
+/// Shutdown stops every agent of a guild of several, and the engine runs nothing after.
+pub fn shutdown_stops_every_agent(make_engine: MakeEngine<'_>, make_messaging: MakeMessaging<'_>) {
+    let ns = unique_namespace("shutdown");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    let events = engine.events();
+    for n in 0..6 {
+        engine
+            .run_agent(&guild, spec(&format!("agent-{n}"), "counter", &["t"]))
+            .unwrap();
+    }
+    assert_eq!(engine.agents_in_guild(&ns).len(), 6);
+    engine.shutdown().unwrap();
+    assert!(engine.agents_in_guild(&ns).is_empty());
+    for n in 0..6 {
+        assert!(!engine.is_agent_running(&ns, &format!("agent-{n}")));
+    }
+    assert_eq!(engine.stats().running, 0);
+    let stopped = events
+        .try_iter()
+        .filter(|event| event.kind == LifecycleKind::Stopped)
+        .count();
+    assert_eq!(stopped, 6, "every agent is reported stopped");
+    let refused = engine.run_agent(&guild, spec("late", "counter", &["t"]));
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::Closed);
+}
+
+/// Running an agent that runs already is a no-op: one agent, each message handled once.
+pub fn running_a_running_agent_again_is_a_no_op(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("idempotent");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    engine
+        .run_agent(&guild, spec("once", "counter", &["t"]))
+        .unwrap();
+    engine
+        .run_agent(&guild, spec("once", "counter", &["t"]))
+        .unwrap();
+    assert_eq!(engine.agents_in_guild(&ns).len(), 1);
+    publish(&*guild.messaging, &ns, "test", "t", "one");
+    wait_until(&[&*engine], "the message is handled", || {
+        handled(&*engine, &guild, "once") == 1
+    });
+    settle(&[&*engine]);
+    assert_eq!(handled(&*engine, &guild, "once"), 1);
+    engine.shutdown().unwrap();
+}
+
+/// Several agents may share a name; each is found by it and each gets a broadcast.
+pub fn agents_may_share_a_name(make_engine: MakeEngine<'_>, make_messaging: MakeMessaging<'_>) {
+    let ns = unique_namespace("shared-name");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    for n in 0..3 {
+        let agent = spec(&format!("worker-{n}"), "counter", &["t"]).with_name("worker");
+        engine.run_agent(&guild, agent).unwrap();
+    }
+    engine
+        .run_agent(&guild, spec("loner", "counter", &["t"]))
+        .unwrap();
+    let workers = engine.find_agents_by_name(&ns, "worker");
+    let mut ids: Vec<_> = workers.iter().map(|info| info.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["worker-0", "worker-1", "worker-2"]);
+    publish(&*guild.messaging, &ns, "test", "t", "to all");
+    wait_until(&[&*engine], "every agent has the broadcast", || {
+        engine
+            .agents_in_guild(&ns)
+            .iter()
+            .all(|info| info.messages_in == 1)
+    });
+    engine.shutdown().unwrap();
+}
+
+/// A panic ends only the agent that panicked: it is reported crashed with the panic
+/// text, its message is dead-lettered, the others carry on, and `cleanup_dead` forgets it.
+pub fn a_panic_crashes_only_its_agent(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("crash");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    let events = engine.events();
+    engine
+        .run_agent(&guild, spec("fragile", "fragile", &["risky"]))
+        .unwrap();
+    engine
+        .run_agent(&guild, spec("steady", "counter", &["risky", "calm"]))
+        .unwrap();
+    publish(&*guild.messaging, &ns, "test", "risky", "panic");
+    wait_until(&[&*engine], "the fragile agent is reported crashed", || {
+        engine
+            .agent_info(&ns, "fragile")
+            .is_some_and(|info| info.state == AgentState::Crashed)
+    });
+    let info = engine.agent_info(&ns, "fragile").unwrap();
+    let reason = info.exit.expect("a crashed agent has an exit").reason;
+    assert!(
+        reason.contains("asked to panic"),
+        "the reason carries the panic text: {reason}"
+    );
+    assert!(!engine.is_agent_running(&ns, "fragile"));
+
+    let deadline = Instant::now() + DEADLINE;
+    let crashed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(event) if event.agent_id == "fragile" => {
+                if let LifecycleKind::Crashed { reason } = event.kind {
+                    break reason;
+                }
+            }
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                panic!("no crashed event for the fragile agent")
+            }
+        }
+    };
+    assert!(crashed.contains("asked to panic"));
+
+    publish(&*guild.messaging, &ns, "test", "calm", "still there?");
+    wait_until(&[&*engine], "the steady agent carries on", || {
+        handled(&*engine, &guild, "steady") == 2
+    });
+    let letters = guild
+        .messaging
+        .history(&ns, &HistoryQuery::Topic(ERROR_TOPIC.into()))
+        .unwrap();
+    let letter: DeadLetter = letters.first().expect("a dead letter").json().unwrap();
+    assert_eq!(
+        (letter.client.as_str(), letter.failure.kind.as_str()),
+        ("fragile", "panic")
+    );
+
+    let cleaned = engine.cleanup_dead();
+    assert_eq!(
+        cleaned
+            .iter()
+            .map(|info| info.id.as_str())
+            .collect::<Vec<_>>(),
+        ["fragile"]
+    );
+    assert!(engine.agent_info(&ns, "fragile").is_none());
+    assert!(engine.is_agent_running(&ns, "steady"));
+    engine.shutdown().unwrap();
+}
+
+/// A handler error dead-letters that message, is counted, and the agent goes on.
+pub fn a_handler_error_is_dead_lettered_and_the_agent_goes_on(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("handler-error");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    engine
+        .run_agent(&guild, spec("fragile", "fragile", &["t"]))
+        .unwrap();
+    publish(&*guild.messaging, &ns, "test", "t", "fail");
+    publish(&*guild.messaging, &ns, "test", "t", "fine");
+    wait_until(&[&*engine], "both messages are handled", || {
+        handled(&*engine, &guild, "fragile") == 2
+    });
+    settle(&[&*engine]);
+    let info = engine.agent_info(&ns, "fragile").unwrap();
+    assert_eq!((info.state, info.errors), (AgentState::Running, 1));
+    let letters = guild
+        .messaging
+        .history(&ns, &HistoryQuery::Topic(ERROR_TOPIC.into()))
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter: DeadLetter = letters[0].json().unwrap();
+    assert_eq!(text(&letter.message), "fail");
+    assert_eq!(letter.failure.text, "asked to fail");
+    engine.shutdown().unwrap();
+}
+
+/// `run_agent` returns only once the agent is subscribed: a message published right
+/// after it returns is handled, and what the start hook publishes is delivered.
+pub fn an_agent_is_subscribed_when_run_returns(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("ready");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    engine
+        .run_agent(&guild, spec("listener", "counter", &["t", "announcements"]))
+        .unwrap();
+    publish(&*guild.messaging, &ns, "test", "t", "right away");
+    engine
+        .run_agent(&guild, spec("announcer", "announcer", &[]))
+        .unwrap();
+    wait_until(&[&*engine], "both messages reach the listener", || {
+        handled(&*engine, &guild, "listener") == 2
+    });
+    settle(&[&*engine]);
+    assert_eq!(handled(&*engine, &guild, "listener"), 2);
+    engine.shutdown().unwrap();
+}
+
+/// An unknown agent type and a failing start hook are errors that name the problem, and
+/// leave nothing behind.
+pub fn launch_failures_name_the_problem(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("launch-failures");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    let unknown = engine
+        .run_agent(&guild, spec("ghost", "no-such-type", &["t"]))
+        .unwrap_err();
+    assert_eq!(unknown.kind(), ErrorKind::UnknownAgentType);
+    assert!(unknown.to_string().contains("no-such-type"), "{unknown}");
+    let broken = engine
+        .run_agent(&guild, spec("broken", "broken", &["t"]))
+        .unwrap_err();
+    assert_eq!(broken.kind(), ErrorKind::StartFailed);
+    assert!(
+        broken.to_string().contains("the database is not there"),
+        "{broken}"
+    );
+    assert!(engine.agents_in_guild(&ns).is_empty());
+    engine.stop_agent(&ns, "never-existed").unwrap();
+    engine.shutdown().unwrap();
+}
+
+/// Lifecycle events report starts and stops, and "running" means started, subscribed,
+/// not stopped and not dead.
+pub fn lifecycle_events_and_running_agree(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("lifecycle");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    let events = engine.events();
+    engine
+        .run_agent(&guild, spec("a", "counter", &["t"]))
+        .unwrap();
+    assert!(engine.is_agent_running(&ns, "a"));
+    assert_eq!(
+        engine.agent_info(&ns, "a").unwrap().state,
+        AgentState::Running
+    );
+    engine.stop_agent(&ns, "a").unwrap();
+    let kinds: Vec<_> = events
+        .try_iter()
+        .filter(|event| event.agent_id == "a")
+        .map(|event| event.kind)
+        .collect();
+    assert_eq!(kinds, [LifecycleKind::Started, LifecycleKind::Stopped]);
+    engine.shutdown().unwrap();
+}
+
+/// An agent whose spec asks for the backlog gets the history of its topics first.
+pub fn an_agent_can_start_from_the_backlog(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("backlog");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    publish(&*guild.messaging, &ns, "test", "t", "early");
+    let mut late = spec("late", "counter", &["t"]);
+    late.start_from = StartFrom::Earliest;
+    engine.run_agent(&guild, late).unwrap();
+    wait_until(&[&*engine], "the backlog is handled", || {
+        handled(&*engine, &guild, "late") == 1
+    });
+    engine.shutdown().unwrap();
+}
+
+/// Engines instances are independent: shutting one down leaves another's agents running.
+pub fn engine_instances_are_independent(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("independent");
+    let (one, two) = (make_engine(), make_engine());
+    let guild = guild(&ns, make_messaging());
+    one.run_agent(&guild, spec("on-one", "counter", &["t"]))
+        .unwrap();
+    two.run_agent(&guild, spec("on-two", "counter", &["t"]))
+        .unwrap();
+    one.shutdown().unwrap();
+    assert!(two.is_agent_running(&ns, "on-two"));
+    assert!(two.agent_info(&ns, "on-one").is_none());
+    publish(&*guild.messaging, &ns, "test", "t", "still there");
+    wait_until(&[&*two], "the other engine's agent still works", || {
+        handled(&*two, &guild, "on-two") == 1
+    });
+    two.shutdown().unwrap();
+}

@@ -1,0 +1,115 @@
+//! What the scenarios share: unique namespaces, publishing, and waiting with a deadline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use engine_core::{
+    ExecutionEngine, GuildContext, IdGenerator, Message, MessageId, MessagingBackend, Payload,
+    Priority,
+};
+
+/// How long a scenario waits for something that should happen before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Makes a fresh backend instance.
+pub type MakeMessaging<'a> = &'a dyn Fn() -> Arc<dyn MessagingBackend>;
+
+/// Makes a fresh engine instance.
+pub type MakeEngine<'a> = &'a dyn Fn() -> Arc<dyn ExecutionEngine>;
+
+/// A namespace no other scenario (in this process or another) uses.
+pub fn unique_namespace(scenario: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{scenario}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Publishes a JSON string payload to `topic` as `sender`, returning its id.
+pub fn publish(
+    messaging: &dyn MessagingBackend,
+    namespace: &str,
+    sender: &str,
+    topic: &str,
+    text: &str,
+) -> MessageId {
+    publish_with(
+        messaging,
+        namespace,
+        sender,
+        &[topic],
+        text,
+        Priority::Normal,
+    )
+}
+
+/// Publishes a JSON string payload to `topics` at `priority`, returning its id.
+pub fn publish_with(
+    messaging: &dyn MessagingBackend,
+    namespace: &str,
+    sender: &str,
+    topics: &[&str],
+    text: &str,
+    priority: Priority,
+) -> MessageId {
+    let mut builder = Message::builder(topics[0], Payload::json(text).expect("a string encodes"))
+        .priority(priority);
+    for topic in &topics[1..] {
+        builder = builder.topic(*topic);
+    }
+    let message = builder.build(&IdGenerator::process(), namespace, sender);
+    let id = message.id;
+    messaging.publish(message).expect("publish");
+    id
+}
+
+/// The JSON string payload of a message.
+pub fn text(message: &Message) -> String {
+    message.json::<String>().expect("a json string payload")
+}
+
+/// Polls `condition` (driving `engines` first, for engines that run on the caller's
+/// thread) until it holds, failing the scenario with `what` at the deadline.
+pub fn wait_until(
+    engines: &[&dyn ExecutionEngine],
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for engine in engines {
+            engine.drive();
+        }
+        if condition() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits until no agent of `engines` has anything queued or is handling a message, and
+/// their counters have stopped moving.
+pub fn settle(engines: &[&dyn ExecutionEngine]) {
+    let mut last = None;
+    let mut stable = 0;
+    wait_until(engines, "the engines are idle", || {
+        let now: Vec<_> = engines.iter().map(|e| e.stats()).collect();
+        let idle = now.iter().all(|s| s.busy == 0 && s.queued == 0);
+        stable = if idle && last.as_ref() == Some(&now) {
+            stable + 1
+        } else {
+            0
+        };
+        last = Some(now);
+        stable >= 5
+    });
+}
+
+/// A guild context over `messaging` with the scenario agents registered.
+pub fn guild(namespace: &str, messaging: Arc<dyn MessagingBackend>) -> GuildContext {
+    GuildContext::new(namespace, messaging, Arc::new(crate::agents::registry()))
+}

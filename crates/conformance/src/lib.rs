@@ -1,0 +1,87 @@
+//! # conformance
+//!
+//! The promises of guild's contracts, written once as scenarios and stamped out as named
+//! `#[test]`s for every engine and messaging backend by [`messaging_suite!`] and
+//! [`engine_suite!`]. Each backend crate has one `tests/conformance.rs` that invokes them;
+//! `cargo xtask conformance` runs them all and prints the matrix.
+//!
+//! ```text
+//! // crates/messaging-memory/tests/conformance.rs
+//! conformance::messaging_suite!(|| std::sync::Arc::new(messaging_memory::MemoryMessaging::new()));
+//! ```
+
+pub mod agents;
+pub mod engine;
+pub mod harness;
+pub mod messaging;
+
+/// Stamps out one `#[test]` per delivery-contract scenario for the backend made by `$make`
+/// (an expression of type `Fn() -> Arc<impl MessagingBackend>`).
+#[macro_export]
+macro_rules! messaging_suite {
+    ($make:expr) => {
+        $crate::messaging_suite!(@each $make;
+            one_delivery_at_a_time_across_topics,
+            queued_deliveries_come_out_in_id_order,
+            new_client_from_latest_gets_only_new_messages,
+            new_client_from_earliest_replays_the_backlog,
+            resubscribing_resumes_after_the_last_position,
+            an_unfinished_delivery_is_handed_out_again,
+            a_failure_is_dead_lettered_and_the_position_advances,
+            a_dead_letter_never_dead_letters,
+            namespaces_are_isolated,
+            a_sender_never_receives_its_own_message,
+            a_message_to_several_topics_is_delivered_once_per_topic,
+            history_of_a_topic_is_in_publish_order,
+            history_after_an_id_is_by_time,
+            history_by_ids_keeps_the_requested_order,
+            nothing_one_client_does_wipes_another,
+            the_consumer_is_notified_when_work_arrives,
+            a_client_id_has_one_live_subscription,
+        );
+    };
+    (@each $make:expr; $($scenario:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $scenario() {
+                let make = $make;
+                let make = move || -> ::std::sync::Arc<dyn ::engine_core::MessagingBackend> { make() };
+                $crate::messaging::$scenario(&make);
+            }
+        )*
+    };
+}
+
+/// Stamps out one `#[test]` per engine scenario for the engine made by `engine` over the
+/// backend made by `messaging` (expressions of type `Fn() -> Arc<impl ExecutionEngine>`
+/// and `Fn() -> Arc<impl MessagingBackend>`).
+#[macro_export]
+macro_rules! engine_suite {
+    (engine: $engine:expr, messaging: $messaging:expr $(,)?) => {
+        $crate::engine_suite!(@each $engine, $messaging;
+            request_response_observed_from_another_engine,
+            a_stopped_agent_handles_nothing_and_disappears,
+            shutdown_stops_every_agent,
+            running_a_running_agent_again_is_a_no_op,
+            agents_may_share_a_name,
+            a_panic_crashes_only_its_agent,
+            a_handler_error_is_dead_lettered_and_the_agent_goes_on,
+            an_agent_is_subscribed_when_run_returns,
+            launch_failures_name_the_problem,
+            lifecycle_events_and_running_agree,
+            an_agent_can_start_from_the_backlog,
+            engine_instances_are_independent,
+        );
+    };
+    (@each $engine:expr, $messaging:expr; $($scenario:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $scenario() {
+                let (engine, messaging) = ($engine, $messaging);
+                let engine = move || -> ::std::sync::Arc<dyn ::engine_core::ExecutionEngine> { engine() };
+                let messaging = move || -> ::std::sync::Arc<dyn ::engine_core::MessagingBackend> { messaging() };
+                $crate::engine::$scenario(&engine, &messaging);
+            }
+        )*
+    };
+}

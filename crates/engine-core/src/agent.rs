@@ -1,0 +1,165 @@
+//! The agent contract: user code with async start, handle and stop hooks, and the
+//! context it uses to talk to its guild.
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::message::MessageBuilder;
+use crate::{
+    AgentCell, AgentSpec, Error, ErrorKind, GuildContext, HistoryQuery, Message, MessageId,
+    Payload, Result,
+};
+
+/// The error an agent's hook may return: any error type, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What an agent's hook returns.
+pub type AgentResult = std::result::Result<(), BoxError>;
+
+/// A message-driven worker.
+///
+/// Implement it with `async fn`s; the futures must be `Send` so any engine can drive
+/// them. An engine calls [`start`](Agent::start) once after the agent has subscribed to
+/// its topics, [`handle`](Agent::handle) for each delivered message (never two at once),
+/// and [`stop`](Agent::stop) when it is stopped. A handler error dead-letters that one
+/// message to the guild's error topic and the agent carries on; a panic ends the agent
+/// with a "crashed" exit.
+///
+/// ```
+/// use engine_core::{Agent, AgentContext, AgentResult, Message};
+///
+/// struct Echo;
+///
+/// impl Agent for Echo {
+///     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
+///         ctx.reply(message, message.payload.clone())?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Agent: Send + 'static {
+    /// Runs once, after the agent is subscribed and before it handles any message.
+    fn start(&mut self, ctx: &AgentContext) -> impl Future<Output = AgentResult> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Handles one message.
+    fn handle(
+        &mut self,
+        ctx: &AgentContext,
+        message: &Message,
+    ) -> impl Future<Output = AgentResult> + Send;
+
+    /// Runs once when the agent is stopped (not after a crash).
+    fn stop(&mut self, ctx: &AgentContext) -> impl Future<Output = AgentResult> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+}
+
+/// An [`Agent`] with its type erased, as built by the registry. Each method drives the
+/// hook's future to completion on the calling thread, inside whatever async runtime
+/// context that thread has entered, without allocating.
+pub trait DynAgent: Send {
+    /// Runs [`Agent::start`] to completion.
+    fn run_start(&mut self, ctx: &AgentContext) -> AgentResult;
+    /// Runs [`Agent::handle`] to completion.
+    fn run_handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult;
+    /// Runs [`Agent::stop`] to completion.
+    fn run_stop(&mut self, ctx: &AgentContext) -> AgentResult;
+}
+
+impl<A: Agent> DynAgent for A {
+    fn run_start(&mut self, ctx: &AgentContext) -> AgentResult {
+        crate::block_on::block_on(self.start(ctx))
+    }
+
+    fn run_handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
+        crate::block_on::block_on(self.handle(ctx, message))
+    }
+
+    fn run_stop(&mut self, ctx: &AgentContext) -> AgentResult {
+        crate::block_on::block_on(self.stop(ctx))
+    }
+}
+
+/// What an agent sees of its guild: its spec, publishing, replying, history and resources.
+pub struct AgentContext {
+    spec: Arc<AgentSpec>,
+    guild: GuildContext,
+    cell: Arc<AgentCell>,
+}
+
+impl AgentContext {
+    /// The context of the agent described by `spec` in `guild`.
+    pub fn new(spec: Arc<AgentSpec>, guild: GuildContext, cell: Arc<AgentCell>) -> Self {
+        Self { spec, guild, cell }
+    }
+
+    /// The agent's id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The agent's spec.
+    pub fn spec(&self) -> &AgentSpec {
+        &self.spec
+    }
+
+    /// The guild namespace.
+    pub fn namespace(&self) -> &str {
+        &self.guild.namespace
+    }
+
+    /// Publishes a message built by `builder`, as this agent, at the agent's default
+    /// priority unless the builder set one.
+    pub fn publish(&self, builder: MessageBuilder) -> Result<MessageId> {
+        let message = builder.default_priority(self.spec.priority).build(
+            &self.guild.ids,
+            &self.guild.namespace,
+            &self.spec.id,
+        );
+        let id = message.id;
+        self.guild.messaging.publish(message)?;
+        self.cell.count_out();
+        Ok(id)
+    }
+
+    /// Publishes `payload` to `topic`.
+    pub fn send(&self, topic: impl Into<String>, payload: Payload) -> Result<MessageId> {
+        self.publish(Message::builder(topic, payload))
+    }
+
+    /// Replies to `message` (to its `reply_to` topic, else its sender's inbox), continuing
+    /// its thread.
+    pub fn reply(&self, message: &Message, payload: Payload) -> Result<MessageId> {
+        self.publish(Message::builder(message.reply_topic(), payload).in_reply_to(message))
+    }
+
+    /// Queries the guild's message history.
+    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<Arc<Message>>> {
+        self.guild.messaging.history(&self.guild.namespace, query)
+    }
+
+    /// The shared resource `name`, which the agent's spec must list as a dependency.
+    pub fn resource<T: Any + Send + Sync>(&self, name: &str) -> Result<Arc<T>> {
+        if !self.spec.dependencies.iter().any(|d| d == name) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "agent",
+                format!(
+                    "agent {:?} does not list {name:?} among its dependencies",
+                    self.spec.id
+                ),
+            ));
+        }
+        self.guild.resources.get(name)
+    }
+}

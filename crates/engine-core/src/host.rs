@@ -1,0 +1,207 @@
+//! The one boundary at which every engine runs agent code: build the agent from its
+//! spec, subscribe it, start it, hand it messages one at a time, and stop it. Handler
+//! errors and panics are caught here and nowhere else.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::{
+    AgentCell, AgentContext, AgentSpec, DynAgent, Error, ErrorKind, Failure, GuildContext, Notify,
+    Outcome, Result, SubscribeRequest, Subscription, message::inbox_topic,
+};
+
+/// What one [`AgentHost::step`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing was queued.
+    Idle,
+    /// One message was handled (successfully or dead-lettered after an error).
+    Handled,
+    /// The handler panicked: the agent has crashed and must not be stepped again.
+    Crashed(String),
+}
+
+/// A started agent together with its subscription and context.
+pub struct AgentHost {
+    agent: Box<dyn DynAgent>,
+    ctx: AgentContext,
+    subscription: Option<Box<dyn Subscription>>,
+    cell: Arc<AgentCell>,
+}
+
+impl std::fmt::Debug for AgentHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentHost")
+            .field("agent", &self.ctx.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentHost {
+    /// Builds the agent from `spec`, subscribes it to its topics and its inbox, and runs
+    /// its start hook. When this returns `Ok`, the agent is ready.
+    pub fn start(
+        guild: &GuildContext,
+        spec: Arc<AgentSpec>,
+        cell: Arc<AgentCell>,
+        notify: Arc<dyn Notify>,
+    ) -> Result<Self> {
+        let agent = guild.registry.build(&spec)?;
+        let mut topics = spec.topics.clone();
+        topics.push(inbox_topic(&spec.id));
+        let subscription = guild.messaging.subscribe(
+            SubscribeRequest {
+                namespace: guild.namespace.to_string(),
+                client_id: spec.id.clone(),
+                topics,
+                start: spec.start_from,
+            },
+            notify,
+        )?;
+        let ctx = AgentContext::new(spec, guild.clone(), cell.clone());
+        let mut host = Self {
+            agent,
+            ctx,
+            subscription: Some(subscription),
+            cell,
+        };
+        let started = catch_unwind(AssertUnwindSafe(|| host.agent.run_start(&host.ctx)));
+        let failure = match started {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(panic) => Some(format!("panicked: {}", panic_text(&*panic))),
+        };
+        if let Some(failure) = failure {
+            host.close();
+            return Err(Error::new(
+                ErrorKind::StartFailed,
+                "agent",
+                format!("agent {:?}: start failed: {failure}", host.ctx.id()),
+            ));
+        }
+        Ok(host)
+    }
+
+    /// The agent's id.
+    pub fn id(&self) -> &str {
+        self.ctx.id()
+    }
+
+    /// Hands the next queued message, if any, to the agent's handler.
+    ///
+    /// An error returned by the handler dead-letters the message and the agent goes on.
+    /// A panic dead-letters the message too (so a restarted agent does not meet the same
+    /// poison message) and reports the agent crashed.
+    pub fn step(&mut self) -> Result<Step> {
+        let subscription = self.subscription_mut()?;
+        let Some(delivery) = subscription.next()? else {
+            self.cell.set_queued(0);
+            return Ok(Step::Idle);
+        };
+        let message = &delivery.message;
+        let span = tracing::debug_span!(
+            "handle",
+            agent = %self.ctx.id(),
+            topic = %delivery.topic,
+            message = %message.id
+        );
+        let _entered = span.enter();
+        self.cell.begin_handling();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.agent.run_handle(&self.ctx, message)
+        }));
+        let (outcome, step) = match result {
+            Ok(Ok(())) => (Outcome::Handled, Step::Handled),
+            Ok(Err(error)) => {
+                tracing::warn!(agent = %self.ctx.id(), topic = %delivery.topic, %error, "handler failed");
+                let failure = Failure {
+                    kind: "error".into(),
+                    text: error.to_string(),
+                };
+                (Outcome::Failed(failure), Step::Handled)
+            }
+            Err(panic) => {
+                let text = panic_text(&*panic);
+                tracing::error!(agent = %self.ctx.id(), topic = %delivery.topic, panic = %text, "handler panicked");
+                let reason = format!(
+                    "panicked handling message {} on topic {:?}: {text}",
+                    message.id, delivery.topic
+                );
+                let failure = Failure {
+                    kind: "panic".into(),
+                    text,
+                };
+                (Outcome::Failed(failure), Step::Crashed(reason))
+            }
+        };
+        let failed = outcome != Outcome::Handled;
+        let subscription = self.subscription_mut()?;
+        subscription.complete(outcome)?;
+        let queued = subscription.pending();
+        self.cell.end_handling(failed, queued);
+        Ok(step)
+    }
+
+    /// Deliveries queued for the agent.
+    pub fn pending(&self) -> usize {
+        self.subscription.as_ref().map_or(0, |s| s.pending())
+    }
+
+    /// Runs the agent's stop hook and detaches its subscription (keeping its position).
+    pub fn stop(mut self) -> Result<()> {
+        let stopped = catch_unwind(AssertUnwindSafe(|| self.agent.run_stop(&self.ctx)));
+        self.close();
+        match stopped {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Error::new(
+                ErrorKind::Handler,
+                "agent",
+                format!("agent {:?}: stop hook failed: {error}", self.ctx.id()),
+            )),
+            Err(panic) => Err(Error::new(
+                ErrorKind::Handler,
+                "agent",
+                format!(
+                    "agent {:?}: stop hook panicked: {}",
+                    self.ctx.id(),
+                    panic_text(&*panic)
+                ),
+            )),
+        }
+    }
+
+    /// Detaches the subscription without running the stop hook, after a crash.
+    pub fn abandon(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        if let Some(subscription) = self.subscription.take()
+            && let Err(error) = subscription.close()
+        {
+            tracing::warn!(agent = %self.ctx.id(), %error, "closing the subscription failed");
+        }
+    }
+
+    fn subscription_mut(&mut self) -> Result<&mut Box<dyn Subscription>> {
+        self.subscription.as_mut().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Closed,
+                "agent",
+                format!("agent {:?} is no longer subscribed", self.ctx.id()),
+            )
+        })
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_text(panic: &(dyn Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic with a non-text payload".to_owned()
+    }
+}

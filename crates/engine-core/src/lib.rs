@@ -1,0 +1,51 @@
+//! # engine-core
+//!
+//! The contracts of guild, written down: what an [`Agent`] is, how it is described as
+//! data ([`AgentSpec`], [`GuildSpec`]) and built from a name ([`AgentRegistry`]), what a
+//! [`Message`] and its [`MessageId`] are, what every [`MessagingBackend`] promises (the
+//! delivery contract), and what every [`ExecutionEngine`] promises.
+//!
+//! This crate has no async runtime, does no IO of its own, and names no backend's types.
+//! Every engine and backend depends on it; it depends on nothing of theirs.
+//!
+//! The shared machinery engines need so they keep the same promises in the same way also
+//! lives here: [`AgentHost`] (the one place agent code runs and panics are caught),
+//! [`AgentTable`] (the bookkeeping behind the query methods) and [`EventHub`].
+#![doc = ""]
+#![doc = include_str!("../README.md")]
+
+mod agent;
+mod block_on;
+mod engine;
+mod error;
+mod events;
+mod host;
+mod id;
+mod load;
+mod message;
+mod messaging;
+mod registry;
+mod spec;
+mod table;
+
+pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
+pub use engine::{
+    AgentInfo, AgentState, EngineCapabilities, EngineStats, ExecutionEngine, ExitStatus,
+    GuildContext,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use events::{EventHub, EventReceiver, LifecycleEvent, LifecycleKind};
+pub use host::{AgentHost, Step, panic_text};
+pub use id::{GENERATOR_ID_MAX, ID_EPOCH_UNIX_MS, IdGenerator, MessageId, Priority, unix_ms_now};
+pub use load::{KnownNames, LoadedSpec, SpecError, SpecErrors, SpecFormat};
+pub use message::{JSON_FORMAT, Message, MessageBuilder, Payload, inbox_topic};
+pub use messaging::{
+    Capabilities, DeadLetter, Delivery, ERROR_TOPIC, Failure, HistoryQuery, MessagingBackend,
+    NoNotify, Notify, Outcome, StartFrom, SubscribeRequest, Subscription,
+};
+pub use registry::{AgentRegistry, Resources};
+pub use spec::{
+    AgentSpec, DependencySpec, GuildSpec, ResourceLimits, RestartPolicy, RunSpec, SendSpec,
+    UntilSpec,
+};
+pub use table::{AgentCell, AgentRecord, AgentTable};

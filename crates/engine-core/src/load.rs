@@ -1,0 +1,422 @@
+//! Loading guild specs from TOML or JSON files, and checking them against what is
+//! registered, with errors that name the file, the line and the field.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::{AgentRegistry, Error, ErrorKind, GuildSpec};
+
+/// One problem in a spec file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// The file (or the name given to a parsed string).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The field, as a path such as `agents[1].type`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if !self.field.is_empty() && self.field != "." {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a spec file, one per line when displayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+impl From<SpecErrors> for Error {
+    fn from(errors: SpecErrors) -> Self {
+        Error::new(ErrorKind::InvalidSpec, "spec", errors.to_string())
+    }
+}
+
+/// A guild spec together with the text it was parsed from, so later checks can point
+/// at lines.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    /// Where it came from.
+    pub file: PathBuf,
+    /// The text.
+    pub source: String,
+    /// The parsed spec.
+    pub spec: GuildSpec,
+}
+
+/// The names a spec may refer to, beyond the agent types and resource kinds of a registry.
+#[derive(Debug, Clone, Default)]
+pub struct KnownNames {
+    /// Execution engines that can be chosen by name.
+    pub engines: Vec<String>,
+    /// Messaging backends (or URL schemes) that can be chosen by name.
+    pub messaging: Vec<String>,
+}
+
+/// The formats a spec file may be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    /// TOML (`.toml`).
+    Toml,
+    /// JSON (`.json`).
+    Json,
+}
+
+impl LoadedSpec {
+    /// Reads and parses the file at `path`; its extension picks the format.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SpecErrors> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let whole_file = |message: String| {
+            SpecErrors(vec![SpecError {
+                file: file.clone(),
+                line: None,
+                column: None,
+                field: String::new(),
+                message,
+            }])
+        };
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => SpecFormat::Toml,
+            Some("json") => SpecFormat::Json,
+            _ => {
+                return Err(whole_file(
+                    "unknown spec format: the file name must end in .toml or .json".into(),
+                ));
+            }
+        };
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| whole_file(format!("cannot read the file: {e}")))?;
+        Self::parse(path, source, format)
+    }
+
+    /// Parses `source` in `format`, naming it `file` in errors.
+    pub fn parse(
+        file: impl Into<PathBuf>,
+        source: String,
+        format: SpecFormat,
+    ) -> Result<Self, SpecErrors> {
+        let file = file.into();
+        let parsed = match format {
+            SpecFormat::Toml => parse_toml(&source),
+            SpecFormat::Json => parse_json(&source),
+        };
+        match parsed {
+            Ok(spec) => Ok(Self { file, source, spec }),
+            Err((position, field, message)) => {
+                let (line, column) = position.unzip();
+                Err(SpecErrors(vec![SpecError {
+                    file: file.display().to_string(),
+                    line,
+                    column,
+                    field,
+                    message,
+                }]))
+            }
+        }
+    }
+
+    /// Checks what parsing cannot: unique agent ids, known agent types, engines,
+    /// messaging backends and dependencies, and a sensible run section. Reports every
+    /// problem, not just the first.
+    pub fn check(&self, registry: &AgentRegistry, known: &KnownNames) -> Result<(), SpecErrors> {
+        let mut errors = Vec::new();
+        let spec = &self.spec;
+        let mut error = |field: String, key: &str, value: &str, nth: usize, message: String| {
+            let (line, column) = locate(&self.source, key, value, nth).unzip();
+            errors.push(SpecError {
+                file: self.file.display().to_string(),
+                line,
+                column,
+                field,
+                message,
+            });
+        };
+
+        if spec.id.trim().is_empty() {
+            error(
+                "id".into(),
+                "id",
+                "",
+                0,
+                "the guild id must not be empty".into(),
+            );
+        }
+        if let Some(engine) = &spec.engine
+            && !known.engines.contains(engine)
+        {
+            error(
+                "engine".into(),
+                "engine",
+                engine,
+                0,
+                format!(
+                    "unknown engine {engine:?}; known: {}",
+                    known.engines.join(", ")
+                ),
+            );
+        }
+        if let Some(messaging) = &spec.messaging {
+            let scheme = messaging.split("://").next().unwrap_or(messaging);
+            if !known.messaging.iter().any(|m| m == scheme) {
+                error(
+                    "messaging".into(),
+                    "messaging",
+                    messaging,
+                    0,
+                    format!(
+                        "unknown messaging backend {messaging:?}; known: {}",
+                        known.messaging.join(", ")
+                    ),
+                );
+            }
+        }
+        for (name, dependency) in &spec.dependencies {
+            if !registry.has_resource_kind(&dependency.kind) {
+                error(
+                    format!("dependencies.{name}.kind"),
+                    "kind",
+                    &dependency.kind,
+                    0,
+                    format!("unknown resource kind {:?}", dependency.kind),
+                );
+            }
+        }
+
+        let mut seen_ids: HashMap<String, usize> = HashMap::new();
+        let mut seen_types: HashMap<&str, usize> = HashMap::new();
+        for (i, agent) in spec.agents.iter().enumerate() {
+            let nth_type = bump(&mut seen_types, &agent.agent_type);
+            if agent.id.trim().is_empty() {
+                error(
+                    format!("agents[{i}].id"),
+                    "id",
+                    "",
+                    0,
+                    "the agent id must not be empty".into(),
+                );
+            }
+            if agent.replicas == 0 {
+                error(
+                    format!("agents[{i}].replicas"),
+                    "replicas",
+                    "0",
+                    0,
+                    "replicas must be at least 1".into(),
+                );
+            }
+            for copy in agent.expand() {
+                let nth = seen_ids.entry(copy.id.clone()).or_insert(0);
+                *nth += 1;
+                if *nth == 2 {
+                    error(
+                        format!("agents[{i}].id"),
+                        "id",
+                        &agent.id,
+                        0,
+                        format!("duplicate agent id {:?}", copy.id),
+                    );
+                }
+            }
+            if !registry.has_agent_type(&agent.agent_type) {
+                error(
+                    format!("agents[{i}].type"),
+                    "type",
+                    &agent.agent_type,
+                    nth_type,
+                    format!(
+                        "unknown agent type {:?}; registered: {}",
+                        agent.agent_type,
+                        registry.agent_types().join(", ")
+                    ),
+                );
+            }
+            if let Some(engine) = &agent.engine
+                && !known.engines.contains(engine)
+            {
+                error(
+                    format!("agents[{i}].engine"),
+                    "engine",
+                    engine,
+                    0,
+                    format!(
+                        "unknown engine {engine:?}; known: {}",
+                        known.engines.join(", ")
+                    ),
+                );
+            }
+            for (d, name) in agent.dependencies.iter().enumerate() {
+                if !spec.dependencies.contains_key(name) {
+                    error(
+                        format!("agents[{i}].dependencies[{d}]"),
+                        "dependencies",
+                        name,
+                        0,
+                        format!("no guild dependency is named {name:?}"),
+                    );
+                }
+            }
+            for (t, topic) in agent.topics.iter().enumerate() {
+                if topic.trim().is_empty() {
+                    error(
+                        format!("agents[{i}].topics[{t}]"),
+                        "topics",
+                        "",
+                        0,
+                        "topic names must not be empty".into(),
+                    );
+                }
+            }
+        }
+
+        if spec.run.until.count == 0 {
+            error(
+                "run.until.count".into(),
+                "count",
+                "0",
+                0,
+                "count must be at least 1".into(),
+            );
+        }
+        let topics: BTreeSet<&str> = spec
+            .agents
+            .iter()
+            .flat_map(|a| a.topics.iter().map(String::as_str))
+            .collect();
+        for (s, send) in spec.run.send.iter().enumerate() {
+            if !topics.contains(send.topic.as_str()) && !send.topic.starts_with("inbox:") {
+                error(
+                    format!("run.send[{s}].topic"),
+                    "topic",
+                    &send.topic,
+                    0,
+                    format!("no agent subscribes to topic {:?}", send.topic),
+                );
+            }
+        }
+
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecErrors(errors))
+        }
+    }
+}
+
+type ParseFailure = (Option<(usize, usize)>, String, String);
+
+fn parse_toml(source: &str) -> Result<GuildSpec, ParseFailure> {
+    let deserializer = toml::Deserializer::parse(source).map_err(|e| {
+        let position = e.span().map(|span| line_column(source, span.start));
+        (position, String::new(), e.message().trim().to_owned())
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let position = inner.span().map(|span| line_column(source, span.start));
+        (position, field, inner.message().trim().to_owned())
+    })
+}
+
+fn parse_json(source: &str) -> Result<GuildSpec, ParseFailure> {
+    let mut deserializer = serde_json::Deserializer::from_str(source);
+    let spec: GuildSpec = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        (
+            Some((inner.line(), inner.column())),
+            field,
+            strip_json_position(&inner.to_string()),
+        )
+    })?;
+    deserializer.end().map_err(|e| {
+        (
+            Some((e.line(), e.column())),
+            String::new(),
+            strip_json_position(&e.to_string()),
+        )
+    })?;
+    Ok(spec)
+}
+
+/// serde_json appends " at line L column C"; the position is reported separately.
+fn strip_json_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset.min(source.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Finds the `nth` line (0-based) on which `key` is set to `value`, as a TOML
+/// `key = "value"` or a JSON `"key": "value"` (quoted or not), and the column of `key`.
+fn locate(source: &str, key: &str, value: &str, nth: usize) -> Option<(usize, usize)> {
+    source
+        .lines()
+        .enumerate()
+        .filter_map(|(i, line)| assignment_column(line, key, value).map(|column| (i + 1, column)))
+        .nth(nth)
+}
+
+fn assignment_column(line: &str, key: &str, value: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(found) = line[from..].find(key) {
+        let start = from + found;
+        let rest = line[start + key.len()..]
+            .trim_start_matches('"')
+            .trim_start();
+        if let Some(assigned) = rest.strip_prefix('=').or_else(|| rest.strip_prefix(':')) {
+            let assigned = assigned.trim_start();
+            let unquoted = assigned.strip_prefix('"').unwrap_or(assigned);
+            let ends_there =
+                |after: &str| after.is_empty() || after.starts_with(['"', ',', ' ', '}', ']']);
+            if unquoted.strip_prefix(value).is_some_and(ends_there) {
+                return Some(start + 1);
+            }
+        }
+        from = start + key.len();
+    }
+    None
+}
+
+fn bump<'a>(counts: &mut HashMap<&'a str, usize>, key: &'a str) -> usize {
+    let count = counts.entry(key).or_insert(0);
+    *count += 1;
+    *count - 1
+}

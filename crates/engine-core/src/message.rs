@@ -1,0 +1,200 @@
+//! Messages, their payloads, and the builder agents use to send them.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::id::unix_ms_now;
+use crate::{Error, ErrorKind, IdGenerator, MessageId, Priority, Result};
+
+/// The payload format name for JSON, the common format.
+pub const JSON_FORMAT: &str = "json";
+
+/// The bytes a message carries, tagged with the name of their format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    /// The format of `bytes`, such as `"json"` or `"text"`.
+    pub format: String,
+    /// The encoded content.
+    pub bytes: Vec<u8>,
+}
+
+impl Payload {
+    /// A payload of raw bytes in the named format.
+    pub fn new(format: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        Self {
+            format: format.into(),
+            bytes: bytes.into(),
+        }
+    }
+
+    /// Encodes `value` as JSON.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        let bytes = serde_json::to_vec(value).map_err(|e| {
+            Error::new(
+                ErrorKind::Codec,
+                "payload",
+                format!("cannot encode json: {e}"),
+            )
+            .with_source(e)
+        })?;
+        Ok(Self::new(JSON_FORMAT, bytes))
+    }
+
+    /// Decodes a JSON payload into `T`.
+    pub fn decode_json<T: DeserializeOwned>(&self) -> Result<T> {
+        if self.format != JSON_FORMAT {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                "payload",
+                format!("expected a json payload, found format {:?}", self.format),
+            ));
+        }
+        serde_json::from_slice(&self.bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Codec,
+                "payload",
+                format!("cannot decode json: {e}"),
+            )
+            .with_source(e)
+        })
+    }
+}
+
+impl From<serde_json::Value> for Payload {
+    fn from(value: serde_json::Value) -> Self {
+        Self::new(JSON_FORMAT, value.to_string())
+    }
+}
+
+/// One message on a guild's bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Unique id; sorting by id sorts by priority, then time.
+    pub id: MessageId,
+    /// The guild (namespace) the message belongs to.
+    pub namespace: String,
+    /// The topics it was published to; it is delivered once per topic.
+    pub topics: Vec<String>,
+    /// The id of the agent or client that sent it.
+    pub sender: String,
+    /// The content.
+    pub payload: Payload,
+    /// Where replies to this message should go, when not to the sender's inbox.
+    pub reply_to: Option<String>,
+    /// The message this one answers.
+    pub in_reply_to: Option<MessageId>,
+    /// The first message of the conversation this one belongs to.
+    pub thread: Option<MessageId>,
+    /// Free-form headers; the trace context travels here.
+    pub headers: BTreeMap<String, String>,
+    /// Wall-clock Unix milliseconds at which it was built.
+    pub timestamp_ms: u64,
+}
+
+impl Message {
+    /// Starts a message to `topic` carrying `payload`.
+    pub fn builder(topic: impl Into<String>, payload: Payload) -> MessageBuilder {
+        MessageBuilder {
+            topics: vec![topic.into()],
+            payload,
+            priority: None,
+            reply_to: None,
+            in_reply_to: None,
+            thread: None,
+            headers: BTreeMap::new(),
+        }
+    }
+
+    /// The message's priority (encoded in its id).
+    pub fn priority(&self) -> Priority {
+        self.id.priority()
+    }
+
+    /// Decodes a JSON payload into `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        self.payload.decode_json()
+    }
+
+    /// The topic a reply to this message goes to: its `reply_to`, else the sender's inbox.
+    pub fn reply_topic(&self) -> String {
+        self.reply_to
+            .clone()
+            .unwrap_or_else(|| inbox_topic(&self.sender))
+    }
+}
+
+/// Everything about a message that its sender chooses; the rest is filled in by
+/// [`MessageBuilder::build`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MessageBuilder {
+    topics: Vec<String>,
+    payload: Payload,
+    priority: Option<Priority>,
+    reply_to: Option<String>,
+    in_reply_to: Option<MessageId>,
+    thread: Option<MessageId>,
+    headers: BTreeMap<String, String>,
+}
+
+impl MessageBuilder {
+    /// Also publishes to `topic`.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Sets the delivery priority.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Sets the priority unless one was set already.
+    pub fn default_priority(mut self, priority: Priority) -> Self {
+        self.priority.get_or_insert(priority);
+        self
+    }
+
+    /// Asks receivers to send replies to `topic`.
+    pub fn reply_to(mut self, topic: impl Into<String>) -> Self {
+        self.reply_to = Some(topic.into());
+        self
+    }
+
+    /// Marks the message as a reply to `original`, continuing its thread.
+    pub fn in_reply_to(mut self, original: &Message) -> Self {
+        self.in_reply_to = Some(original.id);
+        self.thread = Some(original.thread.unwrap_or(original.id));
+        self
+    }
+
+    /// Sets a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Stamps the message with an id from `ids`, its namespace and its sender.
+    pub fn build(self, ids: &IdGenerator, namespace: &str, sender: &str) -> Message {
+        Message {
+            id: ids.next(self.priority.unwrap_or_default()),
+            namespace: namespace.to_owned(),
+            topics: self.topics,
+            sender: sender.to_owned(),
+            payload: self.payload,
+            reply_to: self.reply_to,
+            in_reply_to: self.in_reply_to,
+            thread: self.thread,
+            headers: self.headers,
+            timestamp_ms: unix_ms_now(),
+        }
+    }
+}
+
+/// The topic every agent is subscribed to for messages addressed to it alone.
+pub fn inbox_topic(agent_id: &str) -> String {
+    format!("inbox:{agent_id}")
+}

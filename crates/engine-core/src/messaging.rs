@@ -1,0 +1,207 @@
+//! The messaging backend contract: publish, subscribe, history, and the delivery
+//! promises every backend keeps.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Message, MessageId, Result};
+
+/// The reserved topic, in every namespace, where dead letters (failed deliveries) and
+/// agent errors are published as [`DeadLetter`] JSON payloads.
+pub const ERROR_TOPIC: &str = "guild.errors";
+
+/// A messaging backend: the bus agents of a guild talk over.
+///
+/// # The delivery contract
+///
+/// Every backend keeps these promises; `crates/conformance` proves them, one test each:
+///
+/// 1. **One at a time, in order.** A client's [`Subscription`] hands out one message at a
+///    time, across all of its topics; the next is available only after the previous one
+///    is [completed](Subscription::complete). What is queued comes out in [`MessageId`]
+///    order (priority first, then time).
+/// 2. **Replay and resume.** A new client receives what is published after it subscribes,
+///    plus the retained history of its topics when it asks for it with
+///    [`StartFrom::Earliest`]. Subscribing again with the same client id resumes after the
+///    last completed message: nothing completed is delivered again, nothing published
+///    while the client was away is lost (within the backend's retention), and a message
+///    handed out but never completed is handed out again.
+/// 3. **Dead letters.** A delivery completed with [`Outcome::Failed`] is published to
+///    [`ERROR_TOPIC`] as a [`DeadLetter`] naming the client, the topic, the original
+///    message, and the failure; the position advances past it. A failure while handling
+///    a dead letter is logged, never dead-lettered again.
+/// 4. **Isolation.** Namespaces (guilds) never see each other's messages; a sender never
+///    receives its own message; a message published to several topics is delivered once
+///    per topic to each subscriber of that topic.
+/// 5. **History.** All retained messages of a topic in publish order; those after a given
+///    id *by time* (so a newer message of higher priority is not skipped); and messages
+///    by id, in the order asked.
+/// 6. **No collateral damage.** Nothing one client or one backend instance does (closing,
+///    dropping, re-subscribing) removes another's messages, positions or history.
+///
+/// Backends declare what they support in [`Capabilities`] rather than failing at run time.
+pub trait MessagingBackend: Send + Sync + 'static {
+    /// The backend's name, such as `"memory"` or `"redis"`.
+    fn name(&self) -> &str;
+
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Publishes `message` to each of its topics in its namespace.
+    fn publish(&self, message: Message) -> Result<()>;
+
+    /// Subscribes a client to topics. `notify` is called, from any thread and without
+    /// locks held, whenever the subscription goes from having nothing to hand out to
+    /// having something; the consumer then drains it with [`Subscription::next`].
+    fn subscribe(
+        &self,
+        request: SubscribeRequest,
+        notify: Arc<dyn Notify>,
+    ) -> Result<Box<dyn Subscription>>;
+
+    /// Answers a history query within one namespace.
+    fn history(&self, namespace: &str, query: &HistoryQuery) -> Result<Vec<Arc<Message>>>;
+}
+
+/// A wake-up call from a backend to the consumer of a subscription.
+pub trait Notify: Send + Sync {
+    /// Something may be ready to hand out. Must not block.
+    fn notify(&self);
+}
+
+/// A [`Notify`] that does nothing, for consumers that poll (the sync engine).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoNotify;
+
+impl Notify for NoNotify {
+    fn notify(&self) {}
+}
+
+/// Who subscribes to what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeRequest {
+    /// The guild namespace.
+    pub namespace: String,
+    /// The client id; positions are kept per client id.
+    pub client_id: String,
+    /// The topics to receive.
+    pub topics: Vec<String>,
+    /// Where a client that has never subscribed before starts.
+    pub start: StartFrom,
+}
+
+/// Where a new client's subscription starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// Only messages published after subscribing.
+    #[default]
+    Latest,
+    /// The retained history of its topics first, then everything after.
+    Earliest,
+}
+
+/// One message handed to a client, with the topic it arrived on.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The topic the message was delivered on.
+    pub topic: Arc<str>,
+    /// The message, shared (never copied) between subscribers.
+    pub message: Arc<Message>,
+}
+
+/// How handling a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled; the position advances.
+    Handled,
+    /// Failed; the message is dead-lettered and the position advances.
+    Failed(Failure),
+}
+
+/// Why a handler failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// `"error"` for a returned error, `"panic"` for a panic.
+    pub kind: String,
+    /// The error or panic text.
+    pub text: String,
+}
+
+/// The payload published to [`ERROR_TOPIC`] for a failed delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The client whose handler failed.
+    pub client: String,
+    /// The topic the message was delivered on.
+    pub topic: String,
+    /// The message that failed.
+    pub message: Message,
+    /// What went wrong.
+    pub failure: Failure,
+}
+
+/// A client's live subscription. Dropping it (or calling [`close`](Self::close)) detaches
+/// the client: its position is kept, and a later subscription with the same client id
+/// resumes from it.
+pub trait Subscription: Send {
+    /// The next delivery in order, or `None` when nothing is queued now. Until it is
+    /// completed, calling `next` again returns the same delivery.
+    fn next(&mut self) -> Result<Option<Delivery>>;
+
+    /// Completes the delivery last returned by [`next`](Self::next), advancing the
+    /// position; a failure is dead-lettered first.
+    fn complete(&mut self, outcome: Outcome) -> Result<()>;
+
+    /// How many deliveries are queued for this client, including one in flight.
+    fn pending(&self) -> usize;
+
+    /// Detaches the client, keeping its position.
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// A question about a namespace's retained messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// Every retained message of a topic, in publish order.
+    Topic(String),
+    /// The retained messages of a topic minted after `after`, by time (ignoring priority).
+    After {
+        /// The topic.
+        topic: String,
+        /// The id to start after.
+        after: MessageId,
+    },
+    /// Retained messages by id, in the order given; unknown ids are left out.
+    Ids(Vec<MessageId>),
+}
+
+/// What a backend supports, declared as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Messages and positions survive a restart of the process that published them.
+    pub durable: bool,
+    /// Agents in other processes can use the same bus.
+    pub cross_process: bool,
+    /// History queries are answered.
+    pub history: bool,
+    /// Messages are retained per topic up to a configured bound.
+    pub bounded_retention: bool,
+    /// The largest payload accepted, if bounded.
+    pub max_payload_bytes: Option<usize>,
+}
+
+impl Capabilities {
+    /// Capabilities of a backend that answers history and retains a bounded amount of it.
+    pub fn in_process() -> Self {
+        Self {
+            durable: false,
+            cross_process: false,
+            history: true,
+            bounded_retention: true,
+            max_payload_bytes: None,
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Guild and agent specs: serializable data from which any engine, in any process or on
+//! any machine, builds the same agents through an [`AgentRegistry`](crate::AgentRegistry).
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, ErrorKind, Priority, Result, StartFrom};
+
+/// One agent: what to build, what it listens to, and how it is run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Unique within the guild.
+    pub id: String,
+    /// Human-readable name; several agents may share one. Defaults to the id.
+    #[serde(default)]
+    pub name: String,
+    /// What the agent is for.
+    #[serde(default)]
+    pub description: String,
+    /// The registered agent type that builds it.
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    /// Type-specific settings, as JSON.
+    #[serde(default = "empty_object")]
+    pub properties: serde_json::Value,
+    /// Topics it subscribes to (besides its own inbox).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Where its subscription starts the first time it runs.
+    #[serde(default)]
+    pub start_from: StartFrom,
+    /// Names of guild dependencies (shared resources) it may use.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// Resource limits, enforced by engines whose capabilities say so.
+    #[serde(default)]
+    pub limits: ResourceLimits,
+    /// When a supervisor restarts it.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Default priority of the messages it sends.
+    #[serde(default)]
+    pub priority: Priority,
+    /// The engine to run it on, overriding the guild's.
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// How many copies to run; copies get ids `<id>-1`, `<id>-2`, ….
+    #[serde(default = "one")]
+    pub replicas: u32,
+}
+
+impl AgentSpec {
+    /// A spec with the given id and agent type and every other field at its default.
+    pub fn new(id: impl Into<String>, agent_type: impl Into<String>) -> Self {
+        let id = id.into();
+        Self {
+            name: id.clone(),
+            id,
+            description: String::new(),
+            agent_type: agent_type.into(),
+            properties: empty_object(),
+            topics: Vec::new(),
+            start_from: StartFrom::default(),
+            dependencies: Vec::new(),
+            limits: ResourceLimits::default(),
+            restart: RestartPolicy::default(),
+            priority: Priority::default(),
+            engine: None,
+            replicas: 1,
+        }
+    }
+
+    /// Sets the name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Adds a topic to subscribe to.
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Sets the properties.
+    pub fn with_properties(mut self, properties: serde_json::Value) -> Self {
+        self.properties = properties;
+        self
+    }
+
+    /// Decodes the properties into `T`, with an error naming the agent and the field.
+    pub fn properties_as<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_path_to_error::deserialize(&self.properties).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidSpec,
+                "spec",
+                format!(
+                    "agent {:?}: properties.{}: {}",
+                    self.id,
+                    e.path(),
+                    e.inner()
+                ),
+            )
+        })
+    }
+
+    /// The copies this spec stands for: itself when `replicas` is 1, otherwise one spec
+    /// per replica with ids `<id>-1` … `<id>-N` (names stay shared).
+    pub fn expand(&self) -> Vec<AgentSpec> {
+        if self.replicas <= 1 {
+            return vec![self.normalized()];
+        }
+        (1..=self.replicas)
+            .map(|n| {
+                let mut copy = self.normalized();
+                copy.id = format!("{}-{n}", self.id);
+                copy.replicas = 1;
+                copy
+            })
+            .collect()
+    }
+
+    fn normalized(&self) -> AgentSpec {
+        let mut spec = self.clone();
+        if spec.name.is_empty() {
+            spec.name = spec.id.clone();
+        }
+        spec
+    }
+}
+
+/// Per-agent resource caps. Engines that cannot enforce a cap say so in their capabilities.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// Address-space cap in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU-time cap in seconds.
+    pub cpu_seconds: Option<u64>,
+    /// Open-files cap.
+    pub open_files: Option<u64>,
+}
+
+impl ResourceLimits {
+    /// Whether any cap is set.
+    pub fn is_set(&self) -> bool {
+        self.memory_bytes.is_some() || self.cpu_seconds.is_some() || self.open_files.is_some()
+    }
+}
+
+/// When a supervisor restarts an agent that ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    /// Whenever it ends.
+    Always,
+    /// Only when it crashed or was killed.
+    #[default]
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// A named shared resource that agents can ask for by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DependencySpec {
+    /// The registered resource kind that builds it.
+    pub kind: String,
+    /// Kind-specific settings, as JSON.
+    #[serde(default = "empty_object")]
+    pub properties: serde_json::Value,
+}
+
+/// A guild: its agents, where they run, what they talk over, and when a run is done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuildSpec {
+    /// The guild id, also its messaging namespace.
+    pub id: String,
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: String,
+    /// What the guild does.
+    #[serde(default)]
+    pub description: String,
+    /// The default execution engine for its agents (`"threads"`, `"sync"`, …).
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// The messaging backend (`"memory"`, …).
+    #[serde(default)]
+    pub messaging: Option<String>,
+    /// Shared resources by name.
+    #[serde(default)]
+    pub dependencies: BTreeMap<String, DependencySpec>,
+    /// The agents.
+    #[serde(default)]
+    pub agents: Vec<AgentSpec>,
+    /// How `guild run` drives the guild.
+    #[serde(default)]
+    pub run: RunSpec,
+}
+
+impl GuildSpec {
+    /// An empty guild with the given id.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: String::new(),
+            description: String::new(),
+            engine: None,
+            messaging: None,
+            dependencies: BTreeMap::new(),
+            agents: Vec::new(),
+            run: RunSpec::default(),
+        }
+    }
+
+    /// Every agent to launch, with replicas expanded, in spec order.
+    pub fn expanded_agents(&self) -> Vec<AgentSpec> {
+        self.agents.iter().flat_map(AgentSpec::expand).collect()
+    }
+}
+
+/// How a run of the guild is driven from the command line: what to send at the start,
+/// and when the run is complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Messages published once every agent is ready.
+    #[serde(default)]
+    pub send: Vec<SendSpec>,
+    /// When the run is complete.
+    #[serde(default)]
+    pub until: UntilSpec,
+    /// Give up (and fail) after this many seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Topics whose messages are printed as they are published.
+    #[serde(default)]
+    pub show: Vec<String>,
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        Self {
+            send: Vec::new(),
+            until: UntilSpec::default(),
+            timeout_secs: default_timeout_secs(),
+            show: Vec::new(),
+        }
+    }
+}
+
+/// A message published at the start of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendSpec {
+    /// The topic.
+    pub topic: String,
+    /// The JSON payload.
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// Where replies should go.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+}
+
+/// When a run is complete: after `count` messages on `topic`, or, without a topic, once
+/// the guild has been quiet (nothing queued, nothing being handled) for `quiet_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UntilSpec {
+    /// The topic whose messages complete the run.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// How many messages on `topic` complete the run.
+    #[serde(default = "one_u64")]
+    pub count: u64,
+    /// How long the guild must stay quiet to count as done.
+    #[serde(default = "default_quiet_ms")]
+    pub quiet_ms: u64,
+}
+
+impl Default for UntilSpec {
+    fn default() -> Self {
+        Self {
+            topic: None,
+            count: 1,
+            quiet_ms: default_quiet_ms(),
+        }
+    }
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn one_u64() -> u64 {
+    1
+}
+
+fn default_timeout_secs() -> u64 {
+    300
+}
+
+fn default_quiet_ms() -> u64 {
+    300
+}

@@ -1,0 +1,259 @@
+//! The bookkeeping every engine keeps about its agents: a shared live cell per agent
+//! (counters and lifecycle state) and a table that answers the engine contract's queries.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::{AgentInfo, AgentSpec, AgentState, EngineStats, ExitStatus};
+
+/// The live state of one agent, shared by the host that runs it (which counts and
+/// reports) and the engine that answers queries about it.
+#[derive(Debug)]
+pub struct AgentCell {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    errors: AtomicU64,
+    queued: AtomicU64,
+    busy: AtomicBool,
+    status: Mutex<(AgentState, Option<ExitStatus>)>,
+}
+
+impl Default for AgentCell {
+    fn default() -> Self {
+        Self {
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            status: Mutex::new((AgentState::Starting, None)),
+        }
+    }
+}
+
+impl AgentCell {
+    /// The agent's lifecycle state.
+    pub fn state(&self) -> AgentState {
+        self.status().0
+    }
+
+    /// Records a new lifecycle state and, for an ending, how it ended.
+    pub fn set_state(&self, state: AgentState, exit: Option<ExitStatus>) {
+        *self.status() = (state, exit);
+    }
+
+    pub(crate) fn count_out(&self) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn begin_handling(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.busy.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn end_handling(&self, failed: bool, queued: usize) {
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.queued.store(queued as u64, Ordering::Relaxed);
+        self.busy.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_queued(&self, queued: usize) {
+        self.queued.store(queued as u64, Ordering::Relaxed);
+    }
+
+    fn status(&self) -> MutexGuard<'_, (AgentState, Option<ExitStatus>)> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One agent as an engine knows it; `H` is the engine's own handle (a thread, a host, a
+/// process).
+#[derive(Debug)]
+pub struct AgentRecord<H> {
+    /// The guild it belongs to.
+    pub guild: String,
+    /// The spec it was launched from.
+    pub spec: Arc<AgentSpec>,
+    /// Its live state.
+    pub cell: Arc<AgentCell>,
+    /// The engine's handle on it.
+    pub handle: H,
+    /// The process that runs it, where it has one of its own.
+    pub pid: Option<u32>,
+    order: u64,
+}
+
+/// The agents of one engine instance, by guild and id, in launch order.
+#[derive(Debug)]
+pub struct AgentTable<H> {
+    engine: String,
+    guilds: HashMap<String, HashMap<String, AgentRecord<H>>>,
+    launched: u64,
+}
+
+impl<H> AgentTable<H> {
+    /// An empty table for the engine named `engine`.
+    pub fn new(engine: impl Into<String>) -> Self {
+        Self {
+            engine: engine.into(),
+            guilds: HashMap::new(),
+            launched: 0,
+        }
+    }
+
+    /// The record of one agent.
+    pub fn get(&self, guild: &str, agent_id: &str) -> Option<&AgentRecord<H>> {
+        self.guilds.get(guild)?.get(agent_id)
+    }
+
+    /// The record of one agent, mutably.
+    pub fn get_mut(&mut self, guild: &str, agent_id: &str) -> Option<&mut AgentRecord<H>> {
+        self.guilds.get_mut(guild)?.get_mut(agent_id)
+    }
+
+    /// Adds an agent, replacing any dead record with the same id.
+    pub fn insert(&mut self, guild: &str, spec: Arc<AgentSpec>, cell: Arc<AgentCell>, handle: H) {
+        self.launched += 1;
+        let record = AgentRecord {
+            guild: guild.to_owned(),
+            spec,
+            cell,
+            handle,
+            pid: None,
+            order: self.launched,
+        };
+        self.guilds
+            .entry(guild.to_owned())
+            .or_default()
+            .insert(record.spec.id.clone(), record);
+    }
+
+    /// Removes one agent's record.
+    pub fn remove(&mut self, guild: &str, agent_id: &str) -> Option<AgentRecord<H>> {
+        let agents = self.guilds.get_mut(guild)?;
+        let record = agents.remove(agent_id);
+        if agents.is_empty() {
+            self.guilds.remove(guild);
+        }
+        record
+    }
+
+    /// Removes every record, in launch order.
+    pub fn drain(&mut self) -> Vec<AgentRecord<H>> {
+        let mut all: Vec<_> = self
+            .guilds
+            .drain()
+            .flat_map(|(_, agents)| agents.into_values())
+            .collect();
+        all.sort_by_key(|record| record.order);
+        all
+    }
+
+    /// Every record, in launch order.
+    pub fn records(&self) -> Vec<&AgentRecord<H>> {
+        let mut all: Vec<_> = self.guilds.values().flat_map(HashMap::values).collect();
+        all.sort_by_key(|record| record.order);
+        all
+    }
+
+    /// Every record, mutably, in launch order.
+    pub fn records_mut(&mut self) -> Vec<&mut AgentRecord<H>> {
+        let mut all: Vec<_> = self
+            .guilds
+            .values_mut()
+            .flat_map(HashMap::values_mut)
+            .collect();
+        all.sort_by_key(|record| record.order);
+        all
+    }
+
+    /// What is known about one agent.
+    pub fn info(&self, guild: &str, agent_id: &str) -> Option<AgentInfo> {
+        self.get(guild, agent_id).map(|r| self.describe(r))
+    }
+
+    /// The agents of a guild, in launch order.
+    pub fn in_guild(&self, guild: &str) -> Vec<AgentInfo> {
+        let Some(agents) = self.guilds.get(guild) else {
+            return Vec::new();
+        };
+        let mut records: Vec<_> = agents.values().collect();
+        records.sort_by_key(|record| record.order);
+        records.into_iter().map(|r| self.describe(r)).collect()
+    }
+
+    /// The agents of a guild with the given name, in launch order.
+    pub fn by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo> {
+        let mut found = self.in_guild(guild);
+        found.retain(|info| info.name == name);
+        found
+    }
+
+    /// Whether the agent is running.
+    pub fn is_running(&self, guild: &str, agent_id: &str) -> bool {
+        self.get(guild, agent_id)
+            .is_some_and(|r| r.cell.state() == AgentState::Running)
+    }
+
+    /// Totals over every agent.
+    pub fn stats(&self) -> EngineStats {
+        let mut stats = EngineStats::default();
+        for record in self.guilds.values().flat_map(HashMap::values) {
+            let info = self.describe(record);
+            match info.state {
+                AgentState::Running => stats.running += 1,
+                state if state.is_dead() => stats.dead += 1,
+                _ => {}
+            }
+            stats.messages_in += info.messages_in;
+            stats.messages_out += info.messages_out;
+            stats.errors += info.errors;
+            stats.queued += info.queued;
+            stats.busy += usize::from(info.busy);
+        }
+        stats
+    }
+
+    /// Removes the agents that have ended, returning what was known of them.
+    pub fn remove_dead(&mut self) -> Vec<AgentInfo> {
+        let dead: Vec<(String, String)> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.cell.state().is_dead())
+            .map(|r| (r.guild.clone(), r.spec.id.clone()))
+            .collect();
+        dead.into_iter()
+            .filter_map(|(guild, id)| {
+                let info = self.info(&guild, &id);
+                self.remove(&guild, &id);
+                info
+            })
+            .collect()
+    }
+
+    /// What is known about the agent in `record`.
+    pub fn describe(&self, record: &AgentRecord<H>) -> AgentInfo {
+        let cell = &record.cell;
+        let (state, exit) = cell.status().clone();
+        AgentInfo {
+            guild: record.guild.clone(),
+            id: record.spec.id.clone(),
+            name: record.spec.name.clone(),
+            agent_type: record.spec.agent_type.clone(),
+            engine: self.engine.clone(),
+            state,
+            exit,
+            pid: record.pid,
+            memory_bytes: None,
+            cpu_time: None,
+            messages_in: cell.messages_in.load(Ordering::Relaxed),
+            messages_out: cell.messages_out.load(Ordering::Relaxed),
+            errors: cell.errors.load(Ordering::Relaxed),
+            queued: cell.queued.load(Ordering::Relaxed),
+            busy: cell.busy.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! # engine-sync
+//!
+//! The deterministic engine: every agent runs on the caller's thread. Nothing happens
+//! until the caller calls [`ExecutionEngine::drive`], which hands queued messages to
+//! agents in launch order, one message per agent per round, until a round finds nothing
+//! to do. Given the same publishes, the same handlers run in the same order every time,
+//! which makes it the engine for tests, tutorials and debugging.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use engine_core::{AgentRegistry, AgentSpec, ExecutionEngine, GuildContext};
+//! use engine_sync::SyncEngine;
+//! # use engine_core::{Agent, AgentContext, AgentResult, Message};
+//! # struct Quiet;
+//! # impl Agent for Quiet {
+//! #     async fn handle(&mut self, _: &AgentContext, _: &Message) -> AgentResult { Ok(()) }
+//! # }
+//! let mut registry = AgentRegistry::new();
+//! registry.register("quiet", |_| Ok(Quiet));
+//! let messaging = Arc::new(messaging_memory::MemoryMessaging::new());
+//! let guild = GuildContext::new("sync-doc", messaging, Arc::new(registry));
+//! let engine = SyncEngine::new();
+//! engine.run_agent(&guild, AgentSpec::new("q", "quiet").with_topic("t"))?;
+//! assert!(engine.is_agent_running("sync-doc", "q"));
+//! assert_eq!(engine.drive(), 0);
+//! engine.shutdown()?;
+//! # Ok::<(), engine_core::Error>(())
+//! ```
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use engine_core::{
+    AgentCell, AgentHost, AgentInfo, AgentSpec, AgentState, AgentTable, EngineCapabilities,
+    EngineStats, Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine, ExitStatus,
+    GuildContext, LifecycleEvent, LifecycleKind, NoNotify, Result, Step,
+};
+
+/// The engine's name.
+pub const NAME: &str = "sync";
+
+/// Runs every agent on the caller's thread; see the crate docs.
+#[derive(Debug)]
+pub struct SyncEngine {
+    inner: Mutex<Inner>,
+    events: EventHub,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// A running agent has a host; a crashed one keeps its record without one.
+    table: AgentTable<Option<AgentHost>>,
+    closed: bool,
+}
+
+impl Default for SyncEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncEngine {
+    /// An engine with no agents.
+    pub fn new() -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                table: AgentTable::new(NAME),
+                closed: false,
+            }),
+            events: EventHub::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit(&self, guild: &str, agent_id: &str, kind: LifecycleKind) {
+        self.events.emit(LifecycleEvent {
+            guild: guild.to_owned(),
+            agent_id: agent_id.to_owned(),
+            engine: NAME.to_owned(),
+            kind,
+        });
+    }
+}
+
+impl ExecutionEngine for SyncEngine {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> EngineCapabilities {
+        let mut capabilities = EngineCapabilities::default();
+        capabilities.driven_by_caller = true;
+        capabilities
+    }
+
+    fn run_agent(&self, guild: &GuildContext, spec: AgentSpec) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                NAME,
+                "the engine is shut down",
+            ));
+        }
+        if inner.table.is_running(&guild.namespace, &spec.id) {
+            return Ok(());
+        }
+        if spec.limits.is_set() {
+            tracing::warn!(agent = %spec.id, "the sync engine does not enforce resource limits");
+        }
+        let spec = Arc::new(spec);
+        let cell = Arc::new(AgentCell::default());
+        let host = AgentHost::start(guild, spec.clone(), cell.clone(), Arc::new(NoNotify))?;
+        cell.set_state(AgentState::Running, None);
+        inner
+            .table
+            .insert(&guild.namespace, spec.clone(), cell, Some(host));
+        drop(inner);
+        self.emit(&guild.namespace, &spec.id, LifecycleKind::Started);
+        Ok(())
+    }
+
+    fn stop_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let Some(record) = self.lock().table.remove(guild, agent_id) else {
+            return Ok(());
+        };
+        let Some(host) = record.handle else {
+            return Ok(());
+        };
+        if let Err(error) = host.stop() {
+            tracing::warn!(agent = agent_id, %error, "stopping the agent");
+        }
+        record.cell.set_state(AgentState::Stopped, None);
+        self.emit(guild, agent_id, LifecycleKind::Stopped);
+        Ok(())
+    }
+
+    fn agents_in_guild(&self, guild: &str) -> Vec<AgentInfo> {
+        self.lock().table.in_guild(guild)
+    }
+
+    fn find_agents_by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo> {
+        self.lock().table.by_name(guild, name)
+    }
+
+    fn is_agent_running(&self, guild: &str, agent_id: &str) -> bool {
+        self.lock().table.is_running(guild, agent_id)
+    }
+
+    fn agent_info(&self, guild: &str, agent_id: &str) -> Option<AgentInfo> {
+        self.lock().table.info(guild, agent_id)
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.lock().table.stats()
+    }
+
+    fn cleanup_dead(&self) -> Vec<AgentInfo> {
+        self.lock().table.remove_dead()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let records = {
+            let mut inner = self.lock();
+            inner.closed = true;
+            inner.table.drain()
+        };
+        for record in records {
+            if let Some(host) = record.handle {
+                if let Err(error) = host.stop() {
+                    tracing::warn!(agent = %record.spec.id, %error, "stopping the agent");
+                }
+                record.cell.set_state(AgentState::Stopped, None);
+                self.emit(&record.guild, &record.spec.id, LifecycleKind::Stopped);
+            }
+        }
+        Ok(())
+    }
+
+    fn events(&self) -> EventReceiver {
+        self.events.subscribe()
+    }
+
+    fn drive(&self) -> usize {
+        let mut handled = 0;
+        loop {
+            let mut crashed = Vec::new();
+            let mut round = 0;
+            {
+                let mut inner = self.lock();
+                for record in inner.table.records_mut() {
+                    let Some(host) = record.handle.as_mut() else {
+                        continue;
+                    };
+                    let reason = match host.step() {
+                        Ok(Step::Idle) => continue,
+                        Ok(Step::Handled) => {
+                            round += 1;
+                            continue;
+                        }
+                        Ok(Step::Crashed(reason)) => {
+                            round += 1;
+                            reason
+                        }
+                        Err(error) => format!("delivery failed: {error}"),
+                    };
+                    if let Some(host) = record.handle.take() {
+                        host.abandon();
+                    }
+                    let exit = ExitStatus {
+                        reason: reason.clone(),
+                        code: None,
+                        signal: None,
+                    };
+                    record.cell.set_state(AgentState::Crashed, Some(exit));
+                    crashed.push((record.guild.clone(), record.spec.id.clone(), reason));
+                }
+            }
+            for (guild, agent_id, reason) in crashed {
+                self.emit(&guild, &agent_id, LifecycleKind::Crashed { reason });
+            }
+            if round == 0 {
+                return handled;
+            }
+            handled += round;
+        }
+    }
+}
+
+impl Drop for SyncEngine {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

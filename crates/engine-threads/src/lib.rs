@@ -1,0 +1,245 @@
+//! # engine-threads
+//!
+//! Runs every agent on an OS thread of its own. Each thread owns a mailbox (a
+//! crossbeam channel of wake-ups and stop requests) and loops: take the next queued
+//! message from the agent's subscription, hand it to the agent, repeat, and sleep on the
+//! mailbox when nothing is queued. Agents run in parallel; one agent's messages are
+//! handled one at a time.
+//!
+//! A panic in a handler is caught at [`engine_core::AgentHost`], the one boundary, and
+//! ends only that agent, which is then reported crashed with the panic text. Stopping
+//! an agent or shutting the engine down joins the threads, so none outlives the engine.
+//!
+//! When `run_agent` is called from inside a tokio runtime, the agent's thread enters
+//! that runtime, so handlers can await tokio IO and timers.
+
+mod worker;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use engine_core::{
+    AgentCell, AgentInfo, AgentSpec, AgentState, AgentTable, EngineCapabilities, EngineStats,
+    Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine, GuildContext, LifecycleEvent,
+    LifecycleKind, Result,
+};
+
+use worker::{Mailbox, Signal, Worker};
+
+/// The engine's name.
+pub const NAME: &str = "threads";
+
+/// Settings of a [`ThreadsEngine`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadsConfig {
+    /// Stack size of each agent's thread; the platform default when `None`.
+    pub stack_size: Option<usize>,
+}
+
+/// Runs every agent on an OS thread of its own; see the crate docs.
+#[derive(Debug)]
+pub struct ThreadsEngine {
+    config: ThreadsConfig,
+    inner: Mutex<Inner>,
+    events: Arc<EventHub>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: AgentTable<Thread>,
+    closed: bool,
+}
+
+/// The engine's handle on one agent's thread.
+#[derive(Debug)]
+struct Thread {
+    signals: Sender<Signal>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Default for ThreadsEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ThreadsEngine {
+    /// An engine with the default settings.
+    pub fn new() -> Self {
+        Self::with_config(ThreadsConfig::default())
+    }
+
+    /// An engine with the given settings.
+    pub fn with_config(config: ThreadsConfig) -> Self {
+        Self {
+            config,
+            inner: Mutex::new(Inner {
+                table: AgentTable::new(NAME),
+                closed: false,
+            }),
+            events: Arc::new(EventHub::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins a thread that was asked to stop, and reports the agent stopped if it had
+    /// not ended otherwise.
+    fn finish(&self, guild: &str, agent_id: &str, cell: &AgentCell, mut thread: Thread) {
+        if let Some(join) = thread.join.take()
+            && join.join().is_err()
+        {
+            tracing::error!(
+                agent = agent_id,
+                "the agent's thread panicked outside its handler"
+            );
+        }
+        if !cell.state().is_dead() {
+            cell.set_state(AgentState::Stopped, None);
+            self.events.emit(LifecycleEvent {
+                guild: guild.to_owned(),
+                agent_id: agent_id.to_owned(),
+                engine: NAME.to_owned(),
+                kind: LifecycleKind::Stopped,
+            });
+        }
+    }
+}
+
+impl ExecutionEngine for ThreadsEngine {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> EngineCapabilities {
+        let mut capabilities = EngineCapabilities::default();
+        capabilities.parallel = true;
+        capabilities
+    }
+
+    fn run_agent(&self, guild: &GuildContext, spec: AgentSpec) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                NAME,
+                "the engine is shut down",
+            ));
+        }
+        if let Some(existing) = inner.table.get(&guild.namespace, &spec.id) {
+            if !existing.cell.state().is_dead() {
+                return Ok(());
+            }
+            if let Some(dead) = inner.table.remove(&guild.namespace, &spec.id) {
+                self.finish(&guild.namespace, &spec.id, &dead.cell, dead.handle);
+            }
+        }
+        if spec.limits.is_set() {
+            tracing::warn!(agent = %spec.id, "the threads engine does not enforce resource limits");
+        }
+
+        let spec = Arc::new(spec);
+        let cell = Arc::new(AgentCell::default());
+        let (signals_tx, signals_rx) = crossbeam_channel::unbounded();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let worker = Worker {
+            guild: guild.clone(),
+            spec: spec.clone(),
+            cell: cell.clone(),
+            mailbox: Arc::new(Mailbox::new(signals_tx.clone())),
+            signals: signals_rx,
+            events: self.events.clone(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        };
+        let mut builder = std::thread::Builder::new().name(format!("agent:{}", spec.id));
+        if let Some(stack_size) = self.config.stack_size {
+            builder = builder.stack_size(stack_size);
+        }
+        let join = builder.spawn(move || worker.run(ready_tx)).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                NAME,
+                format!("agent {:?}: cannot start its thread: {e}", spec.id),
+            )
+            .with_source(e)
+        })?;
+        let ready = ready_rx.recv().unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Internal,
+                NAME,
+                format!("agent {:?}: its thread ended before reporting", spec.id),
+            ))
+        });
+        if let Err(error) = ready {
+            let _ = join.join();
+            return Err(error);
+        }
+        let thread = Thread {
+            signals: signals_tx,
+            join: Some(join),
+        };
+        inner.table.insert(&guild.namespace, spec, cell, thread);
+        Ok(())
+    }
+
+    fn stop_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let Some(record) = self.lock().table.remove(guild, agent_id) else {
+            return Ok(());
+        };
+        let _ = record.handle.signals.send(Signal::Stop);
+        self.finish(guild, agent_id, &record.cell, record.handle);
+        Ok(())
+    }
+
+    fn agents_in_guild(&self, guild: &str) -> Vec<AgentInfo> {
+        self.lock().table.in_guild(guild)
+    }
+
+    fn find_agents_by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo> {
+        self.lock().table.by_name(guild, name)
+    }
+
+    fn is_agent_running(&self, guild: &str, agent_id: &str) -> bool {
+        self.lock().table.is_running(guild, agent_id)
+    }
+
+    fn agent_info(&self, guild: &str, agent_id: &str) -> Option<AgentInfo> {
+        self.lock().table.info(guild, agent_id)
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.lock().table.stats()
+    }
+
+    fn cleanup_dead(&self) -> Vec<AgentInfo> {
+        self.lock().table.remove_dead()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let records = {
+            let mut inner = self.lock();
+            inner.closed = true;
+            inner.table.drain()
+        };
+        for record in &records {
+            let _ = record.handle.signals.send(Signal::Stop);
+        }
+        for record in records {
+            self.finish(&record.guild, &record.spec.id, &record.cell, record.handle);
+        }
+        Ok(())
+    }
+
+    fn events(&self) -> EventReceiver {
+        self.events.subscribe()
+    }
+}
+
+impl Drop for ThreadsEngine {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

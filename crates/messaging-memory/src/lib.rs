@@ -1,0 +1,182 @@
+//! # messaging-memory
+//!
+//! The in-memory messaging backend: the reference implementation of guild's delivery
+//! contract (see [`engine_core::MessagingBackend`]) for agents in one process.
+//!
+//! All instances made with [`MemoryMessaging::new`] share one process-wide bus, so
+//! agents on different engine instances of one process can talk; guilds are kept apart
+//! by namespace, and nothing an instance or a client does removes another's data.
+//! [`MemoryMessaging::private`] makes a bus of its own.
+//!
+//! Messages are stored once and shared (`Arc`) by every topic log and client queue that
+//! holds them. History is bounded per topic ([`MemoryConfig`]).
+#![doc = ""]
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod namespace;
+mod subscription;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+use engine_core::{
+    Capabilities, Error, ErrorKind, HistoryQuery, IdGenerator, Message, MessagingBackend, Notify,
+    Result, SubscribeRequest, Subscription,
+};
+
+pub use config::MemoryConfig;
+pub use subscription::MemorySubscription;
+
+use namespace::{Namespace, SubscribeError};
+
+/// The backend's name.
+pub const NAME: &str = "memory";
+
+/// A handle on an in-memory bus. Cheap to clone; clones share the bus.
+#[derive(Debug, Clone)]
+pub struct MemoryMessaging {
+    bus: Arc<Bus>,
+    config: MemoryConfig,
+    ids: Arc<IdGenerator>,
+}
+
+#[derive(Debug, Default)]
+struct Bus {
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+}
+
+impl Default for MemoryMessaging {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryMessaging {
+    /// A handle on this process's shared bus, with the default configuration.
+    pub fn new() -> Self {
+        Self::with_config(MemoryConfig::default())
+    }
+
+    /// A handle on this process's shared bus. `config` applies to the namespaces this
+    /// handle is the first to use.
+    pub fn with_config(config: MemoryConfig) -> Self {
+        static SHARED: OnceLock<Arc<Bus>> = OnceLock::new();
+        Self {
+            bus: SHARED.get_or_init(Arc::default).clone(),
+            config,
+            ids: IdGenerator::process(),
+        }
+    }
+
+    /// A handle on a new bus that no other handle shares (except its clones).
+    pub fn private(config: MemoryConfig) -> Self {
+        Self {
+            bus: Arc::default(),
+            config,
+            ids: IdGenerator::process(),
+        }
+    }
+
+    fn namespace(&self, name: &str) -> Arc<Namespace> {
+        if let Some(namespace) = self
+            .bus
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
+            return namespace.clone();
+        }
+        self.bus
+            .namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Namespace::new(self.config.clone())))
+            .clone()
+    }
+}
+
+impl MessagingBackend for MemoryMessaging {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::in_process()
+    }
+
+    fn publish(&self, message: Message) -> Result<()> {
+        if message.topics.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidSpec,
+                NAME,
+                format!("message {} has no topic", message.id),
+            ));
+        }
+        let namespace = self.namespace(&message.namespace);
+        for notify in namespace.publish(Arc::new(message)) {
+            notify.notify();
+        }
+        Ok(())
+    }
+
+    fn subscribe(
+        &self,
+        request: SubscribeRequest,
+        notify: Arc<dyn Notify>,
+    ) -> Result<Box<dyn Subscription>> {
+        if request.client_id.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidSpec,
+                NAME,
+                "a subscription needs a client id",
+            ));
+        }
+        let namespace = self.namespace(&request.namespace);
+        let (client, has_work) = namespace
+            .subscribe(
+                &request.client_id,
+                &request.topics,
+                request.start,
+                notify.clone(),
+            )
+            .map_err(|SubscribeError::AlreadySubscribed| {
+                Error::new(
+                    ErrorKind::Conflict,
+                    NAME,
+                    format!(
+                        "client {:?} is already subscribed in namespace {:?}",
+                        request.client_id, request.namespace
+                    ),
+                )
+            })?;
+        if has_work {
+            notify.notify();
+        }
+        Ok(Box::new(MemorySubscription {
+            namespace_name: request.namespace,
+            namespace,
+            client,
+            ids: self.ids.clone(),
+            attached: true,
+        }))
+    }
+
+    fn history(&self, namespace: &str, query: &HistoryQuery) -> Result<Vec<Arc<Message>>> {
+        let namespace = self.namespace(namespace);
+        Ok(namespace.with_state(|state| match query {
+            HistoryQuery::Topic(topic) => state.log(topic).cloned().collect(),
+            HistoryQuery::After { topic, after } => state
+                .log(topic)
+                .filter(|m| m.id.time_key() > after.time_key())
+                .cloned()
+                .collect(),
+            HistoryQuery::Ids(ids) => ids
+                .iter()
+                .filter_map(|id| state.by_id(*id).cloned())
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,7 @@
+//! The delivery contract, proven for the in-memory backend.
+
+use std::sync::Arc;
+
+use messaging_memory::MemoryMessaging;
+
+conformance::messaging_suite!(|| Arc::new(MemoryMessaging::new()));
