@@ -403,6 +403,9 @@ fn assignment_column(line: &str, key: &str, value: &str) -> Option<usize> {
             .trim_start();
         if let Some(assigned) = rest.strip_prefix('=').or_else(|| rest.strip_prefix(':')) {
             let assigned = assigned.trim_start();
+            if assigned.starts_with('[') && assigned.contains(&format!("\"{value}\"")) {
+                return Some(start + 1);
+            }
             let unquoted = assigned.strip_prefix('"').unwrap_or(assigned);
             let ends_there =
                 |after: &str| after.is_empty() || after.starts_with(['"', ',', ' ', '}', ']']);

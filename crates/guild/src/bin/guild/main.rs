@@ -1,0 +1,135 @@
+//! The `guild` command: run a guild from a spec file, or check a spec file.
+
+/// Prints a line to stdout; a closed stdout (`guild run … | head`) is not an error, the
+/// run goes on and stops as usual.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod report;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+use guild::{LoadedSpec, builtin, select};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "guild",
+    version,
+    about = "Run message-driven agents from a spec file"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a guild until its spec says it is complete, or Ctrl-C.
+    Run {
+        /// The spec file (TOML or JSON).
+        spec: PathBuf,
+        /// The engine for every agent (overrides GUILD_ENGINE and the spec).
+        #[arg(long)]
+        engine: Option<String>,
+        /// The messaging backend, by name or URL (overrides the spec).
+        #[arg(long)]
+        messaging: Option<String>,
+        /// Print no message contents, only the summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a spec file and report every problem in it.
+    Validate {
+        /// The spec file (TOML or JSON).
+        spec: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GUILD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Validate { spec } => validate(&spec),
+        Command::Run {
+            spec,
+            engine,
+            messaging,
+            quiet,
+        } => with_runtime(|interrupted| {
+            let loaded = load(&spec)?;
+            run::run(
+                loaded,
+                run::RunOptions {
+                    engine,
+                    messaging,
+                    quiet,
+                },
+                &interrupted,
+            )
+        }),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads and checks a spec, turning every problem into one error.
+fn load(path: &Path) -> anyhow::Result<LoadedSpec> {
+    let registry = builtin::builtin_registry();
+    let loaded = LoadedSpec::from_file(path)?;
+    loaded.check(&registry, &select::known_names())?;
+    Ok(loaded)
+}
+
+fn validate(path: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = load(path)?;
+    let agents = loaded.spec.expanded_agents().len();
+    say!("{}: ok ({agents} agents)", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `body` on this thread inside a tokio runtime (so agents can await tokio IO),
+/// with a flag that Ctrl-C sets.
+fn with_runtime(
+    body: impl FnOnce(Arc<AtomicBool>) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("guild-io")
+        .enable_all()
+        .build()?;
+    let _entered = runtime.enter();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    runtime.spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("interrupted again: exiting without waiting for handlers");
+                std::process::exit(130);
+            }
+            eprintln!("stopping: waiting for running handlers to finish (Ctrl-C again to force)");
+        }
+    });
+    let outcome = body(interrupted);
+    runtime.shutdown_background();
+    outcome
+}

@@ -1,0 +1,229 @@
+//! A running guild: its messaging, its engines, and the agents it launched on them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use engine_core::{
+    AgentInfo, AgentRegistry, AgentSpec, EngineStats, ExecutionEngine, GuildContext, GuildSpec,
+    IdGenerator, MessageBuilder, MessageId, NoNotify, Notify, Result, StartFrom, SubscribeRequest,
+    Subscription,
+};
+
+use crate::select;
+
+/// The sender id of messages the guild itself publishes (run inputs, for example).
+pub const GUILD_SENDER: &str = "guild";
+
+/// Builds a [`Guild`] from a spec.
+#[derive(Debug)]
+#[must_use]
+pub struct GuildBuilder {
+    spec: GuildSpec,
+    registry: AgentRegistry,
+    engine: Option<String>,
+    messaging: Option<String>,
+}
+
+impl GuildBuilder {
+    /// A builder for the guild described by `spec`, with an empty registry.
+    pub fn new(spec: GuildSpec) -> Self {
+        Self {
+            spec,
+            registry: AgentRegistry::new(),
+            engine: None,
+            messaging: None,
+        }
+    }
+
+    /// The registry agents are built from.
+    pub fn registry(mut self, registry: AgentRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Runs every agent on the engine `name`, whatever the spec says. Without it,
+    /// `GUILD_ENGINE` does the same; without that, the spec's engine is the default and
+    /// each agent may name its own; without any, [`select::DEFAULT_ENGINE`].
+    pub fn engine(mut self, name: impl Into<String>) -> Self {
+        self.engine = Some(name.into());
+        self
+    }
+
+    /// Uses the messaging backend `url` instead of the spec's.
+    pub fn messaging(mut self, url: impl Into<String>) -> Self {
+        self.messaging = Some(url.into());
+        self
+    }
+
+    /// Connects the messaging backend and builds the guild's resources; launches nothing.
+    pub fn build(self) -> Result<Guild> {
+        let forced = self
+            .engine
+            .or_else(|| std::env::var(select::ENGINE_VARIABLE).ok())
+            .filter(|name| !name.is_empty());
+        let default_engine = forced
+            .clone()
+            .or_else(|| self.spec.engine.clone())
+            .unwrap_or_else(|| select::DEFAULT_ENGINE.to_owned());
+        let messaging_url = self
+            .messaging
+            .or_else(|| self.spec.messaging.clone())
+            .unwrap_or_else(|| select::DEFAULT_MESSAGING.to_owned());
+        let messaging = select::messaging(&messaging_url)?;
+        let resources = self.registry.build_resources(&self.spec.dependencies)?;
+        let context = GuildContext {
+            namespace: self.spec.id.as_str().into(),
+            messaging,
+            registry: Arc::new(self.registry),
+            resources: Arc::new(resources),
+            ids: IdGenerator::process(),
+        };
+        Ok(Guild {
+            spec: self.spec,
+            context,
+            forced_engine: forced,
+            default_engine,
+            engines: BTreeMap::new(),
+            launched: Vec::new(),
+        })
+    }
+}
+
+/// A guild: one namespace on one messaging backend, with agents on one or more engines.
+pub struct Guild {
+    spec: GuildSpec,
+    context: GuildContext,
+    forced_engine: Option<String>,
+    default_engine: String,
+    engines: BTreeMap<String, Arc<dyn ExecutionEngine>>,
+    launched: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Guild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guild")
+            .field("id", &self.spec.id)
+            .field("engines", &self.engines.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guild {
+    /// The spec the guild was built from.
+    pub fn spec(&self) -> &GuildSpec {
+        &self.spec
+    }
+
+    /// What engines need to run the guild's agents.
+    pub fn context(&self) -> &GuildContext {
+        &self.context
+    }
+
+    /// The engine an agent runs on.
+    pub fn engine_for(&self, agent: &AgentSpec) -> String {
+        self.forced_engine
+            .clone()
+            .or_else(|| agent.engine.clone())
+            .unwrap_or_else(|| self.default_engine.clone())
+    }
+
+    /// Launches one agent on its engine; returns once it is ready.
+    pub fn launch(&mut self, agent: AgentSpec) -> Result<()> {
+        let engine_name = self.engine_for(&agent);
+        let engine = match self.engines.get(&engine_name) {
+            Some(engine) => engine.clone(),
+            None => {
+                let engine = select::engine(&engine_name)?;
+                self.engines.insert(engine_name.clone(), engine.clone());
+                engine
+            }
+        };
+        let id = agent.id.clone();
+        engine.run_agent(&self.context, agent)?;
+        self.launched.push((id, engine_name));
+        Ok(())
+    }
+
+    /// Launches every agent of the spec, replicas expanded, in spec order.
+    pub fn launch_all(&mut self) -> Result<()> {
+        for agent in self.spec.expanded_agents() {
+            self.launch(agent)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a message into the guild as [`GUILD_SENDER`].
+    pub fn publish(&self, builder: MessageBuilder) -> Result<MessageId> {
+        let message = builder.build(&self.context.ids, &self.context.namespace, GUILD_SENDER);
+        let id = message.id;
+        self.context.messaging.publish(message)?;
+        Ok(id)
+    }
+
+    /// Subscribes an observer (not an agent) to topics of the guild.
+    pub fn observe(&self, client_id: &str, topics: Vec<String>) -> Result<Box<dyn Subscription>> {
+        let notify: Arc<dyn Notify> = Arc::new(NoNotify);
+        self.context.messaging.subscribe(
+            SubscribeRequest {
+                namespace: self.context.namespace.to_string(),
+                client_id: client_id.to_owned(),
+                topics,
+                start: StartFrom::Latest,
+            },
+            notify,
+        )
+    }
+
+    /// Handles what is queued for agents on engines that run on the caller's thread.
+    pub fn drive(&self) -> usize {
+        self.engines.values().map(|engine| engine.drive()).sum()
+    }
+
+    /// Every agent launched, in launch order, with what its engine knows of it.
+    pub fn agents(&self) -> Vec<AgentInfo> {
+        self.launched
+            .iter()
+            .filter_map(|(id, engine)| self.engines.get(engine)?.agent_info(&self.spec.id, id))
+            .collect()
+    }
+
+    /// Totals over every engine.
+    pub fn stats(&self) -> EngineStats {
+        self.engines.values().map(|engine| engine.stats()).fold(
+            EngineStats::default(),
+            |total, stats| EngineStats {
+                running: total.running + stats.running,
+                dead: total.dead + stats.dead,
+                messages_in: total.messages_in + stats.messages_in,
+                messages_out: total.messages_out + stats.messages_out,
+                errors: total.errors + stats.errors,
+                queued: total.queued + stats.queued,
+                busy: total.busy + stats.busy,
+            },
+        )
+    }
+
+    /// The engines in use, by name.
+    pub fn engines(&self) -> impl Iterator<Item = (&str, &Arc<dyn ExecutionEngine>)> {
+        self.engines
+            .iter()
+            .map(|(name, engine)| (name.as_str(), engine))
+    }
+
+    /// Stops every agent and shuts every engine down.
+    pub fn shutdown(&self) -> Result<()> {
+        let mut first_error = None;
+        for engine in self.engines.values() {
+            if let Err(error) = engine.shutdown() {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Guild {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,36 @@
+//! # guild
+//!
+//! The crate users depend on: guild's contracts (re-exported from `engine-core`), the
+//! engines and messaging backends enabled by cargo features, a [`Guild`] that runs a
+//! [`GuildSpec`], and the built-in agent types. The `guild` command-line program lives
+//! in this package too (feature `cli`).
+//!
+//! | feature | what it adds |
+//! |---------|--------------|
+//! | `engine-sync` | the deterministic engine, [`engines::SyncEngine`] |
+//! | `engine-threads` | a thread per agent, [`engines::ThreadsEngine`] |
+//! | `messaging-memory` | the in-memory bus, [`messaging::MemoryMessaging`] |
+//! | `cli` | the `guild` program |
+#![doc = ""]
+#![doc = include_str!("../README.md")]
+
+pub mod builtin;
+mod guild;
+pub mod select;
+
+pub use engine_core::*;
+pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
+
+/// The execution engines compiled into this build.
+pub mod engines {
+    #[cfg(feature = "engine-sync")]
+    pub use engine_sync::SyncEngine;
+    #[cfg(feature = "engine-threads")]
+    pub use engine_threads::{ThreadsConfig, ThreadsEngine};
+}
+
+/// The messaging backends compiled into this build.
+pub mod messaging {
+    #[cfg(feature = "messaging-memory")]
+    pub use messaging_memory::{MemoryConfig, MemoryMessaging};
+}

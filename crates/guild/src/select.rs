@@ -1,0 +1,80 @@
+//! Choosing engines and messaging backends by name, among those compiled in through
+//! cargo features.
+
+use std::sync::Arc;
+
+use engine_core::{Error, ErrorKind, ExecutionEngine, KnownNames, MessagingBackend, Result};
+
+/// The engine used when neither the caller, `GUILD_ENGINE`, nor the spec names one.
+pub const DEFAULT_ENGINE: &str = "threads";
+
+/// The messaging backend used when neither the caller nor the spec names one.
+pub const DEFAULT_MESSAGING: &str = "memory";
+
+/// The environment variable that chooses the engine for every agent.
+pub const ENGINE_VARIABLE: &str = "GUILD_ENGINE";
+
+/// The engines compiled into this build.
+pub fn engine_names() -> Vec<String> {
+    let mut names = Vec::new();
+    if cfg!(feature = "engine-sync") {
+        names.push("sync".to_owned());
+    }
+    if cfg!(feature = "engine-threads") {
+        names.push("threads".to_owned());
+    }
+    names
+}
+
+/// The messaging backends compiled into this build.
+pub fn messaging_names() -> Vec<String> {
+    let mut names = Vec::new();
+    if cfg!(feature = "messaging-memory") {
+        names.push("memory".to_owned());
+    }
+    names
+}
+
+/// Every name a spec may use in this build.
+pub fn known_names() -> KnownNames {
+    KnownNames {
+        engines: engine_names(),
+        messaging: messaging_names(),
+    }
+}
+
+/// A new instance of the engine called `name`.
+pub fn engine(name: &str) -> Result<Arc<dyn ExecutionEngine>> {
+    match name {
+        #[cfg(feature = "engine-sync")]
+        "sync" => Ok(Arc::new(engine_sync::SyncEngine::new())),
+        #[cfg(feature = "engine-threads")]
+        "threads" => Ok(Arc::new(engine_threads::ThreadsEngine::new())),
+        _ => Err(Error::new(
+            ErrorKind::InvalidSpec,
+            "guild",
+            format!(
+                "unknown engine {name:?}; this build has: {}",
+                engine_names().join(", ")
+            ),
+        )),
+    }
+}
+
+/// A handle on the messaging backend named by `url`: a backend name such as `memory`, or
+/// a URL whose scheme names the backend.
+pub fn messaging(url: &str) -> Result<Arc<dyn MessagingBackend>> {
+    let scheme = url.split("://").next().unwrap_or(url);
+    match scheme {
+        #[cfg(feature = "messaging-memory")]
+        "memory" => Ok(Arc::new(messaging_memory::MemoryMessaging::new())),
+        _ => Err(Error::new(
+            ErrorKind::InvalidSpec,
+            "guild",
+            format!(
+                "unknown messaging backend {url:?}; this build has: {}",
+                messaging_names().join(", ")
+            ),
+        )),
+    }
+}

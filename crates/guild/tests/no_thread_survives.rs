@@ -1,0 +1,35 @@
+//! After a guild on the threads engine shuts down, no thread of it is left. (A test binary
+//! of its own, so no other test's threads are counted.)
+
+use guild::{AgentSpec, GuildBuilder, GuildSpec, Message, Payload, builtin::builtin_registry};
+
+fn threads_of_this_process() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc is mounted")
+        .count()
+}
+
+#[test]
+fn shutdown_joins_every_agent_thread() {
+    let before = threads_of_this_process();
+    let mut spec = GuildSpec::new("thread-count");
+    let mut worker = AgentSpec::new("echo", "responder").with_topic("in");
+    worker.replicas = 12;
+    spec.agents.push(worker);
+    let mut guild = GuildBuilder::new(spec)
+        .registry(builtin_registry())
+        .engine("threads")
+        .build()
+        .unwrap();
+    guild.launch_all().unwrap();
+    assert_eq!(
+        threads_of_this_process(),
+        before + 12,
+        "one thread per agent"
+    );
+    guild
+        .publish(Message::builder("in", Payload::json("ping").unwrap()).reply_to("out"))
+        .unwrap();
+    guild.shutdown().unwrap();
+    assert_eq!(threads_of_this_process(), before);
+}

@@ -1,0 +1,123 @@
+//! What the in-memory backend promises beyond the shared delivery contract: bounded
+//! retention, bounded queues for detached clients, one shared copy of each message, and
+//! one bus shared by every handle in a process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use engine_core::{
+    HistoryQuery, IdGenerator, Message, MessagingBackend, NoNotify, Outcome, Payload, StartFrom,
+    SubscribeRequest, Subscription,
+};
+use messaging_memory::{MemoryConfig, MemoryMessaging};
+
+fn publish(bus: &MemoryMessaging, namespace: &str, topic: &str, n: u64) {
+    let message = Message::builder(topic, Payload::json(&n).unwrap()).build(
+        &IdGenerator::process(),
+        namespace,
+        "publisher",
+    );
+    bus.publish(message).unwrap();
+}
+
+fn subscribe(
+    bus: &MemoryMessaging,
+    namespace: &str,
+    client: &str,
+    topic: &str,
+) -> Box<dyn Subscription> {
+    bus.subscribe(
+        SubscribeRequest {
+            namespace: namespace.into(),
+            client_id: client.into(),
+            topics: vec![topic.into()],
+            start: StartFrom::Latest,
+        },
+        Arc::new(NoNotify),
+    )
+    .unwrap()
+}
+
+fn history(bus: &MemoryMessaging, namespace: &str, topic: &str) -> Vec<u64> {
+    bus.history(namespace, &HistoryQuery::Topic(topic.into()))
+        .unwrap()
+        .iter()
+        .map(|m| m.json().unwrap())
+        .collect()
+}
+
+#[test]
+fn retention_is_bounded_per_topic() {
+    let config = MemoryConfig {
+        retention: 5,
+        topic_retention: HashMap::from([("short".to_owned(), 2)]),
+        ..MemoryConfig::default()
+    };
+    let bus = MemoryMessaging::private(config);
+    for n in 0..20 {
+        publish(&bus, "ns", "long", n);
+        publish(&bus, "ns", "short", n);
+    }
+    assert_eq!(history(&bus, "ns", "long"), [15, 16, 17, 18, 19]);
+    assert_eq!(history(&bus, "ns", "short"), [18, 19]);
+    let trimmed = bus
+        .history("ns", &HistoryQuery::Topic("long".into()))
+        .unwrap()[0]
+        .id;
+    let old = MemoryMessaging::private(MemoryConfig::default());
+    assert!(
+        old.history("ns", &HistoryQuery::Ids(vec![trimmed]))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        bus.history("ns", &HistoryQuery::Ids(vec![trimmed]))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_detached_client_keeps_only_the_newest_messages_up_to_its_limit() {
+    let config = MemoryConfig {
+        detached_queue_limit: 3,
+        ..MemoryConfig::default()
+    };
+    let bus = MemoryMessaging::private(config);
+    subscribe(&bus, "ns", "away", "t").close().unwrap();
+    for n in 0..10 {
+        publish(&bus, "ns", "t", n);
+    }
+    let mut back = subscribe(&bus, "ns", "away", "t");
+    let mut seen = Vec::new();
+    while let Some(delivery) = back.next().unwrap() {
+        seen.push(delivery.message.json::<u64>().unwrap());
+        back.complete(Outcome::Handled).unwrap();
+    }
+    assert_eq!(seen, [7, 8, 9]);
+}
+
+#[test]
+fn subscribers_share_one_copy_of_each_message() {
+    let bus = MemoryMessaging::private(MemoryConfig::default());
+    let mut one = subscribe(&bus, "ns", "one", "t");
+    let mut two = subscribe(&bus, "ns", "two", "t");
+    publish(&bus, "ns", "t", 1);
+    let a = one.next().unwrap().unwrap().message;
+    let b = two.next().unwrap().unwrap().message;
+    assert!(Arc::ptr_eq(&a, &b), "both clients hold the same allocation");
+    let stored = &bus.history("ns", &HistoryQuery::Topic("t".into())).unwrap()[0];
+    assert!(Arc::ptr_eq(&a, stored), "so does the history");
+}
+
+#[test]
+fn handles_made_with_new_share_the_process_bus_and_private_ones_do_not() {
+    let namespace = format!("shared-bus-{}", std::process::id());
+    let first = MemoryMessaging::new();
+    let second = MemoryMessaging::new();
+    let private = MemoryMessaging::private(MemoryConfig::default());
+    publish(&first, &namespace, "t", 1);
+    assert_eq!(history(&second, &namespace, "t"), [1]);
+    assert!(history(&private, &namespace, "t").is_empty());
+}
