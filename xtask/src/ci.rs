@@ -1,0 +1,30 @@
+//! `cargo xtask ci`: what CI runs, in the order that fails fastest.
+
+use crate::{cmd, conformance};
+
+/// Formatting, lints, the dependency policy of `deny.toml`, every test (unit,
+/// integration, doc and policy tests), then the conformance matrix.
+pub fn run() -> anyhow::Result<()> {
+    cmd::run(&["fmt", "--all", "--", "--check"])?;
+    cmd::run(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // Advisories need the advisory database, which lives outside the package registries;
+    // licenses, bans and sources are checked from the lock file alone.
+    cmd::run(&[
+        "deny",
+        "--log-level",
+        "error",
+        "check",
+        "licenses",
+        "bans",
+        "sources",
+    ])?;
+    cmd::run(&["test", "--workspace", "--no-fail-fast"])?;
+    conformance::run()
+}

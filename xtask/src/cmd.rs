@@ -1,0 +1,39 @@
+//! Running cargo from the repository root, echoing what runs.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, bail};
+
+/// The repository root (the parent of this crate).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// A `cargo` command run from the repository root.
+pub fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args).current_dir(root());
+    command
+}
+
+/// Runs `cargo args`, streaming its output; fails if it fails.
+pub fn run(args: &[&str]) -> anyhow::Result<()> {
+    println!("$ cargo {}", args.join(" "));
+    let status = cargo(args)
+        .status()
+        .with_context(|| format!("cannot start cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs `cargo args` and captures its output (stderr still streams), whatever the outcome.
+pub fn capture(args: &[&str]) -> anyhow::Result<Output> {
+    cargo(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start cargo {}", args.join(" ")))
+}

@@ -1,0 +1,37 @@
+//! `cargo xtask`: the repository's tasks, one module per subcommand.
+//!
+//! - `cargo xtask ci`: everything CI checks (formatting, clippy, every test including
+//!   doc tests and the repository policy tests, then the conformance matrix).
+//! - `cargo xtask conformance`: the conformance suite for every engine x messaging pair,
+//!   printed as a matrix; fails if any cell fails.
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line program prints its results"
+)]
+
+mod ci;
+mod cmd;
+mod conformance;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <ci | conformance>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(),
+        Some("conformance") => conformance::run(),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
