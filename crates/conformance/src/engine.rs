@@ -16,11 +16,39 @@ use crate::harness::{
     DEADLINE, MakeEngine, MakeMessaging, guild, publish, settle, text, unique_namespace, wait_until,
 };
 
-/// The messages an agent has handled, as its engine reports them.
-fn handled(engine: &dyn ExecutionEngine, guild: &GuildContext, agent: &str) -> u64 {
-    engine
-        .agent_info(&guild.namespace, agent)
+/// The messages `agent` has handled, as whichever of `engines` runs it reports.
+fn handled(engines: &[&dyn ExecutionEngine], guild: &GuildContext, agent: &str) -> u64 {
+    engines
+        .iter()
+        .find_map(|engine| engine.agent_info(&guild.namespace, agent))
         .map_or(0, |info| info.messages_in)
+}
+
+/// Waits until `agent` has handled `expected` messages, lets the engines settle, and
+/// checks that it handled exactly that many: none arrive late.
+fn check_handled(
+    engines: &[&dyn ExecutionEngine],
+    guild: &GuildContext,
+    agent: &str,
+    expected: u64,
+) {
+    let what = format!("{agent} has handled {expected} messages");
+    wait_until(engines, &what, || {
+        handled(engines, guild, agent) >= expected
+    });
+    settle(engines);
+    assert_eq!(
+        handled(engines, guild, agent),
+        expected,
+        "messages handled by {agent}"
+    );
+}
+
+/// Publishes each text to `topic` as the test.
+fn send(guild: &GuildContext, topic: &str, texts: &[&str]) {
+    for text in texts {
+        publish(&*guild.messaging, &guild.namespace, "test", topic, text);
+    }
 }
 
 fn spec(id: &str, agent_type: &str, topics: &[&str]) -> AgentSpec {
@@ -42,47 +70,19 @@ pub fn request_response_observed_from_another_engine(
     let (first, second) = (make_engine(), make_engine());
     let guild_one = guild(&ns, make_messaging());
     let guild_two = guild(&ns, make_messaging());
-    first
-        .run_agent(
-            &guild_one,
-            spec("requester", "requester", &["go", "replies"]),
-        )
-        .unwrap();
+    let requester = spec("requester", "requester", &["go", "replies"]);
+    first.run_agent(&guild_one, requester).unwrap();
     first
         .run_agent(&guild_one, spec("responder", "responder", &["requests"]))
         .unwrap();
-    second
-        .run_agent(
-            &guild_two,
-            spec("observer", "counter", &["requests", "replies"]),
-        )
-        .unwrap();
+    let observer = spec("observer", "counter", &["requests", "replies"]);
+    second.run_agent(&guild_two, observer).unwrap();
     let engines: [&dyn ExecutionEngine; 2] = [&*first, &*second];
 
-    for n in 0..3 {
-        publish(
-            &*guild_one.messaging,
-            &ns,
-            "test",
-            "go",
-            &format!("request {n}"),
-        );
-    }
-    wait_until(&engines, "three replies are observed", || {
-        handled(&*second, &guild_two, "observer") == 6
-    });
-    settle(&engines);
-    assert_eq!(
-        handled(&*first, &guild_one, "requester"),
-        6,
-        "3 go + 3 replies"
-    );
-    assert_eq!(handled(&*first, &guild_one, "responder"), 3);
-    assert_eq!(
-        handled(&*second, &guild_two, "observer"),
-        6,
-        "3 requests + 3 replies"
-    );
+    send(&guild_one, "go", &["request 0", "request 1", "request 2"]);
+    check_handled(&engines, &guild_two, "observer", 6); // 3 requests + 3 replies
+    check_handled(&engines, &guild_one, "requester", 6); // 3 go + 3 replies
+    check_handled(&engines, &guild_one, "responder", 3);
     let replies = guild_one
         .messaging
         .history(&ns, &HistoryQuery::Topic("replies".into()))
@@ -101,29 +101,9 @@ pub fn request_response_observed_from_another_engine(
     }
 
     first.stop_agent(&ns, "responder").unwrap();
-    for n in 3..5 {
-        publish(
-            &*guild_one.messaging,
-            &ns,
-            "test",
-            "go",
-            &format!("request {n}"),
-        );
-    }
-    wait_until(&engines, "two more requests are observed", || {
-        handled(&*second, &guild_two, "observer") == 8
-    });
-    settle(&engines);
-    assert_eq!(
-        handled(&*first, &guild_one, "requester"),
-        8,
-        "2 more go, no replies"
-    );
-    assert_eq!(
-        handled(&*second, &guild_two, "observer"),
-        8,
-        "2 more requests, no replies"
-    );
+    send(&guild_one, "go", &["request 3", "request 4"]);
+    check_handled(&engines, &guild_two, "observer", 8); // 2 more requests, no replies
+    check_handled(&engines, &guild_one, "requester", 8); // 2 more go, no replies
     assert!(first.agent_info(&ns, "responder").is_none());
     first.shutdown().unwrap();
     second.shutdown().unwrap();
@@ -138,16 +118,10 @@ pub fn a_stopped_agent_handles_nothing_and_disappears(
     let ns = unique_namespace("stopped");
     let engine = make_engine();
     let guild = guild(&ns, make_messaging());
-    engine
-        .run_agent(
-            &guild,
-            spec("worker", "counter", &["work"]).with_name("busy"),
-        )
-        .unwrap();
-    publish(&*guild.messaging, &ns, "test", "work", "one");
-    wait_until(&[&*engine], "the first message is handled", || {
-        handled(&*engine, &guild, "worker") == 1
-    });
+    let worker = spec("worker", "counter", &["work"]).with_name("busy");
+    engine.run_agent(&guild, worker).unwrap();
+    send(&guild, "work", &["one"]);
+    check_handled(&[&*engine], &guild, "worker", 1);
 
     engine.stop_agent(&ns, "worker").unwrap();
     assert!(!engine.is_agent_running(&ns, "worker"));
@@ -156,7 +130,7 @@ pub fn a_stopped_agent_handles_nothing_and_disappears(
     assert!(engine.find_agents_by_name(&ns, "busy").is_empty());
     assert_eq!(engine.stats().running, 0);
 
-    publish(&*guild.messaging, &ns, "test", "work", "while stopped");
+    send(&guild, "work", &["while stopped"]);
     settle(&[&*engine]);
     assert!(
         engine.agent_info(&ns, "worker").is_none(),
@@ -166,15 +140,8 @@ pub fn a_stopped_agent_handles_nothing_and_disappears(
     engine
         .run_agent(&guild, spec("worker", "counter", &["work"]))
         .unwrap();
-    wait_until(&[&*engine], "the restarted agent resumes", || {
-        handled(&*engine, &guild, "worker") == 1
-    });
-    settle(&[&*engine]);
-    assert_eq!(
-        handled(&*engine, &guild, "worker"),
-        1,
-        "only the message sent while it was stopped"
-    );
+    // The restarted agent gets only the message sent while it was stopped.
+    check_handled(&[&*engine], &guild, "worker", 1);
     engine.shutdown().unwrap();
 }
 
@@ -220,12 +187,8 @@ pub fn running_a_running_agent_again_is_a_no_op(
         .run_agent(&guild, spec("once", "counter", &["t"]))
         .unwrap();
     assert_eq!(engine.agents_in_guild(&ns).len(), 1);
-    publish(&*guild.messaging, &ns, "test", "t", "one");
-    wait_until(&[&*engine], "the message is handled", || {
-        handled(&*engine, &guild, "once") == 1
-    });
-    settle(&[&*engine]);
-    assert_eq!(handled(&*engine, &guild, "once"), 1);
+    send(&guild, "t", &["one"]);
+    check_handled(&[&*engine], &guild, "once", 1);
     engine.shutdown().unwrap();
 }
 
@@ -245,13 +208,10 @@ pub fn agents_may_share_a_name(make_engine: MakeEngine<'_>, make_messaging: Make
     let mut ids: Vec<_> = workers.iter().map(|info| info.id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, ["worker-0", "worker-1", "worker-2"]);
-    publish(&*guild.messaging, &ns, "test", "t", "to all");
-    wait_until(&[&*engine], "every agent has the broadcast", || {
-        engine
-            .agents_in_guild(&ns)
-            .iter()
-            .all(|info| info.messages_in == 1)
-    });
+    send(&guild, "t", &["to all"]);
+    for agent in ["worker-0", "worker-1", "worker-2", "loner"] {
+        check_handled(&[&*engine], &guild, agent, 1);
+    }
     engine.shutdown().unwrap();
 }
 
@@ -271,7 +231,7 @@ pub fn a_panic_crashes_only_its_agent(
     engine
         .run_agent(&guild, spec("steady", "counter", &["risky", "calm"]))
         .unwrap();
-    publish(&*guild.messaging, &ns, "test", "risky", "panic");
+    send(&guild, "risky", &["panic"]);
     wait_until(&[&*engine], "the fragile agent is reported crashed", || {
         engine
             .agent_info(&ns, "fragile")
@@ -302,10 +262,8 @@ pub fn a_panic_crashes_only_its_agent(
     };
     assert!(crashed.contains("asked to panic"));
 
-    publish(&*guild.messaging, &ns, "test", "calm", "still there?");
-    wait_until(&[&*engine], "the steady agent carries on", || {
-        handled(&*engine, &guild, "steady") == 2
-    });
+    send(&guild, "calm", &["still there?"]);
+    check_handled(&[&*engine], &guild, "steady", 2);
     let letters = guild
         .messaging
         .history(&ns, &HistoryQuery::Topic(ERROR_TOPIC.into()))
@@ -340,12 +298,8 @@ pub fn a_handler_error_is_dead_lettered_and_the_agent_goes_on(
     engine
         .run_agent(&guild, spec("fragile", "fragile", &["t"]))
         .unwrap();
-    publish(&*guild.messaging, &ns, "test", "t", "fail");
-    publish(&*guild.messaging, &ns, "test", "t", "fine");
-    wait_until(&[&*engine], "both messages are handled", || {
-        handled(&*engine, &guild, "fragile") == 2
-    });
-    settle(&[&*engine]);
+    send(&guild, "t", &["fail", "fine"]);
+    check_handled(&[&*engine], &guild, "fragile", 2);
     let info = engine.agent_info(&ns, "fragile").unwrap();
     assert_eq!((info.state, info.errors), (AgentState::Running, 1));
     let letters = guild
@@ -368,18 +322,13 @@ pub fn an_agent_is_subscribed_when_run_returns(
     let ns = unique_namespace("ready");
     let engine = make_engine();
     let guild = guild(&ns, make_messaging());
-    engine
-        .run_agent(&guild, spec("listener", "counter", &["t", "announcements"]))
-        .unwrap();
-    publish(&*guild.messaging, &ns, "test", "t", "right away");
+    let listener = spec("listener", "counter", &["t", "announcements"]);
+    engine.run_agent(&guild, listener).unwrap();
+    send(&guild, "t", &["right away"]);
     engine
         .run_agent(&guild, spec("announcer", "announcer", &[]))
         .unwrap();
-    wait_until(&[&*engine], "both messages reach the listener", || {
-        handled(&*engine, &guild, "listener") == 2
-    });
-    settle(&[&*engine]);
-    assert_eq!(handled(&*engine, &guild, "listener"), 2);
+    check_handled(&[&*engine], &guild, "listener", 2);
     engine.shutdown().unwrap();
 }
 
@@ -446,13 +395,11 @@ pub fn an_agent_can_start_from_the_backlog(
     let ns = unique_namespace("backlog");
     let engine = make_engine();
     let guild = guild(&ns, make_messaging());
-    publish(&*guild.messaging, &ns, "test", "t", "early");
+    send(&guild, "t", &["early"]);
     let mut late = spec("late", "counter", &["t"]);
     late.start_from = StartFrom::Earliest;
     engine.run_agent(&guild, late).unwrap();
-    wait_until(&[&*engine], "the backlog is handled", || {
-        handled(&*engine, &guild, "late") == 1
-    });
+    check_handled(&[&*engine], &guild, "late", 1);
     engine.shutdown().unwrap();
 }
 
@@ -471,9 +418,7 @@ pub fn engine_instances_are_independent(
     one.shutdown().unwrap();
     assert!(two.is_agent_running(&ns, "on-two"));
     assert!(two.agent_info(&ns, "on-one").is_none());
-    publish(&*guild.messaging, &ns, "test", "t", "still there");
-    wait_until(&[&*two], "the other engine's agent still works", || {
-        handled(&*two, &guild, "on-two") == 1
-    });
+    send(&guild, "t", &["still there"]);
+    check_handled(&[&*two], &guild, "on-two", 1);
     two.shutdown().unwrap();
 }

@@ -7,8 +7,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use crate::{
-    AgentCell, AgentContext, AgentSpec, DynAgent, Error, ErrorKind, Failure, GuildContext, Notify,
-    Outcome, Result, SubscribeRequest, Subscription, message::inbox_topic,
+    AgentCell, AgentContext, AgentSpec, AgentState, DynAgent, Error, ErrorKind, ExitStatus,
+    Failure, GuildContext, Notify, Outcome, Result, SubscribeRequest, Subscription,
+    message::inbox_topic,
 };
 
 /// What one [`AgentHost::step`] did.
@@ -171,9 +172,16 @@ impl AgentHost {
         }
     }
 
-    /// Detaches the subscription without running the stop hook, after a crash.
-    pub fn abandon(mut self) {
+    /// Ends the agent after a crash: detaches its subscription without running the stop
+    /// hook (its position is kept, so a restart resumes) and records it as crashed.
+    pub fn crash(mut self, reason: &str) {
         self.close();
+        let exit = ExitStatus {
+            reason: reason.to_owned(),
+            code: None,
+            signal: None,
+        };
+        self.cell.set_state(AgentState::Crashed, Some(exit));
     }
 
     fn close(&mut self) {

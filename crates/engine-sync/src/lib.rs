@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use engine_core::{
     AgentCell, AgentHost, AgentInfo, AgentSpec, AgentState, AgentTable, EngineCapabilities,
-    EngineStats, Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine, ExitStatus,
-    GuildContext, LifecycleEvent, LifecycleKind, NoNotify, Result, Step,
+    EngineStats, Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine, GuildContext,
+    LifecycleEvent, LifecycleKind, NoNotify, Result, Step,
 };
 
 /// The engine's name.
@@ -207,14 +207,8 @@ impl ExecutionEngine for SyncEngine {
                         Err(error) => format!("delivery failed: {error}"),
                     };
                     if let Some(host) = record.handle.take() {
-                        host.abandon();
+                        host.crash(&reason);
                     }
-                    let exit = ExitStatus {
-                        reason: reason.clone(),
-                        code: None,
-                        signal: None,
-                    };
-                    record.cell.set_state(AgentState::Crashed, Some(exit));
                     crashed.push((record.guild.clone(), record.spec.id.clone(), reason));
                 }
             }

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 use engine_core::{
-    AgentCell, AgentHost, AgentSpec, AgentState, EventHub, ExitStatus, GuildContext,
-    LifecycleEvent, LifecycleKind, Notify, Result, Step,
+    AgentCell, AgentHost, AgentSpec, AgentState, EventHub, GuildContext, LifecycleEvent,
+    LifecycleKind, Notify, Result, Step,
 };
 
 use crate::NAME;
@@ -82,13 +82,7 @@ impl Worker {
                 // The engine marks the agent stopped and reports it once the thread is joined.
             }
             Some(reason) => {
-                host.abandon();
-                let exit = ExitStatus {
-                    reason: reason.clone(),
-                    code: None,
-                    signal: None,
-                };
-                self.cell.set_state(AgentState::Crashed, Some(exit));
+                host.crash(&reason);
                 self.emit(LifecycleKind::Crashed { reason });
             }
         }
