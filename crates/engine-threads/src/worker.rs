@@ -71,8 +71,8 @@ impl Worker {
             }
         };
         self.cell.set_state(AgentState::Running, None);
-        let _ = ready.send(Ok(()));
         self.emit(LifecycleKind::Started);
+        let _ = ready.send(Ok(()));
 
         match self.mailbox_loop(&mut host) {
             None => {
