@@ -1,0 +1,130 @@
+//! `bench`: runs one benchmark cell (one system, one workload) in this process and prints
+//! its result as one JSON line. `cargo xtask bench` runs every cell, each in a fresh
+//! process, and prints the table.
+//!
+//! ```text
+//! bench <system> <workload> [--quick]
+//! ```
+//!
+//! Systems: `guild` (threads engine + in-memory messaging), `ractor`, `kameo`, `actix`,
+//! `crossbeam` and `tokio` (hand-written loops over raw channels, the baselines).
+//! Workloads: `tell`, `ask`, `fanout`, `ring`, `start`.
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark program prints its results"
+)]
+
+mod guild;
+mod peer_actix;
+mod peer_kameo;
+mod peer_ractor;
+mod raw;
+mod sizes;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use sizes::Sizes;
+
+/// What one repetition of a workload measured.
+pub enum Sample {
+    /// How long the whole workload took.
+    Elapsed(Duration),
+    /// One latency per request, plus the total time.
+    Latencies(Vec<Duration>, Duration),
+    /// How long starting took, and the resident bytes the started agents hold.
+    Started(Duration, u64),
+}
+
+/// The workloads every system implements.
+pub trait System {
+    /// `n` small messages from one producer to one agent.
+    fn tell(&self, n: u64) -> Sample;
+    /// `n` sequential request/replies.
+    fn ask(&self, n: u64) -> Sample;
+    /// `n` messages from one producer, each delivered to all of `agents` agents.
+    fn fanout(&self, agents: usize, n: u64) -> Sample;
+    /// `agents` agents pass a token around a ring `hops` times in all.
+    fn ring(&self, agents: usize, hops: u64) -> Sample;
+    /// Start `n` agents and leave them idle.
+    fn start(&self, n: usize) -> Sample;
+}
+
+/// An actor's seat in a ring: its index, and every actor of the ring once all are spawned.
+pub type RingSeat<R> = Option<(usize, std::sync::Arc<std::sync::OnceLock<Vec<R>>>)>;
+
+const REPETITIONS: usize = 5;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let positional: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let [system_name, workload] = positional[..] else {
+        eprintln!(
+            "usage: bench <guild|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start> [--quick]"
+        );
+        return ExitCode::from(2);
+    };
+    let system: Box<dyn System> = match system_name {
+        "guild" => Box::new(guild::Guild),
+        "ractor" => Box::new(peer_ractor::Ractor::new()),
+        "kameo" => Box::new(peer_kameo::Kameo::new()),
+        "actix" => Box::new(peer_actix::Actix),
+        "crossbeam" => Box::new(raw::Crossbeam),
+        "tokio" => Box::new(raw::Tokio::new()),
+        other => {
+            eprintln!("unknown system {other:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let sizes = Sizes::new(quick);
+    let run = |system: &dyn System| -> Option<Sample> {
+        Some(match workload {
+            "tell" => system.tell(sizes.tell),
+            "ask" => system.ask(sizes.ask),
+            "fanout" => system.fanout(sizes.fanout_agents, sizes.fanout),
+            "ring" => system.ring(sizes.ring_agents, sizes.ring_hops),
+            // Starting agents is measured once per process: a second batch would start
+            // on a warmed, larger heap.
+            "start" => system.start(sizes.start),
+            _ => return None,
+        })
+    };
+    let repetitions = if workload == "start" { 1 } else { REPETITIONS };
+    if workload != "start" {
+        run(&*system); // warm-up
+    }
+    let mut samples = Vec::new();
+    for _ in 0..repetitions {
+        match run(&*system) {
+            Some(sample) => samples.push(sample),
+            None => {
+                eprintln!("unknown workload {workload:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!("{}", sizes.report(system_name, workload, &samples));
+    ExitCode::SUCCESS
+}
+
+/// The median of `values` (which must not be empty).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Resident memory of this process in bytes, from /proc.
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}

@@ -1,0 +1,75 @@
+//! How big each workload is, and how a cell's samples become its JSON report.
+
+use serde_json::{Value, json};
+
+use crate::{Sample, median};
+
+/// Workload sizes; `--quick` divides the message counts by ten.
+pub struct Sizes {
+    pub tell: u64,
+    pub ask: u64,
+    pub fanout_agents: usize,
+    pub fanout: u64,
+    pub ring_agents: usize,
+    pub ring_hops: u64,
+    pub start: usize,
+}
+
+impl Sizes {
+    pub fn new(quick: bool) -> Self {
+        let scale = if quick { 10 } else { 1 };
+        Self {
+            tell: 2_000_000 / scale,
+            ask: 200_000 / scale,
+            fanout_agents: 64,
+            fanout: 100_000 / scale,
+            ring_agents: 1_000,
+            ring_hops: 1_000_000 / scale,
+            start: 10_000,
+        }
+    }
+
+    /// The JSON line for one cell: the median rate over the repetitions, and for `ask`
+    /// the median p50 and p99 latencies, for `start` bytes per agent.
+    pub fn report(&self, system: &str, workload: &str, samples: &[Sample]) -> Value {
+        let work = match workload {
+            "tell" => self.tell as f64,
+            "ask" => self.ask as f64,
+            "fanout" => (self.fanout * self.fanout_agents as u64) as f64,
+            "ring" => self.ring_hops as f64,
+            _ => self.start as f64,
+        };
+        let mut rates = Vec::new();
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
+        let mut bytes = Vec::new();
+        for sample in samples {
+            let elapsed = match sample {
+                Sample::Elapsed(elapsed) => *elapsed,
+                Sample::Latencies(latencies, elapsed) => {
+                    let mut micros: Vec<f64> =
+                        latencies.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+                    micros.sort_by(f64::total_cmp);
+                    p50s.push(micros[micros.len() / 2]);
+                    p99s.push(micros[micros.len() * 99 / 100]);
+                    *elapsed
+                }
+                Sample::Started(elapsed, resident) => {
+                    bytes.push(*resident as f64 / self.start as f64);
+                    *elapsed
+                }
+            };
+            rates.push(work / elapsed.as_secs_f64());
+        }
+        let mut report =
+            json!({ "system": system, "workload": workload, "rate": median(&mut rates) });
+        if !p50s.is_empty() {
+            report["p50_us"] = json!(median(&mut p50s));
+            report["p99_us"] = json!(median(&mut p99s));
+        }
+        if !bytes.is_empty() {
+            report["bytes_per_agent"] = json!(median(&mut bytes));
+        }
+        report
+    }
+}

@@ -1,0 +1,237 @@
+//! `cargo xtask bench [--quick] [--runs N]`: every benchmark cell (system x workload), each
+//! in a fresh process, repeated `runs` times (median of the per-run medians), printed as
+//! a table of figures with their ratios to the best peer framework and to the best raw
+//! channel baseline, and written into `docs/benchmarks.md`.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+
+use crate::cmd;
+
+const PEERS: &[&str] = &["ractor", "kameo", "actix"];
+const BASELINES: &[&str] = &["crossbeam", "tokio"];
+const WORKLOADS: &[(&str, &str)] = &[
+    ("tell", "1 producer -> 1 agent, messages/s"),
+    (
+        "ask",
+        "sequential request/reply: asks/s, p50 and p99 latency",
+    ),
+    ("fanout", "1 producer -> 64 agents, deliveries/s"),
+    ("ring", "1,000 agents pass a token, hops/s"),
+    (
+        "start",
+        "start 10,000 agents: starts/s and resident bytes per idle agent",
+    ),
+];
+
+/// One cell's figures, as the bench binary reports them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    rate: f64,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    bytes_per_agent: Option<f64>,
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let runs: usize = match args.iter().position(|a| a == "--runs") {
+        Some(i) => args.get(i + 1).context("--runs needs a number")?.parse()?,
+        None => 3,
+    };
+    cmd::run(&["build", "--release", "--quiet", "--package", "bench"])?;
+    let systems: Vec<&str> = std::iter::once("guild")
+        .chain(PEERS.iter().copied())
+        .chain(BASELINES.iter().copied())
+        .collect();
+    let mut table = String::new();
+    for (workload, what) in WORKLOADS {
+        let mut cells = Vec::new();
+        for system in &systems {
+            let mut samples = Vec::new();
+            for _ in 0..runs {
+                samples.push(cell(system, workload, quick)?);
+            }
+            cells.push((*system, median_figures(samples)));
+        }
+        render(&mut table, workload, what, &cells);
+    }
+    print!("{table}");
+    let command = format!(
+        "cargo xtask bench{}{}",
+        if quick { " --quick" } else { "" },
+        format_args!(" --runs {runs}")
+    );
+    write_docs(&table, &command)
+}
+
+/// Runs one cell in a fresh process.
+fn cell(system: &str, workload: &str, quick: bool) -> anyhow::Result<Figures> {
+    let mut args = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "bench",
+        "--",
+        system,
+        workload,
+    ];
+    if quick {
+        args.push("--quick");
+    }
+    eprintln!("  {system} {workload}");
+    let output = cmd::capture(&args)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "bench {system} {workload} failed ({}): {stdout}",
+            output.status
+        );
+    }
+    let line = stdout.lines().last().unwrap_or_default();
+    Ok(Figures {
+        rate: field(line, "rate").with_context(|| format!("no rate in {line:?}"))?,
+        p50_us: field(line, "p50_us"),
+        p99_us: field(line, "p99_us"),
+        bytes_per_agent: field(line, "bytes_per_agent"),
+    })
+}
+
+/// A number field of a flat JSON object.
+fn field(line: &str, name: &str) -> Option<f64> {
+    let start = line.find(&format!("\"{name}\":"))? + name.len() + 3;
+    let rest = &line[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+fn median_figures(mut samples: Vec<Figures>) -> Figures {
+    let median = |values: &mut Vec<f64>| -> Option<f64> {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    let collect = |pick: fn(&Figures) -> Option<f64>, samples: &[Figures]| -> Vec<f64> {
+        samples.iter().filter_map(pick).collect()
+    };
+    let figures = Figures {
+        rate: median(&mut collect(|f| Some(f.rate), &samples)).unwrap_or(0.0),
+        p50_us: median(&mut collect(|f| f.p50_us, &samples)),
+        p99_us: median(&mut collect(|f| f.p99_us, &samples)),
+        bytes_per_agent: median(&mut collect(|f| f.bytes_per_agent, &samples)),
+    };
+    samples.clear();
+    figures
+}
+
+fn render(out: &mut String, workload: &str, what: &str, cells: &[(&str, Figures)]) {
+    let best = |names: &[&str],
+                pick: &dyn Fn(&Figures) -> Option<f64>,
+                lower_is_better: bool|
+     -> Option<f64> {
+        let values = cells
+            .iter()
+            .filter(|(s, _)| names.contains(s))
+            .filter_map(|(_, f)| pick(f));
+        if lower_is_better {
+            values.min_by(f64::total_cmp)
+        } else {
+            values.max_by(f64::total_cmp)
+        }
+    };
+    let best_peer_rate = best(PEERS, &|f| Some(f.rate), false).unwrap_or(f64::NAN);
+    let best_raw_rate = best(BASELINES, &|f| Some(f.rate), false).unwrap_or(f64::NAN);
+    let _ = writeln!(out, "\n### {workload}: {what}\n");
+    let mut header = "| system | rate/s | vs best peer | vs best raw |".to_owned();
+    let mut rule = "|---|---:|---:|---:|".to_owned();
+    let latency = cells.iter().any(|(_, f)| f.p50_us.is_some());
+    let memory = cells.iter().any(|(_, f)| f.bytes_per_agent.is_some());
+    if latency {
+        header.push_str(" p50 µs | p50 vs best peer | p99 µs |");
+        rule.push_str("---:|---:|---:|");
+    }
+    if memory {
+        header.push_str(" bytes/agent |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    let best_peer_p50 = best(PEERS, &|f| f.p50_us, true).unwrap_or(f64::NAN);
+    for (system, figures) in cells {
+        let mut row = format!(
+            "| {system} | {} | {:.2}x | {:.2}x |",
+            human(figures.rate),
+            figures.rate / best_peer_rate,
+            figures.rate / best_raw_rate
+        );
+        if latency {
+            let p50 = figures.p50_us.unwrap_or(f64::NAN);
+            let _ = write!(
+                row,
+                " {p50:.2} | {:.2}x | {:.2} |",
+                p50 / best_peer_p50,
+                figures.p99_us.unwrap_or(f64::NAN)
+            );
+        }
+        if memory {
+            let _ = write!(row, " {:.0} |", figures.bytes_per_agent.unwrap_or(f64::NAN));
+        }
+        let _ = writeln!(out, "{row}");
+    }
+}
+
+fn human(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.2}M", rate / 1e6)
+    } else {
+        format!("{:.1}k", rate / 1e3)
+    }
+}
+
+/// Replaces the generated part of `docs/benchmarks.md` (between the markers), keeping
+/// the hand-written analysis around it.
+fn write_docs(table: &str, command: &str) -> anyhow::Result<()> {
+    const START: &str = "<!-- bench:start -->";
+    const END: &str = "<!-- bench:end -->";
+    let path = cmd::root().join("docs/benchmarks.md");
+    let existing = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| format!("# Benchmarks\n\n{START}\n{END}\n"));
+    let (Some(start), Some(end)) = (existing.find(START), existing.find(END)) else {
+        bail!("{} lacks the {START} / {END} markers", path.display());
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let generated = format!(
+        "{START}\nLatest run: `{command}` on {cores} cores of {cpu}. Each figure is the median over runs of the \
+         per-process median of 5 repetitions after a warm-up; every cell runs in a fresh process.\n{table}\n{END}"
+    );
+    let updated = format!(
+        "{}{generated}{}",
+        &existing[..start],
+        &existing[end + END.len()..]
+    );
+    std::fs::write(&path, updated).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_number_fields_of_a_report_line() {
+        let line =
+            r#"{"p50_us":8.4,"p99_us":20.1,"rate":108795.06,"system":"guild","workload":"ask"}"#;
+        assert_eq!(field(line, "rate"), Some(108795.06));
+        assert_eq!(field(line, "p99_us"), Some(20.1));
+        assert_eq!(field(line, "bytes_per_agent"), None);
+    }
+}
