@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::id::unix_ms_now;
 use crate::{Error, ErrorKind, IdGenerator, MessageId, Priority, Result};
 
 /// The payload format name for JSON, the common format.
@@ -89,7 +88,8 @@ pub struct Message {
     pub thread: Option<MessageId>,
     /// Free-form headers; the trace context travels here.
     pub headers: BTreeMap<String, String>,
-    /// Wall-clock Unix milliseconds at which it was built.
+    /// Unix milliseconds at which it was built: the time its id was minted (one clock
+    /// read per message).
     pub timestamp_ms: u64,
 }
 
@@ -179,8 +179,9 @@ impl MessageBuilder {
 
     /// Stamps the message with an id from `ids`, its namespace and its sender.
     pub fn build(self, ids: &IdGenerator, namespace: &str, sender: &str) -> Message {
+        let id = ids.next(self.priority.unwrap_or_default());
         Message {
-            id: ids.next(self.priority.unwrap_or_default()),
+            id,
             namespace: namespace.to_owned(),
             topics: self.topics,
             sender: sender.to_owned(),
@@ -189,7 +190,7 @@ impl MessageBuilder {
             in_reply_to: self.in_reply_to,
             thread: self.thread,
             headers: self.headers,
-            timestamp_ms: unix_ms_now(),
+            timestamp_ms: id.unix_ms(),
         }
     }
 }

@@ -51,9 +51,9 @@ pub trait MessagingBackend: Send + Sync + 'static {
     /// Publishes `message` to each of its topics in its namespace.
     fn publish(&self, message: Message) -> Result<()>;
 
-    /// Subscribes a client to topics. `notify` is called, from any thread and without
-    /// locks held, whenever the subscription goes from having nothing to hand out to
-    /// having something; the consumer then drains it with [`Subscription::next`].
+    /// Subscribes a client to topics. `notify` is called, from any thread, whenever
+    /// something is queued for the client; the consumer then drains the subscription with
+    /// [`Subscription::next`].
     fn subscribe(
         &self,
         request: SubscribeRequest,
@@ -65,8 +65,12 @@ pub trait MessagingBackend: Send + Sync + 'static {
 }
 
 /// A wake-up call from a backend to the consumer of a subscription.
+///
+/// Backends call it on the publishing thread, possibly with their own locks held, once
+/// per queued delivery: it must be cheap, must not block, and must not call back into
+/// the backend. (An engine typically sets a flag and wakes its consumer.)
 pub trait Notify: Send + Sync {
-    /// Something may be ready to hand out. Must not block.
+    /// Something may be ready to hand out.
     fn notify(&self);
 }
 
