@@ -23,6 +23,7 @@ macro_rules! messaging_suite {
         $crate::messaging_suite!(@each $make;
             one_delivery_at_a_time_across_topics,
             queued_deliveries_come_out_in_id_order,
+            an_urgent_message_overtakes_what_is_still_queued,
             new_client_from_latest_gets_only_new_messages,
             new_client_from_earliest_replays_the_backlog,
             resubscribing_resumes_after_the_last_position,

@@ -100,6 +100,24 @@ pub fn queued_deliveries_come_out_in_id_order(make: MakeMessaging<'_>) {
     assert_eq!(texts(&drain(&mut *client)), ["urgent", "normal", "low"]);
 }
 
+/// A more urgent message published while the client is busy overtakes everything still
+/// queued for it, even what a backend may already have fetched for it in advance.
+pub fn an_urgent_message_overtakes_what_is_still_queued(make: MakeMessaging<'_>) {
+    let bus = make();
+    let ns = unique_namespace("urgent-overtakes");
+    let mut client = subscribe(&*bus, &ns, "c", &["t"], StartFrom::Latest);
+    for text in ["one", "two", "three"] {
+        publish(&*bus, &ns, "p", "t", text);
+    }
+    wait_queued(&*client, 3);
+    let first = client.next().unwrap().expect("a delivery");
+    assert_eq!(text(&first.message), "one");
+    publish_with(&*bus, &ns, "p", &["t"], "urgent", Priority::Urgent);
+    wait_queued(&*client, 4);
+    client.complete(Outcome::Handled).unwrap();
+    assert_eq!(texts(&drain(&mut *client)), ["urgent", "two", "three"]);
+}
+
 /// A new client starting from the latest position receives only what comes after.
 pub fn new_client_from_latest_gets_only_new_messages(make: MakeMessaging<'_>) {
     let bus = make();

@@ -14,10 +14,11 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod fast_hash;
 mod namespace;
 mod subscription;
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use engine_core::{
@@ -28,6 +29,7 @@ use engine_core::{
 pub use config::MemoryConfig;
 pub use subscription::MemorySubscription;
 
+use fast_hash::FastMap;
 use namespace::{Namespace, SubscribeError};
 
 /// The backend's name.
@@ -43,7 +45,7 @@ pub struct MemoryMessaging {
 
 #[derive(Debug, Default)]
 struct Bus {
-    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+    namespaces: RwLock<FastMap<String, Arc<Namespace>>>,
 }
 
 impl Default for MemoryMessaging {
@@ -115,10 +117,8 @@ impl MessagingBackend for MemoryMessaging {
                 format!("message {} has no topic", message.id),
             ));
         }
-        let namespace = self.namespace(&message.namespace);
-        for notify in namespace.publish(Arc::new(message)) {
-            notify.notify();
-        }
+        self.namespace(&message.namespace)
+            .publish(Arc::new(message));
         Ok(())
     }
 
@@ -161,6 +161,8 @@ impl MessagingBackend for MemoryMessaging {
             client,
             ids: self.ids.clone(),
             attached: true,
+            taken: VecDeque::new(),
+            in_flight: None,
         }))
     }
 

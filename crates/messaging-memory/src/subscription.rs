@@ -1,5 +1,6 @@
 //! A client's live subscription to the in-memory bus.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -10,7 +11,15 @@ use engine_core::{
 
 use crate::namespace::{Client, Namespace};
 
+/// How many deliveries a subscription takes from its client's queue under one lock.
+const BATCH: usize = 256;
+
 /// A client's subscription; dropping it detaches the client and keeps its queue.
+///
+/// It takes deliveries from the client's queue in batches (one lock per batch, not per
+/// message) and completes them without locking; what it has taken and not completed
+/// goes back to the queue when it detaches, and back into order when a more urgent
+/// message arrives.
 #[derive(Debug)]
 pub struct MemorySubscription {
     pub(crate) namespace_name: String,
@@ -18,37 +27,51 @@ pub struct MemorySubscription {
     pub(crate) client: Arc<Client>,
     pub(crate) ids: Arc<IdGenerator>,
     pub(crate) attached: bool,
+    pub(crate) taken: VecDeque<Delivery>,
+    pub(crate) in_flight: Option<Delivery>,
 }
 
 impl Subscription for MemorySubscription {
     fn next(&mut self) -> Result<Option<Delivery>> {
-        let mut queue = self.client.lock();
-        if let Some(delivery) = &queue.in_flight {
+        if let Some(delivery) = &self.in_flight {
             return Ok(Some(delivery.clone()));
         }
-        let Some(delivery) = queue.items.pop_front() else {
+        // Load first: a plain read keeps the flag's cache line shared with the publisher.
+        if self.client.reordered.load(Ordering::Relaxed)
+            && self.client.reordered.swap(false, Ordering::Acquire)
+        {
+            let mut queue = self.client.lock();
+            queue.give_back(self.taken.drain(..));
+            self.client
+                .backlog
+                .store(queue.items.len(), Ordering::Relaxed);
+        }
+        if self.taken.is_empty() && self.client.backlog.load(Ordering::Relaxed) > 0 {
+            let mut queue = self.client.lock();
+            let n = queue.items.len().min(BATCH);
+            self.taken.extend(queue.items.drain(..n));
+            self.client
+                .backlog
+                .store(queue.items.len(), Ordering::Relaxed);
+        }
+        let Some(delivery) = self.taken.pop_front() else {
             return Ok(None);
         };
-        queue.in_flight = Some(delivery.clone());
+        self.in_flight = Some(delivery.clone());
         Ok(Some(delivery))
     }
 
     fn complete(&mut self, outcome: Outcome) -> Result<()> {
-        let delivery = {
-            let mut queue = self.client.lock();
-            let delivery = queue.in_flight.take().ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Conflict,
-                    "memory",
-                    format!(
-                        "client {:?} completed a delivery it was not handed",
-                        self.client.id
-                    ),
-                )
-            })?;
-            self.client.queued.store(queue.len(), Ordering::Relaxed);
-            delivery
-        };
+        let delivery = self.in_flight.take().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Conflict,
+                "memory",
+                format!(
+                    "client {:?} completed a delivery it was not handed",
+                    self.client.id
+                ),
+            )
+        })?;
         let Outcome::Failed(failure) = outcome else {
             return Ok(());
         };
@@ -70,14 +93,14 @@ impl Subscription for MemorySubscription {
         let message = Message::builder(ERROR_TOPIC, Payload::json(&letter)?)
             .priority(Priority::Normal)
             .build(&self.ids, &self.namespace_name, &self.client.id);
-        for notify in self.namespace.publish(Arc::new(message)) {
-            notify.notify();
-        }
+        self.namespace.publish(Arc::new(message));
         Ok(())
     }
 
     fn pending(&self) -> usize {
-        self.client.queued.load(Ordering::Relaxed)
+        self.taken.len()
+            + usize::from(self.in_flight.is_some())
+            + self.client.backlog.load(Ordering::Relaxed)
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
@@ -90,8 +113,16 @@ impl MemorySubscription {
     fn detach(&mut self) {
         if std::mem::take(&mut self.attached) {
             let mut queue = self.client.lock();
-            queue.detach();
-            self.client.queued.store(queue.len(), Ordering::Relaxed);
+            let unfinished = self
+                .in_flight
+                .take()
+                .into_iter()
+                .chain(self.taken.drain(..));
+            queue.give_back(unfinished.collect::<Vec<_>>().into_iter());
+            self.client
+                .backlog
+                .store(queue.items.len(), Ordering::Relaxed);
+            queue.notify = None;
         }
     }
 }
