@@ -96,8 +96,17 @@ impl Namespace {
         let mut wake = Vec::new();
         let mut state = self.lock();
         for name in &message.topics {
-            let topic = state.topic(name);
             let retention = self.config.retention_of(name);
+            let topic = match state.topics.get_mut(name.as_str()) {
+                Some(topic) => topic,
+                None => {
+                    let name: Arc<str> = Arc::from(name.as_str());
+                    state
+                        .topics
+                        .entry(name.clone())
+                        .or_insert_with(|| Topic::new(name))
+                }
+            };
             if retention > 0 {
                 topic.log.push_back(message.clone());
                 while topic.log.len() > retention {
@@ -219,15 +228,6 @@ impl State {
         self.topics
             .values()
             .find_map(|topic| topic.log.iter().find(|m| m.id == id))
-    }
-
-    /// The topic `name`, created on first use.
-    fn topic(&mut self, name: &str) -> &mut Topic {
-        if !self.topics.contains_key(name) {
-            let name: Arc<str> = Arc::from(name);
-            self.topics.insert(name.clone(), Topic::new(name));
-        }
-        self.topics.get_mut(name).expect("the topic exists")
     }
 }
 
