@@ -20,11 +20,9 @@ pub struct Kameo {
 
 impl Kameo {
     pub fn new() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        Self { runtime }
+        Self {
+            runtime: crate::tokio_runtime(),
+        }
     }
 }
 

@@ -150,11 +150,9 @@ pub struct Tokio {
 
 impl Tokio {
     pub fn new() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        Self { runtime }
+        Self {
+            runtime: crate::tokio_runtime(),
+        }
     }
 }
 
