@@ -4,11 +4,14 @@ use guild::{
     AgentSpec, GuildBuilder, GuildSpec, Message, Outcome, Payload, builtin::builtin_registry,
 };
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Runs `agents` on the sync engine, publishes `input` to `topic` (replies to `replies`),
 /// and returns every payload seen on `watch`.
 fn check(agents: Vec<AgentSpec>, topic: &str, inputs: &[Value], watch: &str) -> Vec<Value> {
-    let mut spec = GuildSpec::new(format!("builtin-{watch}-{}", std::process::id()));
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut spec = GuildSpec::new(format!("builtin-{}-{n}", std::process::id()));
     spec.agents = agents;
     let mut guild = GuildBuilder::new(spec)
         .registry(builtin_registry())
