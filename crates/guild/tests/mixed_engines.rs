@@ -1,0 +1,61 @@
+//! One guild may mix engines: here a responder runs on the threads engine and an
+//! aggregator on the sync engine, and they exchange messages over the guild's bus.
+
+use std::time::{Duration, Instant};
+
+use guild::{
+    AgentSpec, GuildBuilder, GuildSpec, Message, Outcome, Payload, builtin::builtin_registry,
+};
+use serde_json::{Value, json};
+
+#[test]
+fn agents_on_different_engines_of_one_guild_talk() {
+    let mut spec = GuildSpec::new(format!("mixed-engines-{}", std::process::id()));
+    let mut responder = AgentSpec::new("responder", "responder").with_topic("questions");
+    responder.engine = Some("threads".into());
+    let mut collector = AgentSpec::new("collector", "aggregator")
+        .with_topic("answers")
+        .with_properties(json!({ "expect": 2, "to": "results", "collect": true }));
+    collector.engine = Some("sync".into());
+    spec.agents = vec![responder, collector];
+    let mut guild = GuildBuilder::new(spec)
+        .registry(builtin_registry())
+        .build()
+        .unwrap();
+    guild.launch_all().unwrap();
+    let engines: Vec<&str> = guild.engines().map(|(name, _)| name).collect();
+    assert_eq!(engines, ["sync", "threads"]);
+
+    let mut results = guild.observe("test", vec!["results".into()]).unwrap();
+    for question in ["one", "two"] {
+        let message =
+            Message::builder("questions", Payload::json(question).unwrap()).reply_to("answers");
+        guild.publish(message).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let summary: Value = loop {
+        guild.drive();
+        if let Some(delivery) = results.next().unwrap() {
+            results.complete(Outcome::Handled).unwrap();
+            break delivery.message.json().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no summary before the deadline");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let mut items: Vec<String> = serde_json::from_value(summary["items"].clone()).unwrap();
+    items.sort();
+    assert_eq!(items, ["one", "two"]);
+    let on: Vec<(String, String)> = guild
+        .agents()
+        .into_iter()
+        .map(|a| (a.id, a.engine))
+        .collect();
+    assert_eq!(
+        on,
+        [
+            ("responder".into(), "threads".into()),
+            ("collector".into(), "sync".into())
+        ]
+    );
+    guild.shutdown().unwrap();
+}
