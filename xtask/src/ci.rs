@@ -2,8 +2,8 @@
 
 use crate::{cmd, conformance};
 
-/// Formatting, lints, the dependency policy of `deny.toml`, every test (unit,
-/// integration, doc and policy tests), then the conformance matrix.
+/// Formatting, lints, the dependency policy of `deny.toml`, the documentation, every
+/// test (unit, integration, doc and policy tests), then the conformance matrix.
 pub fn run() -> anyhow::Result<()> {
     cmd::run(&["fmt", "--all", "--", "--check"])?;
     cmd::run(&[
@@ -27,6 +27,18 @@ pub fn run() -> anyhow::Result<()> {
         "bans",
         "sources",
     ])?;
+    // Documentation builds with no broken links or other rustdoc warnings.
+    cmd::run_with_env(
+        &[
+            "doc",
+            "--no-deps",
+            "--workspace",
+            "--exclude",
+            "bench",
+            "--quiet",
+        ],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
     // The bench crate (three peer frameworks) is built by `cargo xtask bench`, not here.
     cmd::run(&[
         "test",

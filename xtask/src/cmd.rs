@@ -20,8 +20,16 @@ pub fn cargo(args: &[&str]) -> Command {
 
 /// Runs `cargo args`, streaming its output; fails if it fails.
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
-    println!("$ cargo {}", args.join(" "));
+    run_with_env(args, &[])
+}
+
+/// Runs `cargo args` with extra environment variables, streaming its output; fails if it
+/// fails.
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+    let shown_env: String = env.iter().map(|(k, v)| format!("{k}={v:?} ")).collect();
+    println!("$ {shown_env}cargo {}", args.join(" "));
     let status = cargo(args)
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("cannot start cargo {}", args.join(" ")))?;
     if !status.success() {
