@@ -1,6 +1,8 @@
 //! After a guild on the threads engine shuts down, no thread of it is left. (A test binary
 //! of its own, so no other test's threads are counted.)
 
+use std::time::{Duration, Instant};
+
 use guild::{AgentSpec, GuildBuilder, GuildSpec, Message, Payload, builtin::builtin_registry};
 
 fn threads_of_this_process() -> usize {
@@ -31,5 +33,12 @@ fn shutdown_joins_every_agent_thread() {
         .publish(Message::builder("in", Payload::json("ping").unwrap()).reply_to("out"))
         .unwrap();
     guild.shutdown().unwrap();
+    // A joined thread can stay listed in /proc for a moment after `join` returns (the
+    // kernel clears its id before it removes the task), so wait for the listing to
+    // settle; a thread that was not joined never leaves it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threads_of_this_process() > before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(threads_of_this_process(), before);
 }
