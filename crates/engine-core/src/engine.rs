@@ -212,3 +212,18 @@ pub struct EngineStats {
     /// Agents inside a handler now.
     pub busy: usize,
 }
+
+impl std::iter::Sum for EngineStats {
+    /// Totals over several engines.
+    fn sum<I: Iterator<Item = EngineStats>>(all: I) -> Self {
+        all.fold(EngineStats::default(), |total, stats| EngineStats {
+            running: total.running + stats.running,
+            dead: total.dead + stats.dead,
+            messages_in: total.messages_in + stats.messages_in,
+            messages_out: total.messages_out + stats.messages_out,
+            errors: total.errors + stats.errors,
+            queued: total.queued + stats.queued,
+            busy: total.busy + stats.busy,
+        })
+    }
+}

@@ -144,11 +144,6 @@ impl AgentHost {
         Ok(step)
     }
 
-    /// Deliveries queued for the agent.
-    pub fn pending(&self) -> usize {
-        self.subscription.as_ref().map_or(0, |s| s.pending())
-    }
-
     /// Runs the agent's stop hook and detaches its subscription (keeping its position).
     pub fn stop(mut self) -> Result<()> {
         let stopped = catch_unwind(AssertUnwindSafe(|| self.agent.run_stop(&self.ctx)));

@@ -225,13 +225,11 @@ impl<H> AgentTable<H> {
             .filter(|r| r.cell.state().is_dead())
             .map(|r| (r.guild.clone(), r.spec.id.clone()))
             .collect();
-        dead.into_iter()
-            .filter_map(|(guild, id)| {
-                let info = self.info(&guild, &id);
-                self.remove(&guild, &id);
-                info
-            })
-            .collect()
+        let removed: Vec<AgentRecord<H>> = dead
+            .into_iter()
+            .filter_map(|(guild, id)| self.remove(&guild, &id))
+            .collect();
+        removed.iter().map(|record| self.describe(record)).collect()
     }
 
     /// What is known about the agent in `record`.

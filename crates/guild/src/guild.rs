@@ -189,18 +189,7 @@ impl Guild {
 
     /// Totals over every engine.
     pub fn stats(&self) -> EngineStats {
-        self.engines.values().map(|engine| engine.stats()).fold(
-            EngineStats::default(),
-            |total, stats| EngineStats {
-                running: total.running + stats.running,
-                dead: total.dead + stats.dead,
-                messages_in: total.messages_in + stats.messages_in,
-                messages_out: total.messages_out + stats.messages_out,
-                errors: total.errors + stats.errors,
-                queued: total.queued + stats.queued,
-                busy: total.busy + stats.busy,
-            },
-        )
+        self.engines.values().map(|engine| engine.stats()).sum()
     }
 
     /// The engines in use, by name.
