@@ -16,6 +16,22 @@ use crate::harness::{
     DEADLINE, MakeEngine, MakeMessaging, guild, publish, settle, text, unique_namespace, wait_until,
 };
 
+/// One engine scenario, as [`scenarios`] lists them.
+pub type Scenario = fn(MakeEngine<'_>, MakeMessaging<'_>);
+
+/// Builds the list of [`scenarios`] from the names `__with_engine_scenarios!` gives.
+macro_rules! scenario_list {
+    (; $($scenario:ident),* $(,)?) => {
+        vec![$((stringify!($scenario), $scenario as Scenario)),*]
+    };
+}
+
+/// Every engine scenario with its name, for test binaries that run them without the
+/// standard test harness.
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    crate::__with_engine_scenarios!([scenario_list])
+}
+
 /// The messages `agent` has handled, as whichever of `engines` runs it reports.
 fn handled(engines: &[&dyn ExecutionEngine], guild: &GuildContext, agent: &str) -> u64 {
     engines

@@ -28,6 +28,7 @@ macro_rules! messaging_suite {
             new_client_from_earliest_replays_the_backlog,
             resubscribing_resumes_after_the_last_position,
             an_unfinished_delivery_is_handed_out_again,
+            working_ahead_completes_in_order_and_resumes,
             a_failure_is_dead_lettered_and_the_position_advances,
             a_dead_letter_never_dead_letters,
             namespaces_are_isolated,
@@ -53,13 +54,14 @@ macro_rules! messaging_suite {
     };
 }
 
-/// Stamps out one `#[test]` per engine scenario for the engine made by `engine` over the
-/// backend made by `messaging` (expressions of type `Fn() -> Arc<impl ExecutionEngine>`
-/// and `Fn() -> Arc<impl MessagingBackend>`).
+/// Calls `callback!(args; scenario, scenario, ...)`, invoked as
+/// `__with_engine_scenarios!([callback] args)`, with the name of every engine
+/// scenario: the one list both [`engine_suite!`] and [`engine::scenarios`] are made from.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! engine_suite {
-    (engine: $engine:expr, messaging: $messaging:expr $(,)?) => {
-        $crate::engine_suite!(@each $engine, $messaging;
+macro_rules! __with_engine_scenarios {
+    ([$($callback:tt)+] $($args:tt)*) => {
+        $($callback)+! { $($args)*;
             request_response_observed_from_another_engine,
             a_stopped_agent_handles_nothing_and_disappears,
             shutdown_stops_every_agent,
@@ -72,7 +74,20 @@ macro_rules! engine_suite {
             lifecycle_events_and_running_agree,
             an_agent_can_start_from_the_backlog,
             engine_instances_are_independent,
-        );
+        }
+    };
+}
+
+/// Stamps out one `#[test]` per engine scenario for the engine made by `engine` over the
+/// backend made by `messaging` (expressions of type `Fn() -> Arc<impl ExecutionEngine>`
+/// and `Fn() -> Arc<impl MessagingBackend>`).
+///
+/// Test binaries without the standard harness (the process engine's, whose `main` must
+/// first offer to host an agent) run [`engine::scenarios`] instead.
+#[macro_export]
+macro_rules! engine_suite {
+    (engine: $engine:expr, messaging: $messaging:expr $(,)?) => {
+        $crate::__with_engine_scenarios!([$crate::engine_suite] @each $engine, $messaging);
     };
     (@each $engine:expr, $messaging:expr; $($scenario:ident),* $(,)?) => {
         $(

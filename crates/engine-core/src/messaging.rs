@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Message, MessageId, Result};
+use crate::{IdGenerator, Message, MessageId, Payload, Priority, Result};
 
 /// The reserved topic, in every namespace, where dead letters (failed deliveries) and
 /// agent errors are published as [`DeadLetter`] JSON payloads.
@@ -83,7 +83,7 @@ impl Notify for NoNotify {
 }
 
 /// Who subscribes to what.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscribeRequest {
     /// The guild namespace.
     pub namespace: String,
@@ -116,7 +116,7 @@ pub struct Delivery {
 }
 
 /// How handling a delivery ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Handled; the position advances.
     Handled,
@@ -146,6 +146,39 @@ pub struct DeadLetter {
     pub failure: Failure,
 }
 
+impl DeadLetter {
+    /// The message that dead-letters `delivery`, which `client` failed to handle, or
+    /// `None` (with a warning logged) when the delivery was itself a dead letter: those
+    /// are never dead-lettered again. Backends publish what this returns.
+    pub fn for_delivery(
+        client: &str,
+        delivery: &Delivery,
+        failure: Failure,
+        ids: &IdGenerator,
+        namespace: &str,
+    ) -> Result<Option<Message>> {
+        if &*delivery.topic == ERROR_TOPIC {
+            tracing::warn!(
+                client,
+                message = %delivery.message.id,
+                error = %failure.text,
+                "handling a dead letter failed; dead letters are not dead-lettered again"
+            );
+            return Ok(None);
+        }
+        let letter = DeadLetter {
+            client: client.to_owned(),
+            topic: delivery.topic.to_string(),
+            message: Message::clone(&delivery.message),
+            failure,
+        };
+        let message = Message::builder(ERROR_TOPIC, Payload::json(&letter)?)
+            .priority(Priority::Normal)
+            .build(ids, namespace, client);
+        Ok(Some(message))
+    }
+}
+
 /// A client's live subscription. Dropping it (or calling [`close`](Self::close)) detaches
 /// the client: its position is kept, and a later subscription with the same client id
 /// resumes from it.
@@ -154,9 +187,23 @@ pub trait Subscription: Send {
     /// completed, calling `next` again returns the same delivery.
     fn next(&mut self) -> Result<Option<Delivery>>;
 
-    /// Completes the delivery last returned by [`next`](Self::next), advancing the
-    /// position; a failure is dead-lettered first.
+    /// Completes the oldest delivery handed out and not yet completed (the one
+    /// [`next`](Self::next) returns), advancing the position; a failure is dead-lettered
+    /// first.
     fn complete(&mut self, outcome: Outcome) -> Result<()>;
+
+    /// Hands out the delivery after those already handed out and not yet completed, so a
+    /// consumer can work ahead (a consumer in another process, pipelining over a socket).
+    /// Deliveries handed out this way are completed in order, oldest first, and like any
+    /// delivery handed out and never completed they are handed out again when the client
+    /// resubscribes.
+    ///
+    /// With nothing in flight this is [`next`](Self::next). A backend that cannot work
+    /// ahead returns `None` while a delivery is in flight, which is what this default
+    /// does: its consumers then go one at a time.
+    fn next_ahead(&mut self) -> Result<Option<Delivery>> {
+        Ok(None)
+    }
 
     /// How many deliveries are queued for this client, including one in flight.
     fn pending(&self) -> usize;
@@ -166,7 +213,7 @@ pub trait Subscription: Send {
 }
 
 /// A question about a namespace's retained messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HistoryQuery {
     /// Every retained message of a topic, in publish order.
     Topic(String),

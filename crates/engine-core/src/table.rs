@@ -43,16 +43,19 @@ impl AgentCell {
         *self.status() = (state, exit);
     }
 
-    pub(crate) fn count_out(&self) {
+    /// Counts one message the agent published.
+    pub fn count_out(&self) {
         self.messages_out.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn begin_handling(&self) {
+    /// Counts one delivery handed to the agent and marks it busy.
+    pub fn begin_handling(&self) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
         self.busy.store(true, Ordering::Relaxed);
     }
 
-    pub(crate) fn end_handling(&self, failed: bool, queued: usize) {
+    /// Records how handling ended and how much is still queued, and marks it idle.
+    pub fn end_handling(&self, failed: bool, queued: usize) {
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -60,8 +63,15 @@ impl AgentCell {
         self.busy.store(false, Ordering::Relaxed);
     }
 
-    pub(crate) fn set_queued(&self, queued: usize) {
+    /// Records how many deliveries are queued for the agent.
+    pub fn set_queued(&self, queued: usize) {
         self.queued.store(queued as u64, Ordering::Relaxed);
+    }
+
+    /// Records whether the agent is handling a message (for agents whose handler runs
+    /// elsewhere, such as in another process).
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::Relaxed);
     }
 
     fn status(&self) -> MutexGuard<'_, (AgentState, Option<ExitStatus>)> {

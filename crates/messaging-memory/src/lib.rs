@@ -162,7 +162,7 @@ impl MessagingBackend for MemoryMessaging {
             ids: self.ids.clone(),
             attached: true,
             taken: VecDeque::new(),
-            in_flight: None,
+            in_flight: std::collections::VecDeque::new(),
         }))
     }
 

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use engine_core::{
-    DeadLetter, Delivery, ERROR_TOPIC, Error, ErrorKind, IdGenerator, Message, Outcome, Payload,
-    Priority, Result, Subscription,
+    DeadLetter, Delivery, Error, ErrorKind, IdGenerator, Outcome, Result, Subscription,
 };
 
 use crate::namespace::{Client, Namespace};
@@ -28,14 +27,19 @@ pub struct MemorySubscription {
     pub(crate) ids: Arc<IdGenerator>,
     pub(crate) attached: bool,
     pub(crate) taken: VecDeque<Delivery>,
-    pub(crate) in_flight: Option<Delivery>,
+    /// Handed out and not yet completed, oldest first.
+    pub(crate) in_flight: VecDeque<Delivery>,
 }
 
 impl Subscription for MemorySubscription {
     fn next(&mut self) -> Result<Option<Delivery>> {
-        if let Some(delivery) = &self.in_flight {
+        if let Some(delivery) = self.in_flight.front() {
             return Ok(Some(delivery.clone()));
         }
+        self.next_ahead()
+    }
+
+    fn next_ahead(&mut self) -> Result<Option<Delivery>> {
         // Load first: a plain read keeps the flag's cache line shared with the publisher.
         if self.client.reordered.load(Ordering::Relaxed)
             && self.client.reordered.swap(false, Ordering::Acquire)
@@ -57,12 +61,12 @@ impl Subscription for MemorySubscription {
         let Some(delivery) = self.taken.pop_front() else {
             return Ok(None);
         };
-        self.in_flight = Some(delivery.clone());
+        self.in_flight.push_back(delivery.clone());
         Ok(Some(delivery))
     }
 
     fn complete(&mut self, outcome: Outcome) -> Result<()> {
-        let delivery = self.in_flight.take().ok_or_else(|| {
+        let delivery = self.in_flight.pop_front().ok_or_else(|| {
             Error::new(
                 ErrorKind::Conflict,
                 "memory",
@@ -75,32 +79,21 @@ impl Subscription for MemorySubscription {
         let Outcome::Failed(failure) = outcome else {
             return Ok(());
         };
-        if &*delivery.topic == ERROR_TOPIC {
-            tracing::warn!(
-                client = %self.client.id,
-                message = %delivery.message.id,
-                error = %failure.text,
-                "handling a dead letter failed; dead letters are not dead-lettered again"
-            );
-            return Ok(());
-        }
-        let letter = DeadLetter {
-            client: self.client.id.clone(),
-            topic: delivery.topic.to_string(),
-            message: Message::clone(&delivery.message),
+        let letter = DeadLetter::for_delivery(
+            &self.client.id,
+            &delivery,
             failure,
-        };
-        let message = Message::builder(ERROR_TOPIC, Payload::json(&letter)?)
-            .priority(Priority::Normal)
-            .build(&self.ids, &self.namespace_name, &self.client.id);
-        self.namespace.publish(Arc::new(message));
+            &self.ids,
+            &self.namespace_name,
+        )?;
+        if let Some(message) = letter {
+            self.namespace.publish(Arc::new(message));
+        }
         Ok(())
     }
 
     fn pending(&self) -> usize {
-        self.taken.len()
-            + usize::from(self.in_flight.is_some())
-            + self.client.backlog.load(Ordering::Relaxed)
+        self.taken.len() + self.in_flight.len() + self.client.backlog.load(Ordering::Relaxed)
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
@@ -113,11 +106,7 @@ impl MemorySubscription {
     fn detach(&mut self) {
         if std::mem::take(&mut self.attached) {
             let mut queue = self.client.lock();
-            let unfinished = self
-                .in_flight
-                .take()
-                .into_iter()
-                .chain(self.taken.drain(..));
+            let unfinished = self.in_flight.drain(..).chain(self.taken.drain(..));
             queue.give_back(unfinished.collect::<Vec<_>>().into_iter());
             self.client
                 .backlog
