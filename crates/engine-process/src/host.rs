@@ -1,0 +1,272 @@
+//! Agent-host mode: what an agent process runs. The engine re-executes its own program
+//! with [`HOST_VARIABLE`] set and the connection to the parent on standard input;
+//! [`run_if_agent_host`], called at the top of `main`, notices and never returns.
+//!
+//! In order, before any agent code runs: ask to be killed when the parent dies and
+//! check the parent is still the one that spawned us (the race the death signal
+//! leaves), take the connection off standard input, read the launch frame, leave the
+//! network namespace if asked, and apply the spec's limits. Then build, subscribe and
+//! start the agent, report ready (or the error, in the agent process's own words), and
+//! hand it messages until told to stop.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use engine_core::{
+    AgentCell, AgentHost, AgentRegistry, AgentSpec, Error, ErrorKind, GuildContext, IdGenerator,
+    Notify, ResourceLimits, Result, Step,
+};
+use nix::sys::resource::{Resource, setrlimit};
+
+use crate::client::{BrokerClient, Control};
+use crate::doorbell::Doorbell;
+use crate::protocol::{FrameReader, Launch, ToChild, ToParent, WireError};
+
+/// Set in an agent process's environment: it is to host an agent.
+pub const HOST_VARIABLE: &str = "GUILD_AGENT_HOST";
+
+/// Set in an agent process's environment: the pid of the engine's process.
+pub const PARENT_VARIABLE: &str = "GUILD_AGENT_PARENT";
+
+/// How an agent process exits.
+pub mod exit_code {
+    /// Stopped on request.
+    pub const STOPPED: i32 = 0;
+    /// The agent could not be launched (it reported why).
+    pub const LAUNCH_FAILED: i32 = 3;
+    /// A handler panicked (it reported why).
+    pub const CRASHED: i32 = 70;
+    /// The connection to the engine broke.
+    pub const DISCONNECTED: i32 = 71;
+    /// The engine was gone before the agent started.
+    pub const ORPHANED: i32 = 72;
+}
+
+const COMPONENT: &str = "agent host";
+
+/// Makes this program an agent host: when the process engine started it to run an
+/// agent, runs that agent, built through the registry `registry` returns, and exits;
+/// otherwise returns at once and does nothing.
+///
+/// Call it first thing in `main` (after setting up logging, if the agents' logs should
+/// be kept), before parsing arguments or starting anything else:
+///
+/// ```no_run
+/// fn main() {
+///     engine_process::run_if_agent_host(my_registry);
+///     // ... the program as usual; it may now use the process engine.
+/// }
+/// # fn my_registry() -> engine_core::AgentRegistry { engine_core::AgentRegistry::new() }
+/// ```
+pub fn run_if_agent_host(registry: impl FnOnce() -> AgentRegistry) {
+    if std::env::var_os(HOST_VARIABLE).is_none() {
+        return;
+    }
+    let code = match host(registry) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("guild agent host: {error}");
+            exit_code::LAUNCH_FAILED
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Whether this process is an agent host (the process engine started it to run an agent).
+pub fn is_agent_host() -> bool {
+    std::env::var_os(HOST_VARIABLE).is_some()
+}
+
+fn host(registry: impl FnOnce() -> AgentRegistry) -> Result<i32> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| os_error("cannot ask to die with the engine", e))?;
+    let parent: Option<u32> = std::env::var(PARENT_VARIABLE)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let actual = nix::unistd::getppid().as_raw() as u32;
+    if parent != Some(actual) {
+        eprintln!("guild agent host: the engine that started this agent is gone");
+        return Ok(exit_code::ORPHANED);
+    }
+
+    let stream = take_connection()?;
+    let mut reader = FrameReader::new(stream.try_clone().map_err(io_error)?);
+    let client = BrokerClient::new(stream);
+    let launch = match reader.read::<ToChild>() {
+        Ok(Some(ToChild::Launch(launch))) => launch,
+        Ok(other) => {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                COMPONENT,
+                format!("expected a launch frame first, got {other:?}"),
+            ));
+        }
+        Err(error) => return Err(error.into_error(COMPONENT)),
+    };
+
+    let (control_tx, control) = crossbeam_channel::unbounded();
+    let (guild, spec, runtime) = match prepare(&launch, &client, registry) {
+        Ok(prepared) => prepared,
+        Err(error) => return report_launch_failure(&client, &error),
+    };
+    {
+        let client = client.clone();
+        let control_tx = control_tx.clone();
+        std::thread::Builder::new()
+            .name("guild-connection".into())
+            .spawn(move || client.read_loop(&mut reader, &control_tx))
+            .map_err(io_error)?;
+    }
+    let _runtime = runtime.enter();
+
+    let doorbell = Arc::new(Doorbell::new(control_tx, Control::Wake));
+    let notify: Arc<dyn Notify> = doorbell.clone();
+    let host = match AgentHost::start(&guild, spec, Arc::new(AgentCell::default()), notify) {
+        Ok(host) => host,
+        Err(error) => return report_launch_failure(&client, &error),
+    };
+    client.send_now(&ToParent::Ready)?;
+    Ok(serve(host, &client, &control, &doorbell))
+}
+
+/// Reads the spec, applies isolation and limits, and builds the agent's guild context.
+fn prepare(
+    launch: &Launch,
+    client: &BrokerClient,
+    registry: impl FnOnce() -> AgentRegistry,
+) -> Result<(GuildContext, Arc<AgentSpec>, tokio::runtime::Runtime)> {
+    let spec: AgentSpec = serde_json::from_str(&launch.spec_json).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidSpec,
+            COMPONENT,
+            format!("the engine sent a spec that does not parse: {e}"),
+        )
+    })?;
+    if launch.isolate_network {
+        // Before any thread starts: a namespace is left by the calling thread alone.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| os_error("cannot enter a network namespace of its own", e))?;
+    }
+    apply_limits(&spec.limits)?;
+    // Handlers may await tokio IO and timers; one worker drives them.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("guild-io")
+        .enable_all()
+        .build()
+        .map_err(io_error)?;
+    let guild = GuildContext {
+        namespace: launch.namespace.as_str().into(),
+        messaging: Arc::new(client.clone()),
+        registry: Arc::new(registry()),
+        resources: Arc::default(),
+        ids: IdGenerator::process(),
+    };
+    Ok((guild, Arc::new(spec), runtime))
+}
+
+/// Sets the spec's caps as soft and hard limits, so the agent cannot lift them. The
+/// CPU-time hard limit is one second above the cap: at the cap the agent gets
+/// `SIGXCPU`, which names the reason, and a second later `SIGKILL` if it caught that.
+fn apply_limits(limits: &ResourceLimits) -> Result<()> {
+    let caps = [
+        (Resource::RLIMIT_AS, limits.memory_bytes, 0, "memory"),
+        (Resource::RLIMIT_CPU, limits.cpu_seconds, 1, "CPU-time"),
+        (Resource::RLIMIT_NOFILE, limits.open_files, 0, "open-files"),
+    ];
+    for (resource, cap, headroom, what) in caps {
+        if let Some(cap) = cap {
+            setrlimit(resource, cap, cap.saturating_add(headroom))
+                .map_err(|e| os_error(&format!("cannot set the {what} cap to {cap}"), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Why an agent process's loop ended.
+enum Ending {
+    Stop,
+    Crashed(String),
+    Disconnected(String),
+}
+
+impl From<Control> for Ending {
+    fn from(signal: Control) -> Self {
+        match signal {
+            Control::Stop => Ending::Stop,
+            Control::Disconnected(why) => Ending::Disconnected(why),
+            Control::Wake => Ending::Disconnected("an unexpected wake-up".into()),
+        }
+    }
+}
+
+/// Handles messages until told to stop, the agent crashes, or the engine goes away;
+/// returns the exit code.
+fn serve(
+    mut host: AgentHost,
+    client: &BrokerClient,
+    control: &Receiver<Control>,
+    doorbell: &Doorbell<Control>,
+) -> i32 {
+    let ending = 'serve: loop {
+        loop {
+            match control.try_recv() {
+                Ok(Control::Wake) => doorbell.answered(),
+                Ok(signal) => break 'serve Ending::from(signal),
+                Err(_) => {}
+            }
+            match host.step() {
+                Ok(Step::Handled) => {}
+                Ok(Step::Idle) => break,
+                Ok(Step::Crashed(reason)) => break 'serve Ending::Crashed(reason),
+                Err(error) => break 'serve Ending::Crashed(format!("delivery failed: {error}")),
+            }
+        }
+        match control.recv() {
+            Ok(Control::Wake) => doorbell.answered(),
+            Ok(signal) => break Ending::from(signal),
+            Err(_) => break Ending::Disconnected("the connection reader ended".into()),
+        }
+    };
+    match ending {
+        Ending::Stop => {
+            let stop_error = host.stop().err().map(|e| e.to_string());
+            let _ = client.send_now(&ToParent::Stopped { stop_error });
+            exit_code::STOPPED
+        }
+        Ending::Crashed(reason) => {
+            host.crash(&reason);
+            let _ = client.send_now(&ToParent::Crashed { reason });
+            exit_code::CRASHED
+        }
+        Ending::Disconnected(why) => {
+            eprintln!("guild agent host: {why}; exiting");
+            exit_code::DISCONNECTED
+        }
+    }
+}
+
+fn report_launch_failure(client: &BrokerClient, error: &Error) -> Result<i32> {
+    client.send_now(&ToParent::LaunchFailed(WireError::from(error)))?;
+    Ok(exit_code::LAUNCH_FAILED)
+}
+
+/// Takes the connection the engine put on standard input, leaving `/dev/null` there.
+fn take_connection() -> Result<UnixStream> {
+    let connection = io::stdin().as_fd().try_clone_to_owned().map_err(io_error)?;
+    let null = File::open("/dev/null").map_err(io_error)?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| os_error("cannot redirect standard input", e))?;
+    Ok(UnixStream::from(connection))
+}
+
+fn io_error(error: io::Error) -> Error {
+    Error::new(ErrorKind::Io, COMPONENT, error.to_string()).with_source(error)
+}
+
+fn os_error(what: &str, errno: nix::errno::Errno) -> Error {
+    Error::new(ErrorKind::Io, COMPONENT, format!("{what}: {errno}"))
+}

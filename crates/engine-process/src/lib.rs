@@ -1,0 +1,537 @@
+//! # engine-process
+//!
+//! Runs every agent in an OS process of its own, for isolation and limits: a crashing,
+//! leaking or hostile agent cannot take others down, and each agent's memory, CPU time
+//! and open files can be capped.
+//!
+//! An agent process is the engine's own program started again (spawn, not fork) with
+//! [`HOST_VARIABLE`] set; [`run_if_agent_host`], called at the top of `main`, makes it
+//! build the agent from its spec through the registry and serve it. The two processes
+//! talk over a private Unix socket pair, in the versioned frames of [`protocol`]:
+//! control (launch, ready, stop, crash) and messaging, which the parent serves from the
+//! guild's own backend through the embedded broker, so agents in different processes
+//! share the in-memory bus with its whole delivery contract and no external service.
+//!
+//! Hygiene: each agent process dies when the engine's process dies (a parent-death
+//! signal, checked against the race at start), runs in its own process group, and is
+//! stopped by a stop request, then `SIGTERM`, then `SIGKILL`, each after a grace
+//! period. Its end is noticed at once (its connection closes) and reported as stopped,
+//! exited, crashed (with the panic text, exit code or signal) or killed by a limit.
+
+pub mod broker;
+pub mod client;
+mod doorbell;
+mod exit;
+mod host;
+mod link;
+mod procfs;
+pub mod protocol;
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use engine_core::{
+    AgentCell, AgentInfo, AgentSpec, AgentTable, EngineCapabilities, EngineStats, Error, ErrorKind,
+    EventHub, EventReceiver, ExecutionEngine, GENERATOR_ID_MAX, GuildContext, Result,
+};
+use nix::sys::signal::Signal;
+
+pub use exit::signal_name;
+pub use host::{HOST_VARIABLE, PARENT_VARIABLE, exit_code, is_agent_host, run_if_agent_host};
+pub use procfs::{Usage, usage};
+
+use broker::Session;
+use link::{Link, Watch};
+use protocol::{FrameReader, FrameWriter, Launch, ToChild};
+
+/// The engine's name.
+pub const NAME: &str = "process";
+
+/// Settings of a [`ProcessEngine`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// The program agent processes run; this process's own executable when `None`.
+    pub program: Option<PathBuf>,
+    /// Arguments for the program (it sees [`HOST_VARIABLE`] before it reads them).
+    pub args: Vec<OsString>,
+    /// How many agent processes may run at once.
+    pub max_processes: usize,
+    /// How long an agent process may take to report ready.
+    pub ready_timeout: Duration,
+    /// How long a stop request is given before `SIGTERM`.
+    pub stop_grace: Duration,
+    /// How long `SIGTERM` is given before `SIGKILL`.
+    pub term_grace: Duration,
+    /// Run each agent in a network namespace of its own (no network at all). Needs
+    /// root; without it, starting an agent fails rather than run it unisolated.
+    pub isolate_network: bool,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            program: None,
+            args: Vec::new(),
+            max_processes: 1024,
+            ready_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(5),
+            term_grace: Duration::from_secs(2),
+            isolate_network: false,
+        }
+    }
+}
+
+/// Runs every agent in an OS process of its own; see the crate docs.
+#[derive(Debug)]
+pub struct ProcessEngine {
+    config: ProcessConfig,
+    inner: Mutex<Inner>,
+    events: Arc<EventHub>,
+    spawner: Spawner,
+    launched: AtomicU32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: AgentTable<AgentProcess>,
+    closed: bool,
+}
+
+/// The engine's handle on one agent process.
+#[derive(Debug)]
+struct AgentProcess {
+    link: Arc<Link>,
+    /// The live state its watcher and broker session update.
+    cell: Arc<AgentCell>,
+    /// Disconnects when the watcher has reaped the process and reported its end.
+    ended: Receiver<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Default for ProcessEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcessEngine {
+    /// An engine with the default settings.
+    pub fn new() -> Self {
+        Self::with_config(ProcessConfig::default())
+    }
+
+    /// An engine with the given settings.
+    pub fn with_config(config: ProcessConfig) -> Self {
+        Self {
+            config,
+            inner: Mutex::new(Inner {
+                table: AgentTable::new(NAME),
+                closed: false,
+            }),
+            events: Arc::new(EventHub::new()),
+            spawner: Spawner::start(),
+            launched: AtomicU32::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses what cannot be started, before anything is spawned.
+    fn check_launch(&self, inner: &Inner, spec: &AgentSpec) -> Result<()> {
+        if inner.closed {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                NAME,
+                "the engine is shut down",
+            ));
+        }
+        if is_agent_host() {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                NAME,
+                "this process was started to host an agent but is running its program instead: \
+                 call engine_process::run_if_agent_host at the top of main",
+            ));
+        }
+        let live = inner
+            .table
+            .records()
+            .iter()
+            .filter(|record| !record.cell.state().is_dead())
+            .count();
+        if live >= self.config.max_processes {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                NAME,
+                format!(
+                    "agent {:?} not started: the cap of {} agent processes is reached",
+                    spec.id, self.config.max_processes
+                ),
+            ));
+        }
+        if self.config.isolate_network && !nix::unistd::Uid::effective().is_root() {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                NAME,
+                format!(
+                    "agent {:?} not started: network isolation needs a network namespace, \
+                     which needs root, and this process runs as uid {}",
+                    spec.id,
+                    nix::unistd::Uid::effective()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the agent process and its threads; returns once it reported ready.
+    fn launch(&self, guild: &GuildContext, spec: Arc<AgentSpec>) -> Result<AgentProcess> {
+        let io = |what: &str, e: std::io::Error| {
+            Error::new(
+                ErrorKind::Io,
+                NAME,
+                format!("agent {:?}: {what}: {e}", spec.id),
+            )
+            .with_source(e)
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(|e| io("cannot make a socket pair", e))?;
+        let mut command = self.command(guild)?;
+        command.stdin(Stdio::from(OwnedFd::from(theirs)));
+        let mut child = self
+            .spawner
+            .spawn(command)
+            .map_err(|e| io("cannot start the agent process", e))?;
+        let pid = child.id();
+        let writer = Arc::new(Mutex::new(FrameWriter::new(
+            ours.try_clone()
+                .map_err(|e| io("cannot share the socket", e))?,
+        )));
+        let link = Arc::new(Link::new(pid, writer.clone()));
+        let launch = ToChild::Launch(Launch {
+            namespace: guild.namespace.to_string(),
+            spec_json: serde_json::to_string(&*spec).map_err(|e| {
+                Error::new(
+                    ErrorKind::Codec,
+                    NAME,
+                    format!("cannot encode the spec: {e}"),
+                )
+            })?,
+            isolate_network: self.config.isolate_network,
+        });
+        if let Err(error) = writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send_now(&launch)
+        {
+            link.signal(Signal::SIGKILL);
+            let _ = child.wait();
+            return Err(error.into_error(NAME));
+        }
+
+        let cell = Arc::new(AgentCell::default());
+        let (session, signals) = Session::new(
+            guild.messaging.clone(),
+            &guild.namespace,
+            &spec.id,
+            cell.clone(),
+            writer,
+        );
+        let (ready_tx, ready) = crossbeam_channel::bounded(1);
+        let (ended_tx, ended) = crossbeam_channel::bounded::<()>(0);
+        let (stderr_tx, stderr_done) = crossbeam_channel::bounded::<()>(0);
+        let mut threads = Vec::with_capacity(3);
+        let stderr = child.stderr.take();
+        let watch = Watch {
+            link: link.clone(),
+            child,
+            reader: FrameReader::new(ours),
+            session: session.clone(),
+            cell: cell.clone(),
+            events: self.events.clone(),
+            guild: guild.namespace.to_string(),
+            agent_id: spec.id.clone(),
+            limits: spec.limits,
+            ready: ready_tx,
+            stderr_done,
+        };
+        threads.push(thread(&spec.id, "pump", move || session.pump(&signals))?);
+        if let Some(stderr) = stderr {
+            let (link, id) = (link.clone(), spec.id.clone());
+            threads.push(thread(&spec.id, "stderr", move || {
+                link.forward_stderr(&id, stderr);
+                drop(stderr_tx);
+            })?);
+        }
+        threads.push(thread(&spec.id, "watch", move || {
+            watch.run();
+            drop(ended_tx);
+        })?);
+        let process = AgentProcess {
+            link,
+            cell,
+            ended,
+            threads,
+        };
+        match ready.recv_timeout(self.config.ready_timeout) {
+            Ok(Ok(())) => Ok(process),
+            Ok(Err(error)) => {
+                self.finish(process);
+                Err(error)
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                process.link.signal(Signal::SIGKILL);
+                self.finish(process);
+                Err(Error::new(
+                    ErrorKind::StartFailed,
+                    NAME,
+                    format!(
+                        "agent {:?} did not report ready within {:?}",
+                        spec.id, self.config.ready_timeout
+                    ),
+                ))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                self.finish(process);
+                Err(Error::new(
+                    ErrorKind::Internal,
+                    NAME,
+                    format!("agent {:?}: its watcher ended without a word", spec.id),
+                ))
+            }
+        }
+    }
+
+    /// The command that starts one agent process of `guild`.
+    fn command(&self, guild: &GuildContext) -> Result<Command> {
+        let program = match &self.config.program {
+            Some(program) => program.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    NAME,
+                    format!("cannot find this program to start agent processes: {e}"),
+                )
+            })?,
+        };
+        // Each agent process mints message ids under a generator id of its own.
+        let span = u32::from(GENERATOR_ID_MAX);
+        let n = self.launched.fetch_add(1, Ordering::Relaxed) % span;
+        let generator = (u32::from(guild.ids.generator_id()) + 1 + n) % (span + 1);
+        let mut command = Command::new(program);
+        command
+            .args(&self.config.args)
+            .env(HOST_VARIABLE, "1")
+            .env(PARENT_VARIABLE, std::process::id().to_string())
+            .env("GUILD_GENERATOR_ID", generator.to_string())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        Ok(command)
+    }
+
+    /// Stops an agent process: a stop request, then `SIGTERM`, then `SIGKILL`, each
+    /// after its grace period; returns once it is reaped and its threads are joined.
+    fn finish(&self, process: AgentProcess) {
+        let grace = [
+            (self.config.stop_grace, Signal::SIGTERM),
+            (self.config.term_grace, Signal::SIGKILL),
+        ];
+        for (wait, signal) in grace {
+            match process.ended.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => {
+                    tracing::warn!(pid = process.link.pid(), signal = %signal, "the agent process did not stop in time");
+                    process.link.signal(signal);
+                }
+                _ => break,
+            }
+        }
+        let _ = process.ended.recv();
+        for thread in process.threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// `info` with the agent process's resident memory and CPU time filled in.
+    fn with_usage(mut info: AgentInfo) -> AgentInfo {
+        if !info.state.is_dead()
+            && let Some(usage) = info.pid.and_then(usage)
+        {
+            info.memory_bytes = Some(usage.resident_bytes);
+            info.cpu_time = Some(usage.cpu_time);
+        }
+        info
+    }
+}
+
+fn thread(agent: &str, role: &str, run: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("{role}:{agent}"))
+        .stack_size(256 * 1024)
+        .spawn(run)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                NAME,
+                format!("agent {agent:?}: cannot start its {role} thread: {e}"),
+            )
+        })
+}
+
+impl ExecutionEngine for ProcessEngine {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> EngineCapabilities {
+        let mut capabilities = EngineCapabilities::default();
+        capabilities.parallel = true;
+        capabilities.isolated = true;
+        capabilities.enforces_limits = true;
+        capabilities
+    }
+
+    fn run_agent(&self, guild: &GuildContext, spec: AgentSpec) -> Result<()> {
+        let mut inner = self.lock();
+        if let Some(existing) = inner.table.get(&guild.namespace, &spec.id) {
+            if !existing.cell.state().is_dead() {
+                return Ok(());
+            }
+            if let Some(dead) = inner.table.remove(&guild.namespace, &spec.id) {
+                self.finish(dead.handle);
+            }
+        }
+        self.check_launch(&inner, &spec)?;
+        let spec = Arc::new(spec);
+        let process = self.launch(guild, spec.clone())?;
+        let pid = process.link.pid();
+        let cell = process.cell.clone();
+        inner
+            .table
+            .insert(&guild.namespace, spec.clone(), cell, process);
+        if let Some(record) = inner.table.get_mut(&guild.namespace, &spec.id) {
+            record.pid = Some(pid);
+        }
+        Ok(())
+    }
+
+    fn stop_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let Some(record) = self.lock().table.remove(guild, agent_id) else {
+            return Ok(());
+        };
+        record.handle.link.request_stop();
+        self.finish(record.handle);
+        Ok(())
+    }
+
+    fn agents_in_guild(&self, guild: &str) -> Vec<AgentInfo> {
+        let infos = self.lock().table.in_guild(guild);
+        infos.into_iter().map(Self::with_usage).collect()
+    }
+
+    fn find_agents_by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo> {
+        let infos = self.lock().table.by_name(guild, name);
+        infos.into_iter().map(Self::with_usage).collect()
+    }
+
+    fn is_agent_running(&self, guild: &str, agent_id: &str) -> bool {
+        self.lock().table.is_running(guild, agent_id)
+    }
+
+    fn agent_info(&self, guild: &str, agent_id: &str) -> Option<AgentInfo> {
+        let info = self.lock().table.info(guild, agent_id);
+        info.map(Self::with_usage)
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.lock().table.stats()
+    }
+
+    fn cleanup_dead(&self) -> Vec<AgentInfo> {
+        self.lock().table.remove_dead()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let records = {
+            let mut inner = self.lock();
+            inner.closed = true;
+            inner.table.drain()
+        };
+        for record in &records {
+            record.handle.link.request_stop();
+        }
+        for record in records {
+            self.finish(record.handle);
+        }
+        Ok(())
+    }
+
+    fn events(&self) -> EventReceiver {
+        self.events.subscribe()
+    }
+}
+
+impl Drop for ProcessEngine {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Starts agent processes from one long-lived thread: a parent-death signal fires
+/// when the *thread* that spawned the process ends, so spawning from whichever thread
+/// calls `run_agent` (a short-lived one, say) would kill agents early.
+#[derive(Debug)]
+struct Spawner {
+    requests: Option<Sender<(Command, Sender<std::io::Result<Child>>)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Spawner {
+    fn start() -> Self {
+        let (requests, incoming) =
+            crossbeam_channel::unbounded::<(Command, Sender<std::io::Result<Child>>)>();
+        let thread = std::thread::Builder::new()
+            .name("agent-spawner".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .ok();
+        Self {
+            requests: Some(requests),
+            thread,
+        }
+    }
+
+    fn spawn(&self, command: Command) -> std::io::Result<Child> {
+        let gone = || std::io::Error::other("the spawner thread is gone");
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.requests
+            .as_ref()
+            .ok_or_else(gone)?
+            .send((command, reply))
+            .map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The engine's hold on one agent process: its connection (control frames and the
+//! broker's messaging frames on one socket), the thread that reads it and notices the
+//! process's end at once, and the thread that forwards its standard error.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, ChildStderr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use engine_core::{
+    AgentCell, AgentState, Error, ErrorKind, EventHub, LifecycleEvent, LifecycleKind,
+    ResourceLimits, Result,
+};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
+use nix::unistd::Pid;
+
+use crate::NAME;
+use crate::broker::Session;
+use crate::exit::{Last, classify};
+use crate::protocol::{FrameReader, FrameWriter, ToChild, ToParent};
+
+/// How long a process whose connection ended gets to exit on its own.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Lines of an agent process's standard error kept for error reports.
+const KEPT_LINES: usize = 8;
+
+/// What an allocation failure looks like on standard error (Rust's own words).
+const ALLOCATION_FAILED: &str = "memory allocation of ";
+
+/// The engine's hold on one agent process.
+#[derive(Debug)]
+pub struct Link {
+    pid: u32,
+    writer: Arc<Mutex<FrameWriter>>,
+    stop_requested: AtomicBool,
+    /// Set once the process is reaped; its pid may then belong to another process.
+    reaped: Mutex<bool>,
+    last_lines: Mutex<VecDeque<String>>,
+    allocation_failure: Mutex<Option<String>>,
+}
+
+impl Link {
+    /// A link to process `pid`, written to through `writer`.
+    pub fn new(pid: u32, writer: Arc<Mutex<FrameWriter>>) -> Self {
+        Self {
+            pid,
+            writer,
+            stop_requested: AtomicBool::new(false),
+            reaped: Mutex::new(false),
+            last_lines: Mutex::new(VecDeque::new()),
+            allocation_failure: Mutex::new(None),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Asks the agent to stop after its current message.
+    pub fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::Release);
+        let sent = lock(&self.writer).send_now(&ToChild::Stop);
+        if let Err(error) = sent {
+            tracing::debug!(pid = self.pid, %error, "the stop request did not reach the agent process");
+        }
+    }
+
+    /// Sends `signal` to the agent's process group, unless the process is reaped.
+    pub fn signal(&self, signal: Signal) {
+        let reaped = lock(&self.reaped);
+        if !*reaped {
+            let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+
+    /// The last lines the process wrote to standard error.
+    pub fn last_words(&self) -> String {
+        let lines = lock(&self.last_lines);
+        lines.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// Forwards the process's standard error to ours, one line at a time, each marked
+    /// with the agent's id; keeps the last lines and notes an allocation failure.
+    pub fn forward_stderr(&self, agent_id: &str, stderr: ChildStderr) {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("[agent {agent_id}] {line}");
+            if line.contains(ALLOCATION_FAILED) {
+                *lock(&self.allocation_failure) = Some(line.clone());
+            }
+            let mut lines = lock(&self.last_lines);
+            if lines.len() == KEPT_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+    }
+}
+
+/// Everything the watcher of one agent process needs.
+pub struct Watch {
+    /// The link.
+    pub link: Arc<Link>,
+    /// The process.
+    pub child: Child,
+    /// The read side of its connection.
+    pub reader: FrameReader<UnixStream>,
+    /// Its broker session.
+    pub session: Arc<Session>,
+    /// Its live state.
+    pub cell: Arc<AgentCell>,
+    /// Where lifecycle events go.
+    pub events: Arc<EventHub>,
+    /// The guild.
+    pub guild: String,
+    /// The agent.
+    pub agent_id: String,
+    /// Its caps, to tell a limit from a crash.
+    pub limits: ResourceLimits,
+    /// Told once, whether the agent became ready.
+    pub ready: Sender<Result<()>>,
+    /// Ends (dropped) when the standard-error forwarder is done.
+    pub stderr_done: crossbeam_channel::Receiver<()>,
+}
+
+impl Watch {
+    /// Reads the agent process's frames until its connection ends, then reaps it and
+    /// reports how it ended. Runs on a thread of its own.
+    pub fn run(mut self) {
+        let mut ready = Some(self.ready.clone());
+        let mut last = Last::default();
+        let broken = loop {
+            match self.reader.read::<ToParent>() {
+                Ok(Some(ToParent::Ready)) => match ready.take() {
+                    Some(ready) => {
+                        self.cell.set_state(AgentState::Running, None);
+                        self.emit(LifecycleKind::Started);
+                        let _ = ready.send(Ok(()));
+                    }
+                    None => break Some("reported ready twice".to_owned()),
+                },
+                Ok(Some(ToParent::LaunchFailed(error))) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(error.into_error("agent process")));
+                    }
+                }
+                Ok(Some(ToParent::Stopped { stop_error })) => {
+                    if let Some(error) = stop_error {
+                        tracing::warn!(agent = %self.agent_id, %error, "the agent's stop hook failed");
+                    }
+                }
+                Ok(Some(ToParent::Crashed { reason })) => last.crash = Some(reason),
+                Ok(Some(frame)) => {
+                    if let Err(error) = self.session.handle(frame) {
+                        break Some(error.to_string());
+                    }
+                }
+                Ok(None) => break None,
+                Err(error) => break Some(error.to_string()),
+            }
+        };
+        self.session.close();
+        if let Some(error) = &broken {
+            tracing::error!(
+                agent = %self.agent_id,
+                pid = self.link.pid,
+                %error,
+                "closing an agent process's connection: it broke the protocol"
+            );
+            self.link.signal(Signal::SIGKILL);
+        }
+        let status = self.reap();
+        // Its last words, such as an allocation failure, arrive on standard error.
+        let _ = self.stderr_done.recv_timeout(EXIT_GRACE);
+        last.stop_requested = self.link.stop_requested.load(Ordering::Acquire);
+        last.allocation_failure = lock(&self.link.allocation_failure).clone();
+        let (state, exit, kind) = classify(status, &last, &self.limits);
+        if let Some(ready) = ready.take() {
+            let mut reason = format!("the agent process {} before it was ready", exit.reason);
+            let words = self.link.last_words();
+            if !words.is_empty() {
+                reason.push_str(&format!("; it wrote: {words}"));
+            }
+            if exit.code != Some(crate::host::exit_code::LAUNCH_FAILED) {
+                reason.push_str(
+                    "; does the program call engine_process::run_if_agent_host at the top of main?",
+                );
+            }
+            let _ = ready.send(Err(Error::new(ErrorKind::StartFailed, NAME, reason)));
+            self.cell.set_state(state, Some(exit));
+            return;
+        }
+        tracing::debug!(agent = %self.agent_id, reason = %exit.reason, "agent process ended");
+        self.cell.set_state(state, Some(exit));
+        self.emit(kind);
+    }
+
+    /// Waits for the process to end (killing it if it lingers with its connection
+    /// closed) and reaps it, marking the link reaped in the same step.
+    fn reap(&mut self) -> std::process::ExitStatus {
+        let pid = || Id::Pid(Pid::from_raw(self.link.pid as i32));
+        let deadline = Instant::now() + EXIT_GRACE;
+        loop {
+            let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+            match waitid(pid(), peek) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                    tracing::warn!(agent = %self.agent_id, "the agent process closed its connection but lives on; killing it");
+                    self.link.signal(Signal::SIGKILL);
+                    let _ = waitid(pid(), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        let mut reaped = lock(&self.link.reaped);
+        let status = self.child.wait();
+        *reaped = true;
+        drop(reaped);
+        status.unwrap_or_else(|error| {
+            tracing::error!(agent = %self.agent_id, %error, "cannot reap the agent process");
+            std::os::unix::process::ExitStatusExt::from_raw(0)
+        })
+    }
+
+    fn emit(&self, kind: LifecycleKind) {
+        self.events.emit(LifecycleEvent {
+            guild: self.guild.clone(),
+            agent_id: self.agent_id.clone(),
+            engine: NAME.to_owned(),
+            kind,
+        });
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,486 @@
+//! The wire protocol between the engine (the parent) and an agent process (the child):
+//! length-prefixed, versioned frames with a size cap, bincode behind this one module.
+//!
+//! A frame is `[length: u32 little-endian][version: u8][body]`, where `length` counts
+//! the version byte and the body, and the body is one [`ToChild`] or [`ToParent`] value.
+//! A frame longer than [`MAX_FRAME_BYTES`], of another version, or whose body does not
+//! decode exactly is an error: the connection that sent it is closed, nothing else.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use engine_core::{Error, ErrorKind, HistoryQuery, Message, MessageId, Outcome, SubscribeRequest};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version every frame carries.
+pub const VERSION: u8 = 1;
+
+/// The largest frame accepted or sent, version byte and body included.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// bincode's settings; the limit stops a hostile length inside a body from allocating
+/// more than a frame may hold.
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_BYTES>()
+}
+
+/// What is wrong with a frame or the connection it came on.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// Reading or writing the socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The length prefix is above the cap.
+    #[error("a frame of {bytes} bytes exceeds the cap of {cap} bytes")]
+    TooLarge {
+        /// The announced length.
+        bytes: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// The length prefix is zero: not even a version byte.
+    #[error("an empty frame")]
+    Empty,
+    /// The frame speaks another protocol version.
+    #[error("protocol version {found}, expected {VERSION}")]
+    Version {
+        /// The version the frame carries.
+        found: u8,
+    },
+    /// The body does not decode, or does not decode exactly.
+    #[error("a corrupt frame: {0}")]
+    Corrupt(String),
+    /// The connection ended in the middle of a frame.
+    #[error("the connection ended in the middle of a frame")]
+    Truncated,
+}
+
+impl FrameError {
+    /// This error as a guild error from `component`.
+    pub fn into_error(self, component: &'static str) -> Error {
+        let kind = match self {
+            FrameError::Io(_) | FrameError::Truncated => ErrorKind::Io,
+            FrameError::TooLarge { .. } => ErrorKind::LimitExceeded,
+            _ => ErrorKind::Codec,
+        };
+        Error::new(kind, component, self.to_string())
+    }
+}
+
+/// Decodes one frame's version byte and body (everything after the length prefix).
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
+    let (&version, body) = frame.split_first().ok_or(FrameError::Empty)?;
+    if version != VERSION {
+        return Err(FrameError::Version { found: version });
+    }
+    let (value, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| FrameError::Corrupt(e.to_string()))?;
+    if used != body.len() {
+        return Err(FrameError::Corrupt(format!(
+            "{} bytes left over after the body",
+            body.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+/// Appends `value` to `out` as one frame.
+pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, VERSION]);
+    if let Err(error) = bincode::serde::encode_into_std_write(value, out, config()) {
+        out.truncate(start);
+        return Err(FrameError::Corrupt(error.to_string()));
+    }
+    let length = out.len() - start - 4;
+    if length > MAX_FRAME_BYTES {
+        out.truncate(start);
+        return Err(FrameError::TooLarge {
+            bytes: length,
+            cap: MAX_FRAME_BYTES,
+        });
+    }
+    out[start..start + 4].copy_from_slice(&(length as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Reads frames off a byte stream.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    reader: BufReader<R>,
+    frame: Vec<u8>,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// A reader of frames from `reader`.
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader: BufReader::with_capacity(64 * 1024, reader),
+            frame: Vec::new(),
+        }
+    }
+
+    /// The next frame, or `None` when the stream ends cleanly between frames.
+    pub fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        let mut prefix = [0u8; 4];
+        match read_full(&mut self.reader, &mut prefix)? {
+            0 => return Ok(None),
+            4 => {}
+            _ => return Err(FrameError::Truncated),
+        }
+        let length = u32::from_le_bytes(prefix) as usize;
+        if length > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge {
+                bytes: length,
+                cap: MAX_FRAME_BYTES,
+            });
+        }
+        self.frame.resize(length, 0);
+        if read_full(&mut self.reader, &mut self.frame)? != length {
+            return Err(FrameError::Truncated);
+        }
+        decode(&self.frame).map(Some)
+    }
+}
+
+/// Reads until `buf` is full or the stream ends, returning how much was read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Writes frames to a socket through a buffer; nothing reaches the peer before
+/// [`flush`](Self::flush) (or a full buffer).
+#[derive(Debug)]
+pub struct FrameWriter {
+    writer: BufWriter<UnixStream>,
+    scratch: Vec<u8>,
+}
+
+impl FrameWriter {
+    /// A writer of frames to `stream`.
+    pub fn new(stream: UnixStream) -> Self {
+        Self {
+            writer: BufWriter::with_capacity(64 * 1024, stream),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Buffers one frame.
+    pub fn send<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
+        self.scratch.clear();
+        encode(value, &mut self.scratch)?;
+        self.writer.write_all(&self.scratch)?;
+        Ok(())
+    }
+
+    /// Sends everything buffered.
+    pub fn flush(&mut self) -> Result<(), FrameError> {
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    /// Buffers one frame and sends everything buffered.
+    pub fn send_now<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
+        self.send(value)?;
+        self.flush()
+    }
+}
+
+/// An error as it crosses the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// What kind of error.
+    pub kind: ErrorKind,
+    /// The error's text, as the side that had it wrote it.
+    pub message: String,
+}
+
+impl From<&Error> for WireError {
+    fn from(error: &Error) -> Self {
+        Self {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl WireError {
+    /// The guild error this stands for, reported by `component`.
+    pub fn into_error(self, component: &'static str) -> Error {
+        Error::new(self.kind, component, self.message)
+    }
+}
+
+/// What the engine tells an agent process to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    /// The guild namespace.
+    pub namespace: String,
+    /// The agent's spec, as JSON (data, never code).
+    pub spec_json: String,
+    /// Whether to run in a network namespace of its own.
+    pub isolate_network: bool,
+}
+
+/// One delivery as it crosses the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireDelivery {
+    /// The topic it was delivered on.
+    pub topic: Arc<str>,
+    /// The message.
+    pub message: Arc<Message>,
+}
+
+/// The answer to a request an agent process made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The subscription is live.
+    Subscribed,
+    /// The messages a history query found.
+    History(Vec<Arc<Message>>),
+}
+
+/// Frames from the engine to an agent process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToChild {
+    /// Build, subscribe and start this agent. Always the first frame.
+    Launch(Launch),
+    /// Stop after the current message.
+    Stop,
+    /// The answer to request `request`.
+    Reply {
+        /// The request's number.
+        request: u64,
+        /// What it found.
+        result: Result<Reply, WireError>,
+    },
+    /// Deliveries for the agent's subscription, in order, with how many more are
+    /// queued behind them.
+    Deliveries {
+        /// The deliveries.
+        batch: Vec<WireDelivery>,
+        /// How many more are queued at the broker.
+        backlog: u64,
+    },
+    /// A published message was refused.
+    PublishFailed {
+        /// The message's id.
+        id: MessageId,
+        /// Why.
+        error: WireError,
+    },
+}
+
+/// Frames from an agent process to the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToParent {
+    /// The agent is subscribed and started.
+    Ready,
+    /// The agent could not be launched; the text is the agent process's own.
+    LaunchFailed(WireError),
+    /// Publish this message.
+    Publish(Message),
+    /// Subscribe the agent (answered by a [`Reply`]).
+    Subscribe {
+        /// The request's number.
+        request: u64,
+        /// The subscription.
+        subscription: SubscribeRequest,
+    },
+    /// How the oldest deliveries handed out were handled, oldest first.
+    Acks(Vec<Outcome>),
+    /// Answer a history query (answered by a [`Reply`]).
+    History {
+        /// The request's number.
+        request: u64,
+        /// The namespace.
+        namespace: String,
+        /// The query.
+        query: HistoryQuery,
+    },
+    /// Detach the subscription, keeping its position.
+    Unsubscribe,
+    /// The agent stopped on request; its stop hook's error, if it failed.
+    Stopped {
+        /// The stop hook's error.
+        stop_error: Option<String>,
+    },
+    /// The agent crashed (a handler panicked); the process exits next.
+    Crashed {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use engine_core::{Failure, IdGenerator, Payload, Priority, StartFrom};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Cases each property runs; the note on the process engine issue quotes the total.
+    const CASES: u32 = 10_000;
+
+    fn message(text: &str) -> Message {
+        Message::builder("topic", Payload::json(text).unwrap())
+            .priority(Priority::High)
+            .header("trace", "abc")
+            .build(&IdGenerator::new(7).unwrap(), "guild", "sender")
+    }
+
+    fn frames() -> Vec<ToParent> {
+        vec![
+            ToParent::Ready,
+            ToParent::Publish(message("hello")),
+            ToParent::Subscribe {
+                request: 3,
+                subscription: SubscribeRequest {
+                    namespace: "guild".into(),
+                    client_id: "a".into(),
+                    topics: vec!["t".into(), "inbox:a".into()],
+                    start: StartFrom::Earliest,
+                },
+            },
+            ToParent::Acks(vec![
+                Outcome::Handled,
+                Outcome::Failed(Failure {
+                    kind: "error".into(),
+                    text: "bad".into(),
+                }),
+            ]),
+            ToParent::History {
+                request: 9,
+                namespace: "guild".into(),
+                query: HistoryQuery::Topic("t".into()),
+            },
+            ToParent::Crashed {
+                reason: "boom".into(),
+            },
+        ]
+    }
+
+    fn stream_of(frames: &[ToParent]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for frame in frames {
+            encode(frame, &mut bytes).unwrap();
+        }
+        bytes
+    }
+
+    /// Reads every frame of `bytes`, stopping at the first error.
+    fn read_all(bytes: &[u8]) -> (Vec<ToParent>, Option<FrameError>) {
+        let mut reader = FrameReader::new(Cursor::new(bytes));
+        let mut frames = Vec::new();
+        loop {
+            match reader.read::<ToParent>() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => return (frames, None),
+                Err(error) => return (frames, Some(error)),
+            }
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = frames();
+        let (read, error) = read_all(&stream_of(&frames));
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(read, frames);
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_reading_the_body() {
+        let mut bytes = ((MAX_FRAME_BYTES + 1) as u32).to_le_bytes().to_vec();
+        bytes.push(VERSION);
+        let (_, error) = read_all(&bytes);
+        assert!(
+            matches!(error, Some(FrameError::TooLarge { .. })),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn another_version_is_refused() {
+        let mut bytes = stream_of(&[ToParent::Ready]);
+        bytes[4] = VERSION + 1;
+        let (_, error) = read_all(&bytes);
+        assert!(
+            matches!(error, Some(FrameError::Version { found }) if found == VERSION + 1),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_frame_is_truncated() {
+        let bytes = stream_of(&frames());
+        let (read, error) = read_all(&bytes[..bytes.len() - 3]);
+        assert_eq!(read.len(), frames().len() - 1);
+        assert!(matches!(error, Some(FrameError::Truncated)), "{error:?}");
+    }
+
+    #[test]
+    fn a_hostile_length_inside_a_body_allocates_nothing_large() {
+        // An acks frame whose list claims 2^60 entries (253 marks a u64 length).
+        let mut body = vec![VERSION, 4, 253];
+        body.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        let (_, error) = read_all(&bytes);
+        assert!(matches!(error, Some(FrameError::Corrupt(_))), "{error:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// Arbitrary bytes never panic the decoder: they decode or are refused.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = read_all(&bytes);
+            let _ = decode::<ToChild>(&bytes);
+        }
+
+        /// Valid streams with bytes flipped, cut or inserted never panic the decoder, and
+        /// the frames before the damage still come out intact.
+        #[test]
+        fn damaged_streams_keep_the_frames_before_the_damage(
+            at in 0usize..4096,
+            flip in 1u8..=255,
+            cut in any::<bool>(),
+        ) {
+            let frames = frames();
+            let mut bytes = stream_of(&frames);
+            let at = at % bytes.len();
+            if cut {
+                bytes.truncate(at);
+            } else {
+                bytes[at] ^= flip;
+            }
+            let (read, _) = read_all(&bytes);
+            let intact = frames.iter().zip(&read).take_while(|(a, b)| a == b).count();
+            // Every frame wholly before the damaged byte decodes as sent.
+            let mut end = 0;
+            let mut before = 0;
+            for frame in &frames {
+                end += stream_of(std::slice::from_ref(frame)).len();
+                if end <= at {
+                    before += 1;
+                }
+            }
+            prop_assert!(intact >= before);
+        }
+    }
+}
