@@ -1,7 +1,11 @@
-//! `cargo xtask bench [--quick] [--runs N]`: every benchmark cell (system x workload), each
-//! in a fresh process, repeated `runs` times (median of the per-run medians), printed as
-//! a table of figures with their ratios to the best peer framework and to the best raw
-//! channel baseline, and written into `docs/benchmarks.md`.
+//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process]`: every benchmark
+//! cell (system x workload), each in a fresh process, repeated `runs` times (median of
+//! the per-run medians), printed as tables of figures with their ratios to the best peer
+//! framework and to the best raw baseline, and written into `docs/benchmarks.md`.
+//!
+//! Two sections: the in-process workloads (guild's threads engine against peer actor
+//! frameworks and raw channels) and the process engine's workloads (against raw Unix
+//! socket pairs with a child process).
 
 use std::fmt::Write as _;
 
@@ -25,11 +29,32 @@ const WORKLOADS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The process engine's workloads: (workload, what it measures, whether the ratio to
+/// the raw baseline compares p50 latencies rather than rates).
+const PROCESS_WORKLOADS: &[(&str, &str, bool)] = &[
+    (
+        "spawn",
+        "start one agent process until it is subscribed and ready (raw: spawn, connect, one byte back)",
+        true,
+    ),
+    (
+        "rtt",
+        "request/reply between this process and an agent in another (raw: 64-byte echo over a socket pair)",
+        true,
+    ),
+    (
+        "oneway",
+        "messages to an agent in another process, batched (raw: 64-byte frames through a buffered socket)",
+        false,
+    ),
+];
+
 /// One cell's figures, as the bench binary reports them.
 #[derive(Debug, Clone, Copy, Default)]
 struct Figures {
     rate: f64,
     p50_us: Option<f64>,
+    p90_us: Option<f64>,
     p99_us: Option<f64>,
     bytes_per_agent: Option<f64>,
 }
@@ -40,30 +65,90 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some(i) => args.get(i + 1).context("--runs needs a number")?.parse()?,
         None => 3,
     };
-    cmd::run(&["build", "--release", "--quiet", "--package", "bench"])?;
-    let systems: Vec<&str> = std::iter::once("guild")
-        .chain(PEERS.iter().copied())
-        .chain(BASELINES.iter().copied())
-        .collect();
-    let mut table = String::new();
-    for (workload, what) in WORKLOADS {
-        let mut cells = Vec::new();
-        for system in &systems {
-            let mut samples = Vec::new();
-            for _ in 0..runs {
-                samples.push(cell(system, workload, quick)?);
-            }
-            cells.push((*system, median_figures(samples)));
-        }
-        render(&mut table, workload, what, &cells);
+    let only = match args.iter().position(|a| a == "--only") {
+        Some(i) => Some(args.get(i + 1).context("--only needs a section")?.as_str()),
+        None => None,
+    };
+    if let Some(section) = only
+        && !["in-process", "process"].contains(&section)
+    {
+        bail!("unknown section {section:?}: in-process or process");
     }
-    print!("{table}");
+    cmd::run(&["build", "--release", "--quiet", "--package", "bench"])?;
+    let measure = |system: &str, workload: &str| -> anyhow::Result<Figures> {
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            samples.push(cell(system, workload, quick)?);
+        }
+        Ok(median_figures(samples))
+    };
     let command = format!(
         "cargo xtask bench{}{}",
         if quick { " --quick" } else { "" },
         format_args!(" --runs {runs}")
     );
-    write_docs(&table, &command)
+    if only != Some("process") {
+        let systems: Vec<&str> = std::iter::once("guild")
+            .chain(PEERS.iter().copied())
+            .chain(BASELINES.iter().copied())
+            .collect();
+        let mut table = String::new();
+        for (workload, what) in WORKLOADS {
+            let mut cells = Vec::new();
+            for system in &systems {
+                cells.push((*system, measure(system, workload)?));
+            }
+            render(&mut table, workload, what, &cells);
+        }
+        print!("{table}");
+        write_docs("bench", &table, &command)?;
+    }
+    if only != Some("in-process") {
+        let mut table = String::new();
+        for (workload, what, by_latency) in PROCESS_WORKLOADS {
+            let guild = measure("process", workload)?;
+            let raw = measure("unix", workload)?;
+            render_process(&mut table, workload, what, *by_latency, guild, raw);
+        }
+        print!("{table}");
+        write_docs("bench-process", &table, &command)?;
+    }
+    Ok(())
+}
+
+/// One process-engine workload: guild's figures beside the raw baseline's.
+fn render_process(
+    out: &mut String,
+    workload: &str,
+    what: &str,
+    by_latency: bool,
+    guild: Figures,
+    raw: Figures,
+) {
+    let _ = writeln!(out, "\n### {workload}: {what}\n");
+    let _ = writeln!(
+        out,
+        "| system | rate/s | p50 µs | p90 µs | p99 µs | vs raw |\n|---|---:|---:|---:|---:|---:|"
+    );
+    let micros = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.1}"));
+    for (system, figures) in [("guild process", guild), ("raw unix", raw)] {
+        let ratio = if by_latency {
+            format!(
+                "{:.2}x p50",
+                figures.p50_us.unwrap_or(f64::NAN) / raw.p50_us.unwrap_or(f64::NAN)
+            )
+        } else {
+            format!("{:.2}x rate", figures.rate / raw.rate)
+        };
+        let _ = writeln!(
+            out,
+            "| {system} | {} | {} | {} | {} | {ratio} |",
+            human(figures.rate),
+            micros(figures.p50_us),
+            micros(figures.p90_us),
+            micros(figures.p99_us),
+        );
+    }
 }
 
 /// Runs one cell in a fresh process.
@@ -94,6 +179,7 @@ fn cell(system: &str, workload: &str, quick: bool) -> anyhow::Result<Figures> {
     Ok(Figures {
         rate: field(line, "rate").with_context(|| format!("no rate in {line:?}"))?,
         p50_us: field(line, "p50_us"),
+        p90_us: field(line, "p90_us"),
         p99_us: field(line, "p99_us"),
         bytes_per_agent: field(line, "bytes_per_agent"),
     })
@@ -118,6 +204,7 @@ fn median_figures(mut samples: Vec<Figures>) -> Figures {
     let figures = Figures {
         rate: median(&mut collect(|f| Some(f.rate), &samples)).unwrap_or(0.0),
         p50_us: median(&mut collect(|f| f.p50_us, &samples)),
+        p90_us: median(&mut collect(|f| f.p90_us, &samples)),
         p99_us: median(&mut collect(|f| f.p99_us, &samples)),
         bytes_per_agent: median(&mut collect(|f| f.bytes_per_agent, &samples)),
     };
@@ -188,16 +275,20 @@ fn human(rate: f64) -> String {
     }
 }
 
-/// Replaces the generated part of `docs/benchmarks.md` (between the markers), keeping
-/// the hand-written analysis around it.
-fn write_docs(table: &str, command: &str) -> anyhow::Result<()> {
-    const START: &str = "<!-- bench:start -->";
-    const END: &str = "<!-- bench:end -->";
+/// Replaces one generated part of `docs/benchmarks.md` (between the `<!-- marker:start
+/// -->` and `<!-- marker:end -->` lines), keeping the hand-written analysis around it.
+fn write_docs(marker: &str, table: &str, command: &str) -> anyhow::Result<()> {
+    let start_marker = format!("<!-- {marker}:start -->");
+    let end_marker = format!("<!-- {marker}:end -->");
     let path = cmd::root().join("docs/benchmarks.md");
     let existing = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| format!("# Benchmarks\n\n{START}\n{END}\n"));
-    let (Some(start), Some(end)) = (existing.find(START), existing.find(END)) else {
-        bail!("{} lacks the {START} / {END} markers", path.display());
+        .unwrap_or_else(|_| format!("# Benchmarks\n\n{start_marker}\n{end_marker}\n"));
+    let (Some(start), Some(end)) = (existing.find(&start_marker), existing.find(&end_marker))
+    else {
+        bail!(
+            "{} lacks the {start_marker} / {end_marker} markers",
+            path.display()
+        );
     };
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -209,13 +300,13 @@ fn write_docs(table: &str, command: &str) -> anyhow::Result<()> {
         .unwrap_or_else(|| "unknown cpu".into());
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let generated = format!(
-        "{START}\nLatest run: `{command}` on {cores} cores of {cpu}. Each figure is the median over runs of the \
-         per-process median of 5 repetitions after a warm-up; every cell runs in a fresh process.\n{table}\n{END}"
+        "{start_marker}\nLatest run: `{command}` on {cores} cores of {cpu}. Each figure is the median over runs of the \
+         per-process median of 5 repetitions after a warm-up; every cell runs in a fresh process.\n{table}\n{end_marker}"
     );
     let updated = format!(
         "{}{generated}{}",
         &existing[..start],
-        &existing[end + END.len()..]
+        &existing[end + end_marker.len()..]
     );
     std::fs::write(&path, updated).with_context(|| format!("cannot write {}", path.display()))?;
     println!("wrote {}", path.display());

@@ -34,6 +34,12 @@ const CELLS: &[Cell] = &[
         package: "engine-threads",
         filter: "memory::",
     },
+    Cell {
+        row: "engine process",
+        column: "memory",
+        package: "engine-process",
+        filter: "memory::",
+    },
 ];
 
 /// What running one cell found.

@@ -9,6 +9,10 @@
 //! Systems: `guild` (threads engine + in-memory messaging), `ractor`, `kameo`, `actix`,
 //! `crossbeam` and `tokio` (hand-written loops over raw channels, the baselines).
 //! Workloads: `tell`, `ask`, `fanout`, `ring`, `start`.
+//!
+//! The process engine's cells: systems `process` (guild's process engine over its
+//! embedded broker) and `unix` (raw Unix socket pairs with a child process, the
+//! baseline), workloads `spawn`, `rtt` and `oneway`; see [`process`].
 #![allow(
     clippy::print_stdout,
     reason = "a benchmark program prints its results"
@@ -18,6 +22,7 @@ mod guild;
 mod peer_actix;
 mod peer_kameo;
 mod peer_ractor;
+mod process;
 mod raw;
 mod sizes;
 
@@ -56,6 +61,9 @@ pub type RingSeat<R> = Option<(usize, std::sync::Arc<std::sync::OnceLock<Vec<R>>
 const REPETITIONS: usize = 5;
 
 fn main() -> ExitCode {
+    // The process cells start this program again, as an agent host or a raw child.
+    engine_process::run_if_agent_host(process::registry);
+    process::run_if_raw_child();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let positional: Vec<&str> = args
@@ -65,10 +73,14 @@ fn main() -> ExitCode {
         .collect();
     let [system_name, workload] = positional[..] else {
         eprintln!(
-            "usage: bench <guild|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start> [--quick]"
+            "usage: bench <guild|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start> [--quick]\n       bench <process|unix> <spawn|rtt|oneway> [--quick]"
         );
         return ExitCode::from(2);
     };
+    let sizes = Sizes::new(quick);
+    if let "process" | "unix" = system_name {
+        return process_cell(system_name, workload, &sizes);
+    }
     let system: Box<dyn System> = match system_name {
         "guild" => Box::new(guild::Guild),
         "ractor" => Box::new(peer_ractor::Ractor::new()),
@@ -81,7 +93,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sizes = Sizes::new(quick);
     let run = |system: &dyn System| -> Option<Sample> {
         Some(match workload {
             "tell" => system.tell(sizes.tell),
@@ -109,6 +120,30 @@ fn main() -> ExitCode {
         }
     }
     println!("{}", sizes.report(system_name, workload, &samples));
+    ExitCode::SUCCESS
+}
+
+/// Runs one cell of the process engine's workloads.
+fn process_cell(system: &str, workload: &str, sizes: &Sizes) -> ExitCode {
+    let n = match workload {
+        "spawn" => process::SPAWNS as u64,
+        "rtt" => sizes.rtt,
+        "oneway" => sizes.oneway,
+        other => {
+            eprintln!("unknown workload {other:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let run = || {
+        if system == "process" {
+            process::guild(workload, n)
+        } else {
+            process::raw(workload, n)
+        }
+    };
+    run(); // warm-up
+    let samples: Vec<Sample> = (0..REPETITIONS).map(|_| run()).collect();
+    println!("{}", sizes.report(system, workload, &samples));
     ExitCode::SUCCESS
 }
 

@@ -13,6 +13,8 @@ pub struct Sizes {
     pub ring_agents: usize,
     pub ring_hops: u64,
     pub start: usize,
+    pub rtt: u64,
+    pub oneway: u64,
 }
 
 impl Sizes {
@@ -26,6 +28,8 @@ impl Sizes {
             ring_agents: 1_000,
             ring_hops: 1_000_000 / scale,
             start: 10_000,
+            rtt: 20_000 / scale,
+            oneway: 1_000_000 / scale,
         }
     }
 
@@ -37,10 +41,14 @@ impl Sizes {
             "ask" => self.ask as f64,
             "fanout" => (self.fanout * self.fanout_agents as u64) as f64,
             "ring" => self.ring_hops as f64,
+            "spawn" => crate::process::SPAWNS as f64,
+            "rtt" => self.rtt as f64,
+            "oneway" => self.oneway as f64,
             _ => self.start as f64,
         };
         let mut rates = Vec::new();
         let mut p50s = Vec::new();
+        let mut p90s = Vec::new();
         let mut p99s = Vec::new();
         let mut bytes = Vec::new();
         for sample in samples {
@@ -51,6 +59,7 @@ impl Sizes {
                         latencies.iter().map(|d| d.as_secs_f64() * 1e6).collect();
                     micros.sort_by(f64::total_cmp);
                     p50s.push(micros[micros.len() / 2]);
+                    p90s.push(micros[micros.len() * 9 / 10]);
                     p99s.push(micros[micros.len() * 99 / 100]);
                     *elapsed
                 }
@@ -65,6 +74,7 @@ impl Sizes {
             json!({ "system": system, "workload": workload, "rate": median(&mut rates) });
         if !p50s.is_empty() {
             report["p50_us"] = json!(median(&mut p50s));
+            report["p90_us"] = json!(median(&mut p90s));
             report["p99_us"] = json!(median(&mut p99s));
         }
         if !bytes.is_empty() {

@@ -15,7 +15,8 @@ pub const JSON_FORMAT: &str = "json";
 pub struct Payload {
     /// The format of `bytes`, such as `"json"` or `"text"`.
     pub format: String,
-    /// The encoded content.
+    /// The encoded content (a byte string to binary codecs, an array of numbers in JSON).
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 

@@ -22,10 +22,10 @@ use crate::doorbell::Doorbell;
 use crate::protocol::{FrameWriter, Reply, ToChild, ToParent, WireDelivery, WireError};
 
 /// How many deliveries the broker sends ahead of the agent's acknowledgements.
-pub const WINDOW: usize = 1024;
+pub const WINDOW: usize = 4096;
 
 /// How many deliveries go in one frame at most.
-const BATCH: usize = 256;
+const BATCH: usize = 1024;
 
 const COMPONENT: &str = "broker";
 

@@ -1,17 +1,24 @@
 //! The agent process's side of the broker: a [`MessagingBackend`] that speaks frames
 //! to the parent over the process's connection.
 //!
+//! No thread of its own reads the connection: whoever needs something from it (the
+//! agent's loop waiting for work, a caller waiting for a reply) reads frames, one at a
+//! time under a lock, and files each where it belongs (deliveries in the inbox, replies
+//! by request number, a stop request as a flag). A message pushed by the parent is
+//! therefore read by the very thread that handles it, with no hand-off between threads.
+//!
 //! Publishing buffers a frame; the buffer is sent when the agent runs out of queued
 //! deliveries, when it fills, and at once for a publish made outside a handler (from a
 //! start hook or a spawned task). Acknowledgements are batched the same way. A publish
 //! the broker refuses comes back as an error from the next publish.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use engine_core::{
     Capabilities, Delivery, Error, ErrorKind, HistoryQuery, Message, MessagingBackend, Notify,
     Outcome, Result, SubscribeRequest, Subscription,
@@ -23,13 +30,16 @@ use crate::protocol::{FrameError, FrameReader, FrameWriter, Reply, ToChild, ToPa
 pub const NAME: &str = "broker";
 
 /// Acknowledgements sent together at most.
-const ACK_BATCH: usize = 256;
+const ACK_BATCH: usize = 1024;
 
-/// What the connection tells the agent's loop, besides deliveries.
+/// How often a busy agent looks for a stop request between messages.
+const STOP_CHECK: Duration = Duration::from_millis(1);
+
+/// What the agent's loop is to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
-    /// Deliveries may be queued.
-    Wake,
+pub enum Next {
+    /// Deliveries are queued.
+    Work,
     /// Stop after the current message.
     Stop,
     /// The connection to the parent is gone.
@@ -50,13 +60,13 @@ impl std::fmt::Debug for BrokerClient {
 
 struct Shared {
     output: Mutex<Output>,
-    inbox: Mutex<Inbox>,
-    replies: Mutex<HashMap<u64, Sender<std::result::Result<Reply, WireError>>>>,
+    reader: Mutex<FrameReader<UnixStream>>,
+    state: Mutex<State>,
     next_request: AtomicU64,
-    refused: Mutex<Option<Error>>,
     /// A delivery is handed out and not yet completed: a handler is running.
     in_handler: AtomicBool,
-    connected: AtomicBool,
+    /// When the agent last looked for a stop request while busy.
+    last_check: Mutex<Instant>,
 }
 
 struct Output {
@@ -65,53 +75,52 @@ struct Output {
 }
 
 impl Output {
-    fn send_acks(&mut self) -> std::result::Result<(), FrameError> {
+    /// Sends everything buffered, acknowledgements last (they follow what the handlers
+    /// published).
+    fn flush(&mut self) -> std::result::Result<(), FrameError> {
         if !self.acks.is_empty() {
             let acks = std::mem::take(&mut self.acks);
             self.frames.send(&ToParent::Acks(acks))?;
         }
-        Ok(())
-    }
-
-    /// Sends everything buffered, acknowledgements last (they follow what the handlers
-    /// published).
-    fn flush(&mut self) -> std::result::Result<(), FrameError> {
-        self.send_acks()?;
         self.frames.flush()
     }
 }
 
 #[derive(Default)]
-struct Inbox {
+struct State {
     queue: VecDeque<Delivery>,
     /// Deliveries queued at the broker behind those received.
     backlog: u64,
+    /// Set while subscribed.
     notify: Option<Arc<dyn Notify>>,
+    replies: HashMap<u64, std::result::Result<Reply, WireError>>,
+    stop: bool,
+    refused: Option<Error>,
+    disconnected: Option<String>,
 }
 
 impl BrokerClient {
-    /// A client writing to `stream`; the caller reads the stream and hands every frame
-    /// that is not a control frame to [`receive`](Self::receive).
-    pub fn new(stream: UnixStream) -> Self {
+    /// A client writing to `stream` and reading frames through `reader` (the same
+    /// connection, after its launch frame).
+    pub fn new(stream: UnixStream, reader: FrameReader<UnixStream>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 output: Mutex::new(Output {
                     frames: FrameWriter::new(stream),
                     acks: Vec::new(),
                 }),
-                inbox: Mutex::new(Inbox::default()),
-                replies: Mutex::new(HashMap::new()),
+                reader: Mutex::new(reader),
+                state: Mutex::new(State::default()),
                 next_request: AtomicU64::new(1),
-                refused: Mutex::new(None),
                 in_handler: AtomicBool::new(false),
-                connected: AtomicBool::new(true),
+                last_check: Mutex::new(Instant::now()),
             }),
         }
     }
 
-    /// Sends one control frame at once.
+    /// Sends everything buffered, then `frame`, at once.
     pub fn send_now(&self, frame: &ToParent) -> Result<()> {
-        let mut output = self.shared.output();
+        let mut output = lock(&self.shared.output);
         output
             .flush()
             .and_then(|()| output.frames.send_now(frame))
@@ -120,120 +129,164 @@ impl BrokerClient {
 
     /// Sends everything buffered.
     pub fn flush(&self) -> Result<()> {
-        self.shared.output().flush().map_err(|e| e.into_error(NAME))
+        lock(&self.shared.output)
+            .flush()
+            .map_err(|e| e.into_error(NAME))
     }
 
-    /// Reads frames from the parent until the connection ends, passing deliveries and
-    /// replies to their takers and everything else to `control`.
-    pub fn read_loop(&self, reader: &mut FrameReader<UnixStream>, control: &Sender<Control>) {
-        let ended = loop {
-            match reader.read::<ToChild>() {
-                Ok(Some(frame)) => {
-                    if let Some(signal) = self.receive(frame) {
-                        let _ = control.send(signal);
-                    }
-                }
-                Ok(None) => break "the parent closed the connection".to_owned(),
-                Err(error) => break format!("the connection to the parent failed: {error}"),
+    /// Waits until deliveries are queued, a stop is requested, or the connection ends.
+    pub fn wait_for_work(&self) -> Next {
+        self.read_until(|state| !state.queue.is_empty());
+        let state = lock(&self.shared.state);
+        if let Some(why) = &state.disconnected {
+            Next::Disconnected(why.clone())
+        } else if state.stop {
+            Next::Stop
+        } else {
+            Next::Work
+        }
+    }
+
+    /// Whether a stop was requested. Between messages of a busy agent, this looks at
+    /// the connection at most once per [`STOP_CHECK`], without blocking.
+    pub fn stop_requested(&self) -> bool {
+        let mut last = lock(&self.shared.last_check);
+        if last.elapsed() >= STOP_CHECK {
+            *last = Instant::now();
+            drop(last);
+            self.read_available();
+        }
+        let state = lock(&self.shared.state);
+        state.stop || state.disconnected.is_some()
+    }
+
+    /// Reads frames until `done` holds (or a stop or disconnection, which end every
+    /// wait). Whoever holds the reader files every frame it reads, so a waiter checks
+    /// `done` again each time it gets the reader.
+    fn read_until(&self, done: impl Fn(&State) -> bool) {
+        loop {
+            let finished =
+                |state: &State| done(state) || state.stop || state.disconnected.is_some();
+            if finished(&lock(&self.shared.state)) {
+                return;
             }
-        };
-        self.shared.connected.store(false, Ordering::Release);
-        // Dropping the senders fails every request still waiting.
-        self.shared
-            .replies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        let _ = control.send(Control::Disconnected(ended));
+            let mut reader = lock(&self.shared.reader);
+            if finished(&lock(&self.shared.state)) {
+                return;
+            }
+            let frame = reader.read::<ToChild>();
+            drop(reader);
+            self.file(frame);
+        }
     }
 
-    /// Takes one frame from the parent.
-    fn receive(&self, frame: ToChild) -> Option<Control> {
+    /// Reads whatever frames have arrived, without blocking for more.
+    fn read_available(&self) {
+        let mut reader = lock(&self.shared.reader);
+        loop {
+            if !reader.has_buffered() && !readable(reader.get_ref()) {
+                return;
+            }
+            let frame = reader.read::<ToChild>();
+            let ended = !matches!(frame, Ok(Some(_)));
+            self.file(frame);
+            if ended {
+                return;
+            }
+        }
+    }
+
+    /// Files one frame (or the end of the connection) where it belongs.
+    fn file(&self, frame: std::result::Result<Option<ToChild>, FrameError>) {
+        let mut state = lock(&self.shared.state);
         match frame {
-            ToChild::Deliveries { batch, backlog } => {
-                let mut inbox = self.shared.inbox();
-                // Sent before the broker saw the agent detach, it has them back.
-                inbox.notify.as_ref()?;
-                inbox.queue.extend(batch.into_iter().map(|d| Delivery {
+            Ok(Some(ToChild::Deliveries { batch, backlog })) => {
+                // Without a subscription the batch was sent before the broker saw the
+                // agent detach; the broker has it back.
+                let Some(notify) = state.notify.clone() else {
+                    return;
+                };
+                state.queue.extend(batch.into_iter().map(|d| Delivery {
                     topic: d.topic,
                     message: d.message,
                 }));
-                inbox.backlog = backlog;
-                if let Some(notify) = &inbox.notify {
-                    notify.notify();
-                }
-                None
+                state.backlog = backlog;
+                notify.notify();
             }
-            ToChild::Reply { request, result } => {
-                let taker = self
-                    .shared
-                    .replies
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&request);
-                if let Some(taker) = taker {
-                    let _ = taker.send(result);
-                }
-                None
+            Ok(Some(ToChild::Reply { request, result })) => {
+                state.replies.insert(request, result);
             }
-            ToChild::PublishFailed { id, error } => {
+            Ok(Some(ToChild::PublishFailed { id, error })) => {
                 tracing::warn!(message = %id, error = %error.message, "the broker refused a publish");
-                *self
-                    .shared
-                    .refused
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(error.into_error(NAME));
-                None
+                state.refused = Some(error.into_error(NAME));
             }
-            ToChild::Stop => Some(Control::Stop),
-            ToChild::Launch(_) => Some(Control::Disconnected(
-                "the parent sent a second launch frame".to_owned(),
-            )),
+            Ok(Some(ToChild::Stop)) => state.stop = true,
+            Ok(Some(ToChild::Launch(_))) => {
+                state.disconnected = Some("the engine sent a second launch frame".into());
+            }
+            Ok(None) => state.disconnected = Some("the engine closed the connection".into()),
+            Err(error) => {
+                state.disconnected = Some(format!("the connection to the engine failed: {error}"));
+            }
         }
     }
 
     /// Sends a request and waits for its reply.
     fn request(&self, make: impl FnOnce(u64) -> ToParent) -> Result<Reply> {
         let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
-        let (taker, reply) = crossbeam_channel::bounded(1);
-        self.shared
-            .replies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(request, taker);
         self.check_connected()?;
         self.send_now(&make(request))?;
-        match reply.recv() {
-            Ok(result) => result.map_err(|e| e.into_error(NAME)),
-            Err(_) => Err(self.disconnected()),
+        self.read_reply(request)
+    }
+
+    /// Reads frames until the reply to `request` (or the end of the connection).
+    fn read_reply(&self, request: u64) -> Result<Reply> {
+        loop {
+            {
+                let mut state = lock(&self.shared.state);
+                if let Some(result) = state.replies.remove(&request) {
+                    return result.map_err(|e| e.into_error(NAME));
+                }
+                if state.disconnected.is_some() {
+                    return Err(disconnected());
+                }
+            }
+            let mut reader = lock(&self.shared.reader);
+            if lock(&self.shared.state).replies.contains_key(&request) {
+                continue;
+            }
+            let frame = reader.read::<ToChild>();
+            drop(reader);
+            self.file(frame);
         }
     }
 
     fn check_connected(&self) -> Result<()> {
-        if self.shared.connected.load(Ordering::Acquire) {
-            Ok(())
+        if lock(&self.shared.state).disconnected.is_some() {
+            Err(disconnected())
         } else {
-            Err(self.disconnected())
+            Ok(())
         }
-    }
-
-    fn disconnected(&self) -> Error {
-        Error::new(
-            ErrorKind::Unavailable,
-            NAME,
-            "the connection to the engine is gone",
-        )
     }
 }
 
-impl Shared {
-    fn output(&self) -> MutexGuard<'_, Output> {
-        self.output.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+fn disconnected() -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        NAME,
+        "the connection to the engine is gone",
+    )
+}
 
-    fn inbox(&self) -> MutexGuard<'_, Inbox> {
-        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// Whether `socket` has bytes to read now.
+fn readable(socket: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl MessagingBackend for BrokerClient {
@@ -248,17 +301,16 @@ impl MessagingBackend for BrokerClient {
     }
 
     fn publish(&self, message: Message) -> Result<()> {
-        self.check_connected()?;
-        if let Some(error) = self
-            .shared
-            .refused
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
         {
-            return Err(error);
+            let mut state = lock(&self.shared.state);
+            if state.disconnected.is_some() {
+                return Err(disconnected());
+            }
+            if let Some(error) = state.refused.take() {
+                return Err(error);
+            }
         }
-        let mut output = self.shared.output();
+        let mut output = lock(&self.shared.output);
         let frame = ToParent::Publish(message);
         let sent = if self.shared.in_handler.load(Ordering::Acquire) {
             output.frames.send(&frame)
@@ -273,8 +325,8 @@ impl MessagingBackend for BrokerClient {
         request: SubscribeRequest,
         notify: Arc<dyn Notify>,
     ) -> Result<Box<dyn Subscription>> {
-        // Attached before asking: the broker may push deliveries before its reply.
-        self.shared.inbox().notify = Some(notify);
+        // Subscribed before asking: the broker may push deliveries before its reply.
+        lock(&self.shared.state).notify = Some(notify);
         let reply = self.request(|request_id| ToParent::Subscribe {
             request: request_id,
             subscription: request,
@@ -285,7 +337,7 @@ impl MessagingBackend for BrokerClient {
                 attached: true,
             })),
             other => {
-                self.shared.inbox().notify = None;
+                lock(&self.shared.state).notify = None;
                 Err(other.err().unwrap_or_else(|| {
                     Error::new(
                         ErrorKind::Internal,
@@ -322,7 +374,7 @@ struct RemoteSubscription {
 impl Subscription for RemoteSubscription {
     fn next(&mut self) -> Result<Option<Delivery>> {
         let shared = &self.client.shared;
-        if let Some(delivery) = shared.inbox().queue.front() {
+        if let Some(delivery) = lock(&shared.state).queue.front() {
             shared.in_handler.store(true, Ordering::Release);
             return Ok(Some(delivery.clone()));
         }
@@ -333,7 +385,7 @@ impl Subscription for RemoteSubscription {
 
     fn complete(&mut self, outcome: Outcome) -> Result<()> {
         let shared = &self.client.shared;
-        if shared.inbox().queue.pop_front().is_none() {
+        if lock(&shared.state).queue.pop_front().is_none() {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 NAME,
@@ -341,7 +393,7 @@ impl Subscription for RemoteSubscription {
             ));
         }
         shared.in_handler.store(false, Ordering::Release);
-        let mut output = shared.output();
+        let mut output = lock(&shared.output);
         output.acks.push(outcome);
         if output.acks.len() >= ACK_BATCH {
             output.flush().map_err(|e| e.into_error(NAME))?;
@@ -350,8 +402,8 @@ impl Subscription for RemoteSubscription {
     }
 
     fn pending(&self) -> usize {
-        let inbox = self.client.shared.inbox();
-        inbox.queue.len() + inbox.backlog as usize
+        let state = lock(&self.client.shared.state);
+        state.queue.len() + state.backlog as usize
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
@@ -365,14 +417,15 @@ impl RemoteSubscription {
             return Ok(());
         }
         let shared = &self.client.shared;
-        {
-            let mut inbox = shared.inbox();
-            inbox.queue.clear();
-            inbox.backlog = 0;
-            inbox.notify = None;
-        }
+        let connected = {
+            let mut state = lock(&shared.state);
+            state.queue.clear();
+            state.backlog = 0;
+            state.notify = None;
+            state.disconnected.is_none()
+        };
         shared.in_handler.store(false, Ordering::Release);
-        if !shared.connected.load(Ordering::Acquire) {
+        if !connected {
             return Ok(());
         }
         // Acknowledgements go first, so the broker gives back only what was not handled.

@@ -15,15 +15,13 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
 use engine_core::{
     AgentCell, AgentHost, AgentRegistry, AgentSpec, Error, ErrorKind, GuildContext, IdGenerator,
-    Notify, ResourceLimits, Result, Step,
+    NoNotify, Notify, ResourceLimits, Result, Step,
 };
 use nix::sys::resource::{Resource, setrlimit};
 
-use crate::client::{BrokerClient, Control};
-use crate::doorbell::Doorbell;
+use crate::client::{BrokerClient, Next};
 use crate::protocol::{FrameReader, Launch, ToChild, ToParent, WireError};
 
 /// Set in an agent process's environment: it is to host an agent.
@@ -95,7 +93,6 @@ fn host(registry: impl FnOnce() -> AgentRegistry) -> Result<i32> {
 
     let stream = take_connection()?;
     let mut reader = FrameReader::new(stream.try_clone().map_err(io_error)?);
-    let client = BrokerClient::new(stream);
     let launch = match reader.read::<ToChild>() {
         Ok(Some(ToChild::Launch(launch))) => launch,
         Ok(other) => {
@@ -108,29 +105,21 @@ fn host(registry: impl FnOnce() -> AgentRegistry) -> Result<i32> {
         Err(error) => return Err(error.into_error(COMPONENT)),
     };
 
-    let (control_tx, control) = crossbeam_channel::unbounded();
+    let client = BrokerClient::new(stream, reader);
     let (guild, spec, runtime) = match prepare(&launch, &client, registry) {
         Ok(prepared) => prepared,
         Err(error) => return report_launch_failure(&client, &error),
     };
-    {
-        let client = client.clone();
-        let control_tx = control_tx.clone();
-        std::thread::Builder::new()
-            .name("guild-connection".into())
-            .spawn(move || client.read_loop(&mut reader, &control_tx))
-            .map_err(io_error)?;
-    }
     let _runtime = runtime.enter();
 
-    let doorbell = Arc::new(Doorbell::new(control_tx, Control::Wake));
-    let notify: Arc<dyn Notify> = doorbell.clone();
+    // This thread reads the connection itself whenever it waits for work.
+    let notify: Arc<dyn Notify> = Arc::new(NoNotify);
     let host = match AgentHost::start(&guild, spec, Arc::new(AgentCell::default()), notify) {
         Ok(host) => host,
         Err(error) => return report_launch_failure(&client, &error),
     };
     client.send_now(&ToParent::Ready)?;
-    Ok(serve(host, &client, &control, &doorbell))
+    Ok(serve(host, &client))
 }
 
 /// Reads the spec, applies isolation and limits, and builds the agent's guild context.
@@ -194,42 +183,26 @@ enum Ending {
     Disconnected(String),
 }
 
-impl From<Control> for Ending {
-    fn from(signal: Control) -> Self {
-        match signal {
-            Control::Stop => Ending::Stop,
-            Control::Disconnected(why) => Ending::Disconnected(why),
-            Control::Wake => Ending::Disconnected("an unexpected wake-up".into()),
-        }
-    }
-}
-
 /// Handles messages until told to stop, the agent crashes, or the engine goes away;
 /// returns the exit code.
-fn serve(
-    mut host: AgentHost,
-    client: &BrokerClient,
-    control: &Receiver<Control>,
-    doorbell: &Doorbell<Control>,
-) -> i32 {
-    let ending = 'serve: loop {
-        loop {
-            match control.try_recv() {
-                Ok(Control::Wake) => doorbell.answered(),
-                Ok(signal) => break 'serve Ending::from(signal),
-                Err(_) => {}
+fn serve(mut host: AgentHost, client: &BrokerClient) -> i32 {
+    let ending = loop {
+        match host.step() {
+            Ok(Step::Handled) => {
+                if client.stop_requested() {
+                    break match client.wait_for_work() {
+                        Next::Disconnected(why) => Ending::Disconnected(why),
+                        _ => Ending::Stop,
+                    };
+                }
             }
-            match host.step() {
-                Ok(Step::Handled) => {}
-                Ok(Step::Idle) => break,
-                Ok(Step::Crashed(reason)) => break 'serve Ending::Crashed(reason),
-                Err(error) => break 'serve Ending::Crashed(format!("delivery failed: {error}")),
-            }
-        }
-        match control.recv() {
-            Ok(Control::Wake) => doorbell.answered(),
-            Ok(signal) => break Ending::from(signal),
-            Err(_) => break Ending::Disconnected("the connection reader ended".into()),
+            Ok(Step::Idle) => match client.wait_for_work() {
+                Next::Work => {}
+                Next::Stop => break Ending::Stop,
+                Next::Disconnected(why) => break Ending::Disconnected(why),
+            },
+            Ok(Step::Crashed(reason)) => break Ending::Crashed(reason),
+            Err(error) => break Ending::Crashed(format!("delivery failed: {error}")),
         }
     };
     match ending {

@@ -122,6 +122,16 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// Whether bytes of a frame are buffered already (so reading will not block long).
+    pub fn has_buffered(&self) -> bool {
+        !self.reader.buffer().is_empty()
+    }
+
+    /// The stream frames are read from.
+    pub fn get_ref(&self) -> &R {
+        self.reader.get_ref()
+    }
+
     /// The next frame, or `None` when the stream ends cleanly between frames.
     pub fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         let mut prefix = [0u8; 4];

@@ -9,6 +9,7 @@
 //! |---------|--------------|
 //! | `engine-sync` | the deterministic engine, [`engines::SyncEngine`] |
 //! | `engine-threads` | a thread per agent, [`engines::ThreadsEngine`] |
+//! | `engine-process` | a process per agent, with limits, [`engines::ProcessEngine`]; call [`run_if_agent_host`] at the top of `main` |
 //! | `messaging-memory` | the in-memory bus, [`messaging::MemoryMessaging`] |
 //! | `cli` | the `guild` program |
 #![doc = ""]
@@ -23,11 +24,20 @@ pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
 
 /// The execution engines compiled into this build.
 pub mod engines {
+    #[cfg(feature = "engine-process")]
+    pub use engine_process::{ProcessConfig, ProcessEngine};
     #[cfg(feature = "engine-sync")]
     pub use engine_sync::SyncEngine;
     #[cfg(feature = "engine-threads")]
     pub use engine_threads::{ThreadsConfig, ThreadsEngine};
 }
+
+/// Makes this program an agent host for the process engine: when the engine started
+/// this process to run an agent, runs it (built through `registry`) and exits;
+/// otherwise returns at once. Call it first thing in `main`; see
+/// [`engine_process::run_if_agent_host`].
+#[cfg(feature = "engine-process")]
+pub use engine_process::run_if_agent_host;
 
 /// The messaging backends compiled into this build.
 pub mod messaging {

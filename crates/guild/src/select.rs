@@ -23,6 +23,9 @@ pub fn engine_names() -> Vec<String> {
     if cfg!(feature = "engine-threads") {
         names.push("threads".to_owned());
     }
+    if cfg!(feature = "engine-process") {
+        names.push("process".to_owned());
+    }
     names
 }
 
@@ -50,6 +53,8 @@ pub fn engine(name: &str) -> Result<Arc<dyn ExecutionEngine>> {
         "sync" => Ok(Arc::new(engine_sync::SyncEngine::new())),
         #[cfg(feature = "engine-threads")]
         "threads" => Ok(Arc::new(engine_threads::ThreadsEngine::new())),
+        #[cfg(feature = "engine-process")]
+        "process" => Ok(Arc::new(engine_process::ProcessEngine::new())),
         _ => Err(Error::new(
             ErrorKind::InvalidSpec,
             "guild",

@@ -62,25 +62,32 @@ fn the_request_response_example_shows_the_exchange_and_exits_zero() {
 
 #[test]
 fn the_monte_carlo_example_estimates_pi_within_a_hundredth() {
-    let output = guild(&["run", &example("monte-carlo-pi.toml")], None);
-    let out = stdout(&output);
-    assert!(output.status.success(), "{out}\n{}", stderr(&output));
-    let line = out
-        .lines()
-        .find(|l| l.contains("[estimate]"))
-        .expect("an estimate");
-    let json = &line[line.find('{').unwrap()..];
-    let estimate: serde_json::Value = serde_json::from_str(json).unwrap();
-    let pi = estimate["pi"].as_f64().expect("a number");
-    assert!((pi - std::f64::consts::PI).abs() < 0.01, "estimate {pi}");
-    assert_eq!(estimate["sum"]["samples"], 40_000_000.0);
+    for engine in ["threads", "process"] {
+        let spec = example("monte-carlo-pi.toml");
+        let output = guild(&["run", &spec, "--engine", engine], None);
+        let out = stdout(&output);
+        assert!(output.status.success(), "{out}\n{}", stderr(&output));
+        assert!(out.contains(&format!("started worker-4 (monte_carlo) on {engine}")));
+        let line = out
+            .lines()
+            .find(|l| l.contains("[estimate]"))
+            .expect("an estimate");
+        let json = &line[line.find('{').unwrap()..];
+        let estimate: serde_json::Value = serde_json::from_str(json).unwrap();
+        let pi = estimate["pi"].as_f64().expect("a number");
+        assert!(
+            (pi - std::f64::consts::PI).abs() < 0.01,
+            "estimate {pi} on {engine}"
+        );
+        assert_eq!(estimate["sum"]["samples"], 40_000_000.0);
+    }
 }
 
 #[test]
 fn every_example_completes_on_every_engine() {
     for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path().display().to_string();
-        for engine in ["sync", "threads"] {
+        for engine in ["sync", "threads", "process"] {
             let output = guild(&["run", "--quiet", &path, "--engine", engine], None);
             assert!(
                 output.status.success(),

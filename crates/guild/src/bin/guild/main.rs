@@ -62,6 +62,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The process engine runs each agent in this program started again: serve it.
+    #[cfg(feature = "engine-process")]
+    guild::run_if_agent_host(builtin::builtin_registry);
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Validate { spec } => validate(&spec),
