@@ -148,7 +148,7 @@ impl BrokerClient {
     }
 
     /// Whether a stop was requested. Between messages of a busy agent, this looks at
-    /// the connection at most once per [`STOP_CHECK`], without blocking.
+    /// the connection at most once a millisecond, without blocking.
     pub fn stop_requested(&self) -> bool {
         let mut last = lock(&self.shared.last_check);
         if last.elapsed() >= STOP_CHECK {
