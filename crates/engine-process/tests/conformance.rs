@@ -187,6 +187,18 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// Waits until `agent` has ended, and returns what the engine says of it.
+fn wait_dead(engine: &ProcessEngine, guild: &GuildContext, agent: &str) -> engine_core::AgentInfo {
+    wait_until(&[engine], &format!("{agent} ends"), || {
+        engine
+            .agent_info(&guild.namespace, agent)
+            .is_some_and(|info| info.state.is_dead())
+    });
+    engine
+        .agent_info(&guild.namespace, agent)
+        .expect("a dead agent stays listed")
+}
+
 /// Sends `count` messages to `topic` and checks `agent` handled exactly that many more.
 fn exchange(engine: &ProcessEngine, guild: &GuildContext, agent: &str, topic: &str, count: u64) {
     let before = handled(engine, guild, agent);
@@ -282,12 +294,7 @@ fn memory_cap() {
         .run_agent(&guild, spec("bystander", "counter", &["t"]))
         .unwrap();
     publish(&*guild.messaging, &guild.namespace, "test", "eat", "now");
-    wait_until(&[&engine], "the hog dies", || {
-        engine
-            .agent_info(&guild.namespace, "hog")
-            .is_some_and(|info| info.state.is_dead())
-    });
-    let info = engine.agent_info(&guild.namespace, "hog").unwrap();
+    let info = wait_dead(&engine, &guild, "hog");
     assert_eq!(info.state, AgentState::KilledByLimit, "{info:?}");
     let reason = info.exit.unwrap().reason;
     assert!(reason.contains("memory cap of 268435456 bytes"), "{reason}");
@@ -304,12 +311,7 @@ fn cpu_cap() {
     };
     engine.run_agent(&guild, spinner).unwrap();
     publish(&*guild.messaging, &guild.namespace, "test", "spin", "now");
-    wait_until(&[&engine], "the spinner dies", || {
-        engine
-            .agent_info(&guild.namespace, "spinner")
-            .is_some_and(|info| info.state.is_dead())
-    });
-    let info = engine.agent_info(&guild.namespace, "spinner").unwrap();
+    let info = wait_dead(&engine, &guild, "spinner");
     assert_eq!(info.state, AgentState::KilledByLimit, "{info:?}");
     assert!(info.exit.unwrap().reason.contains("CPU-time cap of 1 s"));
     engine.shutdown().unwrap();
@@ -433,12 +435,7 @@ fn corrupt_frame() {
         "sabotage",
         "now",
     );
-    wait_until(&[&engine], "the saboteur is cut off", || {
-        engine
-            .agent_info(&guild.namespace, "saboteur")
-            .is_some_and(|info| info.state.is_dead())
-    });
-    let info = engine.agent_info(&guild.namespace, "saboteur").unwrap();
+    let info = wait_dead(&engine, &guild, "saboteur");
     assert_eq!(info.state, AgentState::Crashed, "{info:?}");
     exchange(&engine, &guild, "bystander", "t", 50);
     assert_eq!(handled(&engine, &guild, "bystander"), 100);
