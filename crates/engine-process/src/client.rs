@@ -8,8 +8,9 @@
 //! therefore read by the very thread that handles it, with no hand-off between threads.
 //!
 //! Publishing buffers a frame; the buffer is sent when the agent runs out of queued
-//! deliveries, when it fills, and at once for a publish made outside a handler (from a
-//! start hook or a spawned task). Acknowledgements are batched the same way. A publish
+//! deliveries, when it fills, at most a millisecond after a handler of a busy agent
+//! ends, and at once for a publish made outside a handler (from a start hook or a
+//! spawned task). Acknowledgements are batched the same way. A publish
 //! the broker refuses comes back as an error from the next publish.
 
 use std::collections::{HashMap, VecDeque};
@@ -32,7 +33,7 @@ pub const NAME: &str = "broker";
 /// Acknowledgements sent together at most.
 const ACK_BATCH: usize = 1024;
 
-/// How often a busy agent looks for a stop request between messages.
+/// How often a busy agent sends what is buffered and looks for a stop request.
 const STOP_CHECK: Duration = Duration::from_millis(1);
 
 /// What the agent's loop is to do next.
@@ -147,13 +148,18 @@ impl BrokerClient {
         }
     }
 
-    /// Whether a stop was requested. Between messages of a busy agent, this looks at
-    /// the connection at most once a millisecond, without blocking.
+    /// Whether a stop was requested; called between the messages of a busy agent. At
+    /// most once a millisecond it also sends what is buffered (so a slow agent's
+    /// acknowledgements and messages leave within about a millisecond of its handler)
+    /// and looks at the connection without blocking.
     pub fn stop_requested(&self) -> bool {
         let mut last = lock(&self.shared.last_check);
         if last.elapsed() >= STOP_CHECK {
             *last = Instant::now();
             drop(last);
+            if let Err(error) = self.flush() {
+                tracing::debug!(%error, "sending to the engine failed");
+            }
             self.read_available();
         }
         let state = lock(&self.shared.state);

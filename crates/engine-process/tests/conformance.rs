@@ -41,9 +41,13 @@ fn main() {
             Ok(())
         }));
     }
-    let specific: [(&str, fn()); 9] = [
+    let specific: [(&str, fn()); 10] = [
         ("agents_have_distinct_pids_not_the_parents", distinct_pids),
         ("a_kill_9_is_a_crash_by_signal_9_and_others_go_on", kill_9),
+        (
+            "a_killed_agent_restarted_gets_what_it_had_not_finished",
+            redelivery,
+        ),
         (
             "an_agent_past_its_memory_cap_is_killed_by_the_limit",
             memory_cap,
@@ -72,6 +76,7 @@ fn main() {
 
 /// The scenario agents, and those only these tests use:
 ///
+/// - `sleeper`: takes 5 ms over each message;
 /// - `hog`: on a message, allocates 16 MiB blocks until it dies;
 /// - `spinner`: on a message, burns CPU until it dies;
 /// - `saboteur`: on a message, writes a frame with an impossible length onto its own
@@ -81,11 +86,21 @@ fn main() {
 fn registry() -> AgentRegistry {
     let mut registry = conformance::agents::registry();
     registry
+        .register("sleeper", |_| Ok(Sleeper))
         .register("hog", |_| Ok(Hog))
         .register("spinner", |_| Ok(Spinner))
         .register("saboteur", |_| Ok(Saboteur))
         .register("prober", |_| Ok(Prober));
     registry
+}
+
+struct Sleeper;
+
+impl Agent for Sleeper {
+    async fn handle(&mut self, _ctx: &AgentContext, _message: &Message) -> AgentResult {
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(())
+    }
 }
 
 struct Hog;
@@ -279,6 +294,45 @@ fn kill_9() {
     assert!(!engine.is_agent_running(&guild.namespace, "victim"));
     exchange(&engine, &guild, "listener", "go", 20);
     assert_eq!(engine.cleanup_dead().len(), 1);
+    engine.shutdown().unwrap();
+}
+
+/// Messages pushed to an agent process and not yet acknowledged when it is killed are
+/// handed to it again when it is run again: between the two lives, every message is
+/// completed exactly once.
+fn redelivery() {
+    let (engine, guild) = setup("redelivery");
+    engine
+        .run_agent(&guild, spec("slow", "sleeper", &["t"]))
+        .unwrap();
+    for i in 0..60 {
+        publish(
+            &*guild.messaging,
+            &guild.namespace,
+            "test",
+            "t",
+            &i.to_string(),
+        );
+    }
+    wait_until(&[&engine], "slow handles a few", || {
+        handled(&engine, &guild, "slow") >= 5
+    });
+    let pid = pid_of(&engine, &guild, "slow");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let first = wait_dead(&engine, &guild, "slow").messages_in;
+    assert!(first < 60, "the kill came after everything was handled");
+    engine
+        .run_agent(&guild, spec("slow", "sleeper", &["t"]))
+        .unwrap();
+    wait_until(&[&engine], "the second life handles the rest", || {
+        first + handled(&engine, &guild, "slow") >= 60
+    });
+    settle(&[&engine]);
+    assert_eq!(first + handled(&engine, &guild, "slow"), 60);
     engine.shutdown().unwrap();
 }
 
