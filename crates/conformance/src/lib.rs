@@ -14,6 +14,7 @@ pub mod agents;
 pub mod engine;
 pub mod harness;
 pub mod messaging;
+pub mod redis_server;
 
 /// Stamps out one `#[test]` per delivery-contract scenario for the backend made by `$make`
 /// (an expression of type `Fn() -> Arc<impl MessagingBackend>`).

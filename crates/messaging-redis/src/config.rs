@@ -1,0 +1,240 @@
+//! How to reach Redis and how much to keep there: a URL plus settings, with the password
+//! kept out of every `Debug` and log line.
+
+use std::time::Duration;
+
+use engine_core::{Error, ErrorKind, Result};
+
+use crate::NAME;
+
+/// Settings of a [`RedisMessaging`](crate::RedisMessaging).
+///
+/// Parsed from a URL: `redis://[user[:password]@]host[:port][/db][?key=value&...]`, or
+/// `rediss://` for TLS (with the `tls` feature). Query keys: `prefix` (default `guild`),
+/// `maxlen` (entries kept per topic, default 10000), `ttl` (seconds a message stays
+/// findable by id, default 86400), `connect_timeout_ms` (default 2000),
+/// `io_timeout_ms` (default 5000), `readers` (blocking connections for live delivery,
+/// default 1).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis` or `rediss`.
+    pub scheme: String,
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User name for `AUTH`.
+    pub username: Option<String>,
+    /// Password for `AUTH`; never printed.
+    pub password: Option<String>,
+    /// Database number.
+    pub database: i64,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// Entries kept per topic stream (approximately: trimming is `MAXLEN ~`).
+    pub max_len: u64,
+    /// How long a message stays findable by id.
+    pub id_ttl: Duration,
+    /// Connecting gives up after this.
+    pub connect_timeout: Duration,
+    /// A command gives up after this.
+    pub io_timeout: Duration,
+    /// Blocking connections that read live deliveries for every subscription of this
+    /// backend instance.
+    pub readers: usize,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("address", &self.address())
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .field("key_prefix", &self.key_prefix)
+            .field("max_len", &self.max_len)
+            .field("id_ttl", &self.id_ttl)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .field("readers", &self.readers)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// Settings from a `redis://` or `rediss://` URL.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let invalid = |why: &str| {
+            Error::new(
+                ErrorKind::InvalidSpec,
+                NAME,
+                format!("invalid Redis URL {:?}: {why}", redact(url)),
+            )
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("expected redis://host:port"))?;
+        if scheme != "redis" && scheme != "rediss" {
+            return Err(invalid("the scheme must be redis or rediss"));
+        }
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, host_port) = match authority.rsplit_once('@') {
+            Some((credentials, host_port)) => (Some(credentials), host_port),
+            None => (None, authority),
+        };
+        let (username, password) = match credentials {
+            None => (None, None),
+            Some(credentials) => {
+                let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+                let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+                (non_empty(user), non_empty(password))
+            }
+        };
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| invalid(&format!("port {port:?} is not a number")))?,
+            ),
+            None => (host_port, 6379),
+        };
+        if host.is_empty() {
+            return Err(invalid("no host"));
+        }
+        let database = if path.is_empty() {
+            0
+        } else {
+            path.parse()
+                .map_err(|_| invalid(&format!("database {path:?} is not a number")))?
+        };
+        let mut config = Self {
+            scheme: scheme.to_owned(),
+            host: host.to_owned(),
+            port,
+            username,
+            password,
+            database,
+            key_prefix: "guild".to_owned(),
+            max_len: 10_000,
+            id_ttl: Duration::from_secs(86_400),
+            connect_timeout: Duration::from_millis(2_000),
+            io_timeout: Duration::from_millis(5_000),
+            readers: 1,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = || -> Result<u64> {
+                value
+                    .parse()
+                    .map_err(|_| invalid(&format!("{key}={value:?} is not a number")))
+            };
+            match key {
+                "prefix" => config.key_prefix = value.to_owned(),
+                "maxlen" => config.max_len = number()?,
+                "ttl" => config.id_ttl = Duration::from_secs(number()?),
+                "connect_timeout_ms" => config.connect_timeout = Duration::from_millis(number()?),
+                "io_timeout_ms" => config.io_timeout = Duration::from_millis(number()?),
+                "readers" => config.readers = number()?.max(1) as usize,
+                other => return Err(invalid(&format!("unknown setting {other:?}"))),
+            }
+        }
+        Ok(config)
+    }
+
+    /// `host:port`, for messages.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The redis crate's connection settings.
+    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo> {
+        let addr = if self.scheme == "rediss" {
+            if !cfg!(feature = "tls") {
+                return Err(Error::new(
+                    ErrorKind::InvalidSpec,
+                    NAME,
+                    "rediss:// needs TLS, which this build lacks: enable the `tls` feature of messaging-redis",
+                ));
+            }
+            redis::ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        Ok(redis::ConnectionInfo {
+            addr,
+            redis: redis::RedisConnectionInfo {
+                db: self.database,
+                username: self.username.clone(),
+                password: self.password.clone(),
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// `url` with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
+            format!("{scheme}://{user}:<redacted>@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_url_parses_and_hides_its_password() {
+        let config = RedisConfig::from_url(
+            "redis://app:s3cret@cache.example:6380/2?prefix=team&maxlen=500&readers=2",
+        )
+        .unwrap();
+        assert_eq!(config.address(), "cache.example:6380");
+        assert_eq!(config.username.as_deref(), Some("app"));
+        assert_eq!(config.password.as_deref(), Some("s3cret"));
+        assert_eq!(config.database, 2);
+        assert_eq!(config.key_prefix, "team");
+        assert_eq!(config.max_len, 500);
+        assert_eq!(config.readers, 2);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    #[test]
+    fn defaults_and_bad_urls() {
+        let config = RedisConfig::from_url("redis://localhost").unwrap();
+        assert_eq!(
+            (config.port, config.database, config.max_len),
+            (6379, 0, 10_000)
+        );
+        for bad in [
+            "http://x",
+            "redis://:1",
+            "redis://h:port",
+            "redis://h/db",
+            "redis://h?nope=1",
+        ] {
+            assert!(RedisConfig::from_url(bad).is_err(), "{bad}");
+        }
+        let error = RedisConfig::from_url("redis://u:hunter2@h:x").unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+}

@@ -1,0 +1,177 @@
+//! Connections to Redis: made with timeouts, remade after a failure, and a backoff with
+//! jitter for the threads that keep trying.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use engine_core::{Error, ErrorKind, Result};
+use redis::{Client, Connection, RedisError, RedisResult};
+
+use crate::NAME;
+use crate::config::RedisConfig;
+
+/// Makes connections to one Redis server.
+pub struct Connector {
+    client: Client,
+    config: RedisConfig,
+}
+
+impl Connector {
+    /// A connector for `config` (nothing is connected yet).
+    pub fn new(config: RedisConfig) -> Result<Self> {
+        let client = Client::open(config.connection_info()?).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidSpec,
+                NAME,
+                format!("invalid Redis settings: {e}"),
+            )
+        })?;
+        Ok(Self { client, config })
+    }
+
+    /// A new connection, with the configured timeouts.
+    pub fn connect(&self) -> Result<Connection> {
+        let connection = self
+            .client
+            .get_connection_with_timeout(self.config.connect_timeout)
+            .and_then(|connection| {
+                connection.set_read_timeout(Some(self.config.io_timeout))?;
+                connection.set_write_timeout(Some(self.config.io_timeout))?;
+                Ok(connection)
+            });
+        connection.map_err(|e| self.unavailable(&e))
+    }
+
+    /// The error for a failure to talk to the server, naming it.
+    pub fn unavailable(&self, error: &RedisError) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            NAME,
+            format!("cannot reach Redis at {}: {error}", self.config.address()),
+        )
+        .retryable(true)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+}
+
+/// Whether `error` means the connection is broken (rather than the command wrong).
+pub fn is_broken(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || error.is_unrecoverable_error()
+}
+
+/// One connection for commands, remade when it breaks.
+pub struct Commands {
+    slot: Mutex<Option<Connection>>,
+}
+
+impl Commands {
+    /// No connection yet.
+    pub fn new() -> Self {
+        Self {
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// Runs `command` on the connection. Every command guild sends is idempotent, so a
+    /// command whose connection broke is sent once more on a new connection; if that
+    /// fails too, the error names the server.
+    pub fn run<T>(
+        &self,
+        connector: &Connector,
+        mut command: impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T> {
+        let mut slot = self.lock();
+        for attempt in 0..2 {
+            if slot.is_none() {
+                *slot = Some(connector.connect()?);
+            }
+            let connection = slot.as_mut().expect("connected just above");
+            match command(connection) {
+                Ok(value) => return Ok(value),
+                Err(error) if is_broken(&error) => {
+                    *slot = None;
+                    if attempt == 1 {
+                        return Err(connector.unavailable(&error));
+                    }
+                    tracing::debug!(%error, "a Redis connection broke; reconnecting");
+                }
+                Err(error) => {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        NAME,
+                        format!("Redis refused a command: {error}"),
+                    ));
+                }
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Exponential backoff with jitter: 50 ms doubling up to 2 s, each wait drawn from half
+/// to one and a half times the step, so that many clients do not retry in step.
+#[derive(Debug)]
+pub struct Backoff {
+    step: Duration,
+    random: RandomState,
+    draws: u64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(2);
+
+    /// A backoff at its first step.
+    pub fn new() -> Self {
+        Self {
+            step: Self::FIRST,
+            random: RandomState::new(),
+            draws: 0,
+        }
+    }
+
+    /// Back to the first step, after a success.
+    pub fn reset(&mut self) {
+        self.step = Self::FIRST;
+    }
+
+    /// The next wait.
+    pub fn next_wait(&mut self) -> Duration {
+        self.draws += 1;
+        let mut hasher = self.random.build_hasher();
+        hasher.write_u64(self.draws);
+        let fraction = (hasher.finish() % 1_000) as f64 / 1_000.0;
+        let wait = self.step.mul_f64(0.5 + fraction);
+        self.step = (self.step * 2).min(Self::MAX);
+        wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_grows_to_its_cap_with_jitter() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<Duration> = (0..10).map(|_| backoff.next_wait()).collect();
+        assert!(waits[0] >= Duration::from_millis(25) && waits[0] < Duration::from_millis(75));
+        assert!(waits[9] >= Duration::from_secs(1) && waits[9] < Duration::from_secs(3));
+        backoff.reset();
+        assert!(backoff.next_wait() < Duration::from_millis(75));
+    }
+}
