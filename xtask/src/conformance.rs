@@ -23,10 +23,22 @@ const CELLS: &[Cell] = &[
         filter: "",
     },
     Cell {
+        row: "delivery contract",
+        column: "redis",
+        package: "messaging-redis",
+        filter: "",
+    },
+    Cell {
         row: "engine sync",
         column: "memory",
         package: "engine-sync",
         filter: "memory::",
+    },
+    Cell {
+        row: "engine sync",
+        column: "redis",
+        package: "engine-sync",
+        filter: "redis::",
     },
     Cell {
         row: "engine threads",
@@ -35,10 +47,22 @@ const CELLS: &[Cell] = &[
         filter: "memory::",
     },
     Cell {
+        row: "engine threads",
+        column: "redis",
+        package: "engine-threads",
+        filter: "redis::",
+    },
+    Cell {
         row: "engine process",
         column: "memory",
         package: "engine-process",
         filter: "memory::",
+    },
+    Cell {
+        row: "engine process",
+        column: "redis",
+        package: "engine-process",
+        filter: "redis::",
     },
 ];
 

@@ -1,4 +1,5 @@
-//! The engine contract on the process engine over the embedded broker (`memory::`),
+//! The engine contract on the process engine over the embedded broker, fronting the
+//! in-memory bus (`memory::`) or Redis (`redis::`, a private `redis-server` per test),
 //! and what only the process engine promises (`process::`): distinct processes, crash
 //! isolation, limits, the process cap, no process left behind, a hostile connection
 //! closed without collateral damage, and network isolation.
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conformance::harness::{DEADLINE, guild, publish, settle, unique_namespace, wait_until};
+use conformance::redis_server::RedisServer;
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, AgentState, ErrorKind,
     ExecutionEngine, GuildContext, LifecycleKind, Message, MessagingBackend, Payload,
@@ -22,6 +24,7 @@ use engine_core::{
 use engine_process::{ProcessConfig, ProcessEngine};
 use libtest_mimic::{Arguments, Failed, Trial};
 use messaging_memory::MemoryMessaging;
+use messaging_redis::RedisMessaging;
 
 /// Set when this binary runs as the engine process of the parent-killed test.
 const ORPHAN_PARENT: &str = "GUILD_TEST_ORPHAN_PARENT";
@@ -37,6 +40,15 @@ fn main() {
         trials.push(Trial::test(format!("memory::{name}"), move || {
             let engine = || -> Arc<dyn ExecutionEngine> { Arc::new(ProcessEngine::new()) };
             let messaging = || -> Arc<dyn MessagingBackend> { Arc::new(MemoryMessaging::new()) };
+            scenario(&engine, &messaging);
+            Ok(())
+        }));
+        trials.push(Trial::test(format!("redis::{name}"), move || {
+            let server = RedisServer::start();
+            let engine = || -> Arc<dyn ExecutionEngine> { Arc::new(ProcessEngine::new()) };
+            let messaging = || -> Arc<dyn MessagingBackend> {
+                Arc::new(RedisMessaging::connect(&server.url()).expect("the test server answers"))
+            };
             scenario(&engine, &messaging);
             Ok(())
         }));

@@ -11,3 +11,19 @@ mod memory {
         messaging: || Arc::new(MemoryMessaging::new()),
     );
 }
+
+mod redis {
+    use std::sync::Arc;
+
+    use conformance::redis_server::RedisServer;
+    use engine_threads::ThreadsEngine;
+    use messaging_redis::RedisMessaging;
+
+    conformance::engine_suite!(
+        engine: || Arc::new(ThreadsEngine::new()),
+        messaging: {
+            let server = RedisServer::start();
+            move || Arc::new(RedisMessaging::connect(&server.url()).expect("the test server answers"))
+        },
+    );
+}
