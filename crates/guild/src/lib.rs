@@ -11,6 +11,7 @@
 //! | `engine-threads` | a thread per agent, [`engines::ThreadsEngine`] |
 //! | `engine-process` | a process per agent, with limits, [`engines::ProcessEngine`]; call [`run_if_agent_host`] at the top of `main` |
 //! | `messaging-memory` | the in-memory bus, [`messaging::MemoryMessaging`] |
+//! | `messaging-redis` | Redis Streams, [`messaging::RedisMessaging`], from `redis://` or `rediss://` URLs |
 //! | `cli` | the `guild` program |
 #![doc = ""]
 #![doc = include_str!("../README.md")]
@@ -43,4 +44,6 @@ pub use engine_process::run_if_agent_host;
 pub mod messaging {
     #[cfg(feature = "messaging-memory")]
     pub use messaging_memory::{MemoryConfig, MemoryMessaging};
+    #[cfg(feature = "messaging-redis")]
+    pub use messaging_redis::{RedisConfig, RedisMessaging};
 }

@@ -35,6 +35,10 @@ pub fn messaging_names() -> Vec<String> {
     if cfg!(feature = "messaging-memory") {
         names.push("memory".to_owned());
     }
+    if cfg!(feature = "messaging-redis") {
+        names.push("redis".to_owned());
+        names.push("rediss".to_owned());
+    }
     names
 }
 
@@ -73,11 +77,13 @@ pub fn messaging(url: &str) -> Result<Arc<dyn MessagingBackend>> {
     match scheme {
         #[cfg(feature = "messaging-memory")]
         "memory" => Ok(Arc::new(messaging_memory::MemoryMessaging::new())),
+        #[cfg(feature = "messaging-redis")]
+        "redis" | "rediss" => Ok(Arc::new(messaging_redis::RedisMessaging::connect(url)?)),
         _ => Err(Error::new(
             ErrorKind::InvalidSpec,
             "guild",
             format!(
-                "unknown messaging backend {url:?}; this build has: {}",
+                "unknown messaging backend {scheme:?}; this build has: {}",
                 messaging_names().join(", ")
             ),
         )),

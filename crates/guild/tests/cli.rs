@@ -176,5 +176,37 @@ fn an_unknown_engine_or_backend_is_named() {
         None,
     );
     assert!(!messaging.status.success());
-    assert!(stderr(&messaging).contains("unknown messaging backend \"carrier-pigeon://loft\""));
+    assert!(stderr(&messaging).contains("unknown messaging backend \"carrier-pigeon\""));
+}
+
+#[test]
+fn the_examples_run_over_a_real_redis() {
+    let server = conformance::redis_server::RedisServer::start();
+    let url = server.url();
+    for engine in ["threads", "process"] {
+        let spec = example("request-response.toml");
+        let output = guild(
+            &["run", &spec, "--engine", engine, "--messaging", &url],
+            None,
+        );
+        let out = stdout(&output);
+        assert!(output.status.success(), "{out}\n{}", stderr(&output));
+        assert!(out.contains("messaging redis"), "{out}");
+        assert!(out.contains("[results] collector -> {\"count\":3"), "{out}");
+    }
+}
+
+#[test]
+fn an_unreachable_redis_is_named_and_its_password_kept_secret() {
+    // Nothing listens on port 1.
+    let url = "redis://app:hunter2@127.0.0.1:1";
+    let spec = example("request-response.toml");
+    let output = guild(&["run", &spec, "--messaging", url], None);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("cannot reach Redis at 127.0.0.1:1"), "{err}");
+    assert!(
+        !err.contains("hunter2") && !stdout(&output).contains("hunter2"),
+        "{err}"
+    );
 }
