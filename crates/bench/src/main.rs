@@ -13,6 +13,10 @@
 //! The process engine's cells: systems `process` (guild's process engine over its
 //! embedded broker) and `unix` (raw Unix socket pairs with a child process, the
 //! baseline), workloads `spawn`, `rtt` and `oneway`; see [`process`].
+//!
+//! The Redis backend's cells: systems `redis` (guild over Redis) and `redis-raw` (the
+//! `redis` crate alone), workloads `throughput` and `latency`; see [`redis`]. Each cell
+//! starts a private `redis-server`.
 #![allow(
     clippy::print_stdout,
     reason = "a benchmark program prints its results"
@@ -24,6 +28,7 @@ mod peer_kameo;
 mod peer_ractor;
 mod process;
 mod raw;
+mod redis;
 mod sizes;
 
 use std::process::ExitCode;
@@ -73,12 +78,12 @@ fn main() -> ExitCode {
         .collect();
     let [system_name, workload] = positional[..] else {
         eprintln!(
-            "usage: bench <guild|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start> [--quick]\n       bench <process|unix> <spawn|rtt|oneway> [--quick]"
+            "usage: bench <guild|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start> [--quick]\n       bench <process|unix> <spawn|rtt|oneway> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]"
         );
         return ExitCode::from(2);
     };
     let sizes = Sizes::new(quick);
-    if let "process" | "unix" = system_name {
+    if let "process" | "unix" | "redis" | "redis-raw" = system_name {
         return process_cell(system_name, workload, &sizes);
     }
     let system: Box<dyn System> = match system_name {
@@ -123,23 +128,24 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs one cell of the process engine's workloads.
+/// Runs one cell of the process engine's or the Redis backend's workloads.
 fn process_cell(system: &str, workload: &str, sizes: &Sizes) -> ExitCode {
     let n = match workload {
         "spawn" => process::SPAWNS as u64,
         "rtt" => sizes.rtt,
         "oneway" => sizes.oneway,
+        "throughput" => sizes.redis_throughput,
+        "latency" => sizes.redis_latency,
         other => {
             eprintln!("unknown workload {other:?}");
             return ExitCode::from(2);
         }
     };
-    let run = || {
-        if system == "process" {
-            process::guild(workload, n)
-        } else {
-            process::raw(workload, n)
-        }
+    let run = || match system {
+        "process" => process::guild(workload, n),
+        "unix" => process::raw(workload, n),
+        "redis" => redis::guild(workload, n),
+        _ => redis::raw(workload, n),
     };
     run(); // warm-up
     let samples: Vec<Sample> = (0..REPETITIONS).map(|_| run()).collect();

@@ -15,6 +15,8 @@ pub struct Sizes {
     pub start: usize,
     pub rtt: u64,
     pub oneway: u64,
+    pub redis_throughput: u64,
+    pub redis_latency: u64,
 }
 
 impl Sizes {
@@ -30,6 +32,8 @@ impl Sizes {
             start: 10_000,
             rtt: 20_000 / scale,
             oneway: 1_000_000 / scale,
+            redis_throughput: 100_000 / scale,
+            redis_latency: 5_000 / scale,
         }
     }
 
@@ -44,6 +48,8 @@ impl Sizes {
             "spawn" => crate::process::SPAWNS as f64,
             "rtt" => self.rtt as f64,
             "oneway" => self.oneway as f64,
+            "throughput" => self.redis_throughput as f64,
+            "latency" => self.redis_latency as f64,
             _ => self.start as f64,
         };
         let mut rates = Vec::new();
