@@ -60,7 +60,10 @@ pub fn guild(workload: &str, n: u64) -> Sample {
     let guild = GuildContext::new("bench", messaging.clone(), Arc::new(registry));
     let engine = ThreadsEngine::new();
     engine
-        .run_agent(&guild, AgentSpec::new("counter", "counter").with_topic("items"))
+        .run_agent(
+            &guild,
+            AgentSpec::new("counter", "counter").with_topic("items"),
+        )
         .expect("run");
     let ids = IdGenerator::process();
     let send = || {

@@ -11,7 +11,7 @@ use crate::NAME;
 ///
 /// Parsed from a URL: `redis://[user[:password]@]host[:port][/db][?key=value&...]`, or
 /// `rediss://` for TLS (with the `tls` feature). Query keys: `prefix` (default `guild`),
-/// `maxlen` (entries kept per topic, default 10000), `ttl` (seconds a message stays
+/// `maxlen` (entries kept per topic, default 100000), `ttl` (seconds a message stays
 /// findable by id, default 86400), `connect_timeout_ms` (default 2000),
 /// `io_timeout_ms` (default 5000), `readers` (blocking connections for live delivery,
 /// default 1).
@@ -116,7 +116,7 @@ impl RedisConfig {
             password,
             database,
             key_prefix: "guild".to_owned(),
-            max_len: 10_000,
+            max_len: 100_000,
             id_ttl: Duration::from_secs(86_400),
             connect_timeout: Duration::from_millis(2_000),
             io_timeout: Duration::from_millis(5_000),
@@ -223,7 +223,7 @@ mod tests {
         let config = RedisConfig::from_url("redis://localhost").unwrap();
         assert_eq!(
             (config.port, config.database, config.max_len),
-            (6379, 0, 10_000)
+            (6379, 0, 100_000)
         );
         for bad in [
             "http://x",

@@ -8,7 +8,10 @@
 //! - **Publishing** runs one Lua script that adds the message (bincode) to each topic's
 //!   stream and records where it went under its message id. The id record makes a
 //!   publish idempotent: a publish retried after a lost reply is not stored twice. It
-//!   also answers history by id, for as long as the id record lives (`ttl`).
+//!   also answers history by id, for as long as the id record lives (`ttl`). Publishes
+//!   are queued and sent in batches, one script call each, by a writer thread
+//!   ([`outbox`]): no round trip per message, nothing dropped, errors to the caller
+//!   while Redis is down.
 //! - **Live delivery** is read by a small, fixed number of reader threads per backend
 //!   instance (`readers`, default 1), each with one blocking `XREAD` connection shared
 //!   by every subscription of the instance: not a connection per agent.
@@ -27,6 +30,7 @@
 
 pub mod config;
 mod conn;
+pub mod outbox;
 pub mod subscription;
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +45,7 @@ use redis::{Connection, RedisResult};
 
 pub use config::RedisConfig;
 use conn::{Backoff, Commands, Connector};
+use outbox::{Outbox, Publish};
 use subscription::{ClientState, EntryId, RedisSubscription};
 
 /// The backend's name.
@@ -52,17 +57,28 @@ const READ_COUNT: usize = 1024;
 /// How long one `XREAD` blocks; new subscriptions join the read after at most this.
 const READ_BLOCK: Duration = Duration::from_millis(100);
 
-/// Adds a message to its topics' streams unless its id record exists, and records where
-/// it went. KEYS: the id record, then one stream per topic. ARGV: the encoded message,
-/// the streams' length cap, the id record's lifetime in seconds.
+/// Stores a batch of messages, each unless its id record exists, recording where each
+/// went. ARGV: the streams' length cap, the id records' lifetime in seconds, then per
+/// message its topic count and its encoding. KEYS: per message its id record, then one
+/// stream per topic. One call per batch keeps the script's overhead off each message.
 const PUBLISH: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local entries = {}
-for i = 2, #KEYS do
-  entries[#entries + 1] = KEYS[i] .. '\n' .. redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
+local max_len, ttl = ARGV[1], ARGV[2]
+local k, a, stored = 1, 3, 0
+while a <= #ARGV do
+  local topics, bytes = tonumber(ARGV[a]), ARGV[a + 1]
+  local record = KEYS[k]
+  if redis.call('EXISTS', record) == 0 then
+    local entries = {}
+    for i = 1, topics do
+      local stream = KEYS[k + i]
+      entries[i] = stream .. '\n' .. redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 'm', bytes)
+    end
+    redis.call('SET', record, table.concat(entries, '\n'), 'EX', ttl)
+    stored = stored + 1
+  end
+  k, a = k + 1 + topics, a + 2
 end
-redis.call('SET', KEYS[1], table.concat(entries, '\n'), 'EX', ARGV[3])
-return 1
+return stored
 ";
 
 /// The live subscriptions by stream key: each with the index of that topic among the
@@ -104,6 +120,8 @@ pub struct Shared {
     changed: Condvar,
     /// Clients with a live subscription through this instance.
     live: Mutex<HashSet<(String, String)>>,
+    /// Publishes on their way to Redis.
+    outbox: Outbox,
 }
 
 /// The Redis messaging backend; see the crate docs.
@@ -145,8 +163,18 @@ impl RedisMessaging {
             streams: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
             live: Mutex::new(HashSet::new()),
+            outbox: Outbox::default(),
         });
         shared.run(|connection| redis::cmd("PING").query::<String>(connection))?;
+        {
+            let shared = Arc::downgrade(&shared);
+            std::thread::Builder::new()
+                .name("redis-writer".into())
+                .spawn(move || write_loop(&shared))
+                .map_err(|e| {
+                    Error::new(ErrorKind::Io, NAME, format!("cannot start the writer: {e}"))
+                })?;
+        }
         for reader in 0..readers {
             let shared = Arc::downgrade(&shared);
             std::thread::Builder::new()
@@ -157,6 +185,44 @@ impl RedisMessaging {
                 })?;
         }
         Ok(Self { shared })
+    }
+}
+
+impl Drop for RedisMessaging {
+    /// Waits (up to the I/O timeout) for queued publishes to be stored.
+    fn drop(&mut self) {
+        let timeout = self.shared.connector.config().io_timeout;
+        if let Err(error) = self.shared.outbox.settle(timeout) {
+            tracing::error!(%error, unsent = self.shared.outbox.unsent(), "publishes not stored when the Redis backend was dropped");
+        }
+    }
+}
+
+/// The writer thread: sends queued publishes in batches, in order, retrying a failed
+/// batch (after a backoff) until Redis takes it; ends when the backend and all its
+/// subscriptions are gone and nothing is left to send.
+fn write_loop(shared: &Weak<Shared>) {
+    let mut connection: Option<Connection> = None;
+    let mut backoff = Backoff::new();
+    while let Some(shared) = shared.upgrade() {
+        let batch = shared.outbox.take(READ_BLOCK);
+        if batch.is_empty() {
+            continue;
+        }
+        match shared.write(&mut connection, &batch) {
+            Ok(()) => {
+                backoff.reset();
+                shared.outbox.stored(batch);
+            }
+            Err(error) => {
+                connection = None;
+                let wait = backoff.next_wait();
+                tracing::warn!(%error, ?wait, unsent = batch.len(), "cannot publish to Redis; retrying");
+                shared.outbox.failed(batch, error.to_string());
+                drop(shared);
+                std::thread::sleep(wait);
+            }
+        }
     }
 }
 
@@ -177,6 +243,7 @@ impl Shared {
         self.commands.run(&self.connector, command)
     }
 
+    /// Queues `message` for the writer.
     fn publish_message(&self, message: &Message) -> Result<()> {
         if message.topics.is_empty() {
             return Err(Error::new(
@@ -185,22 +252,56 @@ impl Shared {
                 "a message needs at least one topic",
             ));
         }
-        let bytes = encode(message)?;
         let namespace = &message.namespace;
-        let record = self.keys.id_record(namespace, message.id);
-        let streams: Vec<String> = message
-            .topics
-            .iter()
-            .map(|topic| self.keys.stream(namespace, topic))
-            .collect();
+        let publish = Publish {
+            record: self.keys.id_record(namespace, message.id),
+            streams: message
+                .topics
+                .iter()
+                .map(|topic| self.keys.stream(namespace, topic))
+                .collect(),
+            bytes: encode(message)?,
+        };
+        self.outbox
+            .push(publish, self.connector.config().io_timeout)
+    }
+
+    /// Waits until this instance's queued publishes are stored, so that what follows
+    /// reads them.
+    fn settle(&self) -> Result<()> {
+        self.outbox.settle(self.connector.config().io_timeout)
+    }
+
+    /// Sends one batch of publishes as one script call, on the writer's connection.
+    fn write(&self, connection: &mut Option<Connection>, batch: &[Publish]) -> Result<()> {
+        let live = match connection {
+            Some(live) => live,
+            None => {
+                let mut fresh = self.connector.connect()?;
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(PUBLISH)
+                    .query::<String>(&mut fresh)
+                    .map_err(|e| self.connector.unavailable(&e))?;
+                connection.insert(fresh)
+            }
+        };
         let config = self.connector.config();
         let (max_len, ttl) = (config.max_len, config.id_ttl.as_secs().max(1));
-        self.run(|connection| {
-            let mut invocation = self.publish.key(&record);
-            invocation.key(&streams).arg(&bytes).arg(max_len).arg(ttl);
-            invocation.invoke::<i64>(connection)
-        })?;
-        Ok(())
+        let keys: usize = batch.iter().map(|p| 1 + p.streams.len()).sum();
+        let mut command = redis::cmd("EVALSHA");
+        command.arg(self.publish.get_hash()).arg(keys);
+        for publish in batch {
+            command.arg(&publish.record).arg(&publish.streams);
+        }
+        command.arg(max_len).arg(ttl);
+        for publish in batch {
+            command.arg(publish.streams.len()).arg(&publish.bytes);
+        }
+        command
+            .query::<i64>(live)
+            .map(|_| ())
+            .map_err(|e| self.connector.unavailable(&e))
     }
 
     /// Forgets a subscription that detached.
@@ -477,6 +578,7 @@ impl MessagingBackend for RedisMessaging {
             ));
         }
         let subscribed = (|| {
+            shared.settle()?;
             let positions = shared
                 .keys
                 .positions(&request.namespace, &request.client_id);
@@ -537,6 +639,7 @@ impl MessagingBackend for RedisMessaging {
     }
 
     fn history(&self, namespace: &str, query: &HistoryQuery) -> Result<Vec<Arc<Message>>> {
+        self.shared.settle()?;
         match query {
             HistoryQuery::Topic(topic) => self.shared.range(namespace, topic),
             HistoryQuery::After { topic, after } => {

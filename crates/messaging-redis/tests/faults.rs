@@ -32,7 +32,8 @@ impl Agent for Tally {
 /// Publishes every number once, retrying each until Redis takes it; `fault` runs once
 /// a third of the way through, on another thread, while publishing goes on.
 fn run_through(server: &Arc<Mutex<RedisServer>>, fault: impl FnOnce() + Send + 'static) {
-    let url = server.lock().unwrap().url();
+    // Retention above the stream's length: a consumer that lags is never trimmed past.
+    let url = format!("{}?maxlen={MESSAGES}", server.lock().unwrap().url());
     let counts = Arc::new(Mutex::new(vec![0u32; MESSAGES as usize]));
     let mut registry = AgentRegistry::new();
     let shared = counts.clone();

@@ -1,0 +1,197 @@
+//! Publishing without a round trip per message: `publish` queues the message, and one
+//! writer thread per backend instance sends what is queued in batches (one call of the
+//! publish script each), in publish order.
+//!
+//! Nothing is dropped silently. A batch that fails is sent again, first, until Redis
+//! takes it (the script is idempotent, so a batch that was stored before its reply was
+//! lost is not stored twice). While a batch is failing, Redis counts as down and
+//! `publish` returns the error to the caller; when the queue is full, `publish` waits
+//! for room and then fails rather than grow without bound. `settle` waits until what
+//! was queued before it is stored: history and new subscriptions call it first, so a
+//! backend instance reads its own writes.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use engine_core::{Error, ErrorKind, Result};
+
+use crate::NAME;
+
+/// Publishes queued at most before `publish` waits for room.
+pub const LIMIT: usize = 65_536;
+
+/// Publishes sent in one batch at most.
+pub const BATCH: usize = 512;
+
+/// One queued publish: the message's id record, its topic streams, its encoding.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// The id record key.
+    pub record: String,
+    /// One stream key per topic.
+    pub streams: Vec<String>,
+    /// The encoded message.
+    pub bytes: Vec<u8>,
+}
+
+/// The queue between publishers and the writer.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Publish>,
+    /// Publishes taken by the writer and not yet stored.
+    sending: usize,
+    queued: u64,
+    stored: u64,
+    /// Why Redis counts as down, while it does.
+    down: Option<String>,
+}
+
+impl Outbox {
+    /// Queues a publish; fails while Redis is down, or when the queue stays full for
+    /// `timeout`.
+    pub fn push(&self, publish: Publish, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            if let Some(why) = &state.down {
+                return Err(unavailable(why));
+            }
+            if state.queue.len() + state.sending < LIMIT {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    NAME,
+                    format!("Redis is not keeping up: {LIMIT} publishes are waiting"),
+                )
+                .retryable(true));
+            }
+            state = self.wait(state, left);
+        }
+        state.queue.push_back(publish);
+        state.queued += 1;
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Waits until everything queued before the call is stored.
+    pub fn settle(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        let target = state.queued;
+        while state.stored < target {
+            if let Some(why) = &state.down {
+                return Err(unavailable(why));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    NAME,
+                    format!(
+                        "{} publishes still unsent after {timeout:?}",
+                        target - state.stored
+                    ),
+                ));
+            }
+            state = self.wait(state, left);
+        }
+        Ok(())
+    }
+
+    /// The writer's next batch, waiting up to `wait` for one.
+    pub fn take(&self, wait: Duration) -> Vec<Publish> {
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            state = self.wait(state, wait);
+        }
+        let n = state.queue.len().min(BATCH);
+        state.sending += n;
+        state.queue.drain(..n).collect()
+    }
+
+    /// The writer stored `batch`.
+    pub fn stored(&self, batch: Vec<Publish>) {
+        let mut state = self.lock();
+        state.sending -= batch.len();
+        state.stored += batch.len() as u64;
+        state.down = None;
+        self.changed.notify_all();
+    }
+
+    /// The writer failed to store `batch`: it goes back to the front, and Redis counts
+    /// as down until a batch is stored.
+    pub fn failed(&self, batch: Vec<Publish>, why: String) {
+        let mut state = self.lock();
+        state.sending -= batch.len();
+        for publish in batch.into_iter().rev() {
+            state.queue.push_front(publish);
+        }
+        state.down = Some(why);
+        self.changed.notify_all();
+    }
+
+    /// How many publishes are queued or being sent.
+    pub fn unsent(&self) -> usize {
+        let state = self.lock();
+        state.queue.len() + state.sending
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
+        self.changed
+            .wait_timeout(state, timeout)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn unavailable(why: &str) -> Error {
+    Error::new(ErrorKind::Unavailable, NAME, why.to_owned()).retryable(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(n: u8) -> Publish {
+        Publish {
+            record: format!("r{n}"),
+            streams: vec!["s".into()],
+            bytes: vec![n],
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_goes_back_first_and_refuses_publishes_until_stored() {
+        let outbox = Outbox::default();
+        for n in 0..3 {
+            outbox.push(publish(n), Duration::ZERO).unwrap();
+        }
+        let batch = outbox.take(Duration::ZERO);
+        assert_eq!(batch.len(), 3);
+        outbox.failed(batch, "cannot reach Redis at h:1".into());
+        let refused = outbox.push(publish(9), Duration::ZERO).unwrap_err();
+        assert!(refused.to_string().contains("h:1"), "{refused}");
+        assert!(outbox.settle(Duration::ZERO).is_err());
+        let again = outbox.take(Duration::ZERO);
+        let order: Vec<u8> = again.iter().map(|p| p.bytes[0]).collect();
+        assert_eq!(order, [0, 1, 2]);
+        outbox.stored(again);
+        outbox.settle(Duration::ZERO).unwrap();
+        outbox.push(publish(3), Duration::ZERO).unwrap();
+        assert_eq!(outbox.unsent(), 1);
+    }
+}
