@@ -29,8 +29,46 @@ const WORKLOADS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The process engine's workloads: (workload, what it measures, whether the ratio to
-/// the raw baseline compares p50 latencies rather than rates).
+/// A section that sets one guild system beside one raw baseline, workload by workload.
+struct Paired {
+    /// Its name for `--only`, and its marker in `docs/benchmarks.md`.
+    name: &'static str,
+    guild: (&'static str, &'static str),
+    raw: (&'static str, &'static str),
+    /// (workload, what it measures, whether the ratio compares p50 latencies rather
+    /// than rates).
+    workloads: &'static [(&'static str, &'static str, bool)],
+}
+
+const PAIRED: &[Paired] = &[
+    Paired {
+        name: "process",
+        guild: ("process", "guild process"),
+        raw: ("unix", "raw unix"),
+        workloads: PROCESS_WORKLOADS,
+    },
+    Paired {
+        name: "redis",
+        guild: ("redis", "guild redis"),
+        raw: ("redis-raw", "redis crate"),
+        workloads: REDIS_WORKLOADS,
+    },
+];
+
+const REDIS_WORKLOADS: &[(&str, &str, bool)] = &[
+    (
+        "throughput",
+        "publish to handled between two agents, messages/s (raw: pipelined XADD)",
+        false,
+    ),
+    (
+        "latency",
+        "one message at a time, publish to handled (raw: PUBLISH to a SUBSCRIBEd connection)",
+        true,
+    ),
+];
+
+/// The process engine's workloads.
 const PROCESS_WORKLOADS: &[(&str, &str, bool)] = &[
     (
         "spawn",
@@ -70,9 +108,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         None => None,
     };
     if let Some(section) = only
-        && !["in-process", "process"].contains(&section)
+        && section != "in-process"
+        && !PAIRED.iter().any(|paired| paired.name == section)
     {
-        bail!("unknown section {section:?}: in-process or process");
+        bail!("unknown section {section:?}: in-process, process or redis");
     }
     cmd::run(&["build", "--release", "--quiet", "--package", "bench"])?;
     let measure = |system: &str, workload: &str| -> anyhow::Result<Figures> {
@@ -87,7 +126,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         if quick { " --quick" } else { "" },
         format_args!(" --runs {runs}")
     );
-    if only != Some("process") {
+    if only.is_none_or(|section| section == "in-process") {
         let systems: Vec<&str> = std::iter::once("guild")
             .chain(PEERS.iter().copied())
             .chain(BASELINES.iter().copied())
@@ -103,35 +142,39 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         print!("{table}");
         write_docs("bench", &table, &command)?;
     }
-    if only != Some("in-process") {
+    for paired in PAIRED {
+        if only.is_some_and(|section| section != paired.name) {
+            continue;
+        }
         let mut table = String::new();
-        for (workload, what, by_latency) in PROCESS_WORKLOADS {
-            let guild = measure("process", workload)?;
-            let raw = measure("unix", workload)?;
-            render_process(&mut table, workload, what, *by_latency, guild, raw);
+        for (workload, what, by_latency) in paired.workloads {
+            let guild = measure(paired.guild.0, workload)?;
+            let raw = measure(paired.raw.0, workload)?;
+            let rows = [(paired.guild.1, guild), (paired.raw.1, raw)];
+            render_paired(&mut table, workload, what, *by_latency, &rows);
         }
         print!("{table}");
-        write_docs("bench-process", &table, &command)?;
+        write_docs(&format!("bench-{}", paired.name), &table, &command)?;
     }
     Ok(())
 }
 
-/// One process-engine workload: guild's figures beside the raw baseline's.
-fn render_process(
+/// One paired workload: guild's figures beside the raw baseline's (the last row).
+fn render_paired(
     out: &mut String,
     workload: &str,
     what: &str,
     by_latency: bool,
-    guild: Figures,
-    raw: Figures,
+    rows: &[(&str, Figures)],
 ) {
+    let raw = rows[rows.len() - 1].1;
     let _ = writeln!(out, "\n### {workload}: {what}\n");
     let _ = writeln!(
         out,
         "| system | rate/s | p50 µs | p90 µs | p99 µs | vs raw |\n|---|---:|---:|---:|---:|---:|"
     );
     let micros = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.1}"));
-    for (system, figures) in [("guild process", guild), ("raw unix", raw)] {
+    for (system, figures) in rows.iter().copied() {
         let ratio = if by_latency {
             format!(
                 "{:.2}x p50",
