@@ -226,9 +226,8 @@ fn wait_dead(engine: &ProcessEngine, guild: &GuildContext, agent: &str) -> engin
         .expect("a dead agent stays listed")
 }
 
-/// Sends `count` messages to `topic` and checks `agent` handled exactly that many more.
-fn exchange(engine: &ProcessEngine, guild: &GuildContext, agent: &str, topic: &str, count: u64) {
-    let before = handled(engine, guild, agent);
+/// Publishes the numbers `0..count` to `topic`, as the test.
+fn send_numbers(guild: &GuildContext, topic: &str, count: u64) {
     for i in 0..count {
         publish(
             &*guild.messaging,
@@ -238,6 +237,21 @@ fn exchange(engine: &ProcessEngine, guild: &GuildContext, agent: &str, topic: &s
             &i.to_string(),
         );
     }
+}
+
+/// Kills process `pid` with `SIGKILL`.
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// Sends `count` messages to `topic` and checks `agent` handled exactly that many more.
+fn exchange(engine: &ProcessEngine, guild: &GuildContext, agent: &str, topic: &str, count: u64) {
+    let before = handled(engine, guild, agent);
+    send_numbers(guild, topic, count);
     wait_until(&[engine], &format!("{agent} handles {count} more"), || {
         handled(engine, guild, agent) >= before + count
     });
@@ -283,11 +297,7 @@ fn kill_9() {
         .run_agent(&guild, spec("listener", "counter", &["replies"]))
         .unwrap();
     let victim = pid_of(&engine, &guild, "victim");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(victim as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(victim);
     let crashed = loop {
         let event = events
             .recv_timeout(DEADLINE)
@@ -317,24 +327,12 @@ fn redelivery() {
     engine
         .run_agent(&guild, spec("slow", "sleeper", &["t"]))
         .unwrap();
-    for i in 0..60 {
-        publish(
-            &*guild.messaging,
-            &guild.namespace,
-            "test",
-            "t",
-            &i.to_string(),
-        );
-    }
+    send_numbers(&guild, "t", 60);
     wait_until(&[&engine], "slow handles a few", || {
         handled(&engine, &guild, "slow") >= 5
     });
     let pid = pid_of(&engine, &guild, "slow");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(pid);
     let first = wait_dead(&engine, &guild, "slow").messages_in;
     assert!(first < 60, "the kill came after everything was handled");
     engine
@@ -485,15 +483,7 @@ fn corrupt_frame() {
         .run_agent(&guild, spec("bystander", "counter", &["t"]))
         .unwrap();
     // Messages queued for the bystander around the sabotage are all handled.
-    for i in 0..50 {
-        publish(
-            &*guild.messaging,
-            &guild.namespace,
-            "test",
-            "t",
-            &i.to_string(),
-        );
-    }
+    send_numbers(&guild, "t", 50);
     publish(
         &*guild.messaging,
         &guild.namespace,
