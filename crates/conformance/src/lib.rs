@@ -38,6 +38,8 @@ macro_rules! messaging_suite {
             history_of_a_topic_is_in_publish_order,
             history_after_an_id_is_by_time,
             history_by_ids_keeps_the_requested_order,
+            a_message_published_after_a_newer_one_is_delivered_and_found,
+            a_burst_is_found_by_id_and_resumed_exactly,
             nothing_one_client_does_wipes_another,
             the_consumer_is_notified_when_work_arrives,
             a_client_id_has_one_live_subscription,

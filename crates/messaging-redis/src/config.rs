@@ -11,8 +11,9 @@ use crate::NAME;
 ///
 /// Parsed from a URL: `redis://[user[:password]@]host[:port][/db][?key=value&...]`, or
 /// `rediss://` for TLS (with the `tls` feature). Query keys: `prefix` (default `guild`),
-/// `maxlen` (entries kept per topic, default 100000), `ttl` (seconds a message stays
-/// findable by id, default 86400), `connect_timeout_ms` (default 2000),
+/// `maxlen` (entries kept per topic, default 100000; 0 for no length limit), `maxage`
+/// (seconds a message is kept, by the time in its id; default none), `ttl` (seconds
+/// the bookkeeping records live, default 86400), `connect_timeout_ms` (default 2000),
 /// `io_timeout_ms` (default 5000), `readers` (blocking connections for live delivery,
 /// default 1).
 #[derive(Clone, PartialEq, Eq)]
@@ -31,10 +32,18 @@ pub struct RedisConfig {
     pub database: i64,
     /// Prefix of every key.
     pub key_prefix: String,
-    /// Entries kept per topic stream (approximately: trimming is `MAXLEN ~`).
+    /// Entries kept per topic stream (approximately: trimming is `MAXLEN ~`); 0 keeps
+    /// any number.
     pub max_len: u64,
-    /// How long a message stays findable by id.
-    pub id_ttl: Duration,
+    /// How long a message is kept at least, by the time in its id: older messages are
+    /// trimmed at each publish to their topic, up to a second late (messages published
+    /// together are stored, and trimmed, together). `None` keeps messages of any age.
+    pub max_age: Option<Duration>,
+    /// How long the bookkeeping records live: a publisher's record of what it stored
+    /// (which makes retried publishes idempotent) and the record of where a message
+    /// stored out of id order went (which finds it by id). Longer than any outage a
+    /// publisher should retry through.
+    pub record_ttl: Duration,
     /// Connecting gives up after this.
     pub connect_timeout: Duration,
     /// A command gives up after this.
@@ -53,7 +62,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("database", &self.database)
             .field("key_prefix", &self.key_prefix)
             .field("max_len", &self.max_len)
-            .field("id_ttl", &self.id_ttl)
+            .field("max_age", &self.max_age)
+            .field("record_ttl", &self.record_ttl)
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
             .field("readers", &self.readers)
@@ -117,7 +127,8 @@ impl RedisConfig {
             database,
             key_prefix: "guild".to_owned(),
             max_len: 100_000,
-            id_ttl: Duration::from_secs(86_400),
+            max_age: None,
+            record_ttl: Duration::from_secs(86_400),
             connect_timeout: Duration::from_millis(2_000),
             io_timeout: Duration::from_millis(5_000),
             readers: 1,
@@ -132,7 +143,8 @@ impl RedisConfig {
             match key {
                 "prefix" => config.key_prefix = value.to_owned(),
                 "maxlen" => config.max_len = number()?,
-                "ttl" => config.id_ttl = Duration::from_secs(number()?),
+                "maxage" => config.max_age = Some(Duration::from_secs(number()?)),
+                "ttl" => config.record_ttl = Duration::from_secs(number()?),
                 "connect_timeout_ms" => config.connect_timeout = Duration::from_millis(number()?),
                 "io_timeout_ms" => config.io_timeout = Duration::from_millis(number()?),
                 "readers" => config.readers = number()?.max(1) as usize,
@@ -203,7 +215,7 @@ mod tests {
     #[test]
     fn a_full_url_parses_and_hides_its_password() {
         let config = RedisConfig::from_url(
-            "redis://app:s3cret@cache.example:6380/2?prefix=team&maxlen=500&readers=2",
+            "redis://app:s3cret@cache.example:6380/2?prefix=team&maxlen=500&maxage=60&readers=2",
         )
         .unwrap();
         assert_eq!(config.address(), "cache.example:6380");
@@ -212,6 +224,7 @@ mod tests {
         assert_eq!(config.database, 2);
         assert_eq!(config.key_prefix, "team");
         assert_eq!(config.max_len, 500);
+        assert_eq!(config.max_age, Some(Duration::from_secs(60)));
         assert_eq!(config.readers, 2);
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cret"), "{debug}");

@@ -3,18 +3,17 @@
 //! The delivery contract on Redis Streams, so agents in different processes and on
 //! different machines share a bus that survives restarts.
 //!
-//! - **Topics** are streams, one per namespaced topic (`<prefix>:<guild>:topic:<topic>`),
-//!   trimmed to a configured length (`MAXLEN ~`).
-//! - **Publishing** runs one Lua script that adds the message (bincode) to each topic's
-//!   stream and records where it went under its message id. The id record makes a
-//!   publish idempotent: a publish retried after a lost reply is not stored twice. It
-//!   also answers history by id, for as long as the id record lives (`ttl`). Publishes
-//!   are queued and sent in batches, one script call each, by a writer thread
-//!   ([`outbox`]): no round trip per message, nothing dropped, errors to the caller
-//!   while Redis is down.
+//! - **Topics** are streams, one per namespaced topic (`<prefix>:<guild>:topic:<topic>`).
+//!   Retention is by length (`MAXLEN ~`), by age (`MINID ~`), or both.
+//! - **Publishing** queues the message ([`outbox`]); a writer thread ([`writer`]) stores
+//!   queued messages in batches, one script call each: no round trip per message,
+//!   nothing dropped, errors to the caller while Redis is down. Each backend instance
+//!   numbers its publishes and the script keeps the last number stored, so a batch
+//!   retried after a lost reply is not stored twice. A message's stream entry id is
+//!   derived from its message id, which is how it is found by id ([`history`]).
 //! - **Live delivery** is read by a small, fixed number of reader threads per backend
 //!   instance (`readers`, default 1), each with one blocking `XREAD` connection shared
-//!   by every subscription of the instance: not a connection per agent.
+//!   by every subscription of the instance: not a connection per agent ([`reader`]).
 //! - **Positions** are stored per client in a hash (`<prefix>:<guild>:pos:<client>`),
 //!   so a client restarted anywhere resumes where it left off.
 //! - **Faults.** A broken connection is remade (readers back off exponentially with
@@ -30,67 +29,45 @@
 
 pub mod config;
 mod conn;
+pub mod history;
 pub mod outbox;
+pub mod reader;
 pub mod subscription;
+pub mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use engine_core::{
-    Capabilities, Error, ErrorKind, HistoryQuery, IdGenerator, Message, MessagingBackend, Notify,
-    Result, StartFrom, SubscribeRequest, Subscription,
+    Capabilities, Error, ErrorKind, HistoryQuery, IdGenerator, Message, MessageId,
+    MessagingBackend, Notify, Result, StartFrom, SubscribeRequest, Subscription,
 };
 use redis::{Connection, RedisResult};
 
 pub use config::RedisConfig;
-use conn::{Backoff, Commands, Connector};
+use conn::{Commands, Connector};
 use outbox::{Outbox, Publish};
-use subscription::{ClientState, EntryId, RedisSubscription};
+use subscription::{ClientState, EntryId, Pos, RedisSubscription};
 
 /// The backend's name.
 pub const NAME: &str = "redis";
 
-/// Entries one `XREAD` fetches per stream at most.
-const READ_COUNT: usize = 1024;
-
 /// How long one `XREAD` blocks; new subscriptions join the read after at most this.
-const READ_BLOCK: Duration = Duration::from_millis(100);
-
-/// Stores a batch of messages, each unless its id record exists, recording where each
-/// went. ARGV: the streams' length cap, the id records' lifetime in seconds, then per
-/// message its topic count and its encoding. KEYS: per message its id record, then one
-/// stream per topic. One call per batch keeps the script's overhead off each message.
-const PUBLISH: &str = r"
-local max_len, ttl = ARGV[1], ARGV[2]
-local k, a, stored = 1, 3, 0
-while a <= #ARGV do
-  local topics, bytes = tonumber(ARGV[a]), ARGV[a + 1]
-  local record = KEYS[k]
-  if redis.call('EXISTS', record) == 0 then
-    local entries = {}
-    for i = 1, topics do
-      local stream = KEYS[k + i]
-      entries[i] = stream .. '\n' .. redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 'm', bytes)
-    end
-    redis.call('SET', record, table.concat(entries, '\n'), 'EX', ttl)
-    stored = stored + 1
-  end
-  k, a = k + 1 + topics, a + 2
-end
-return stored
-";
+pub(crate) const READ_BLOCK: Duration = Duration::from_millis(100);
 
 /// The live subscriptions by stream key: each with the index of that topic among the
 /// client's topics.
 type Subscribers = HashMap<String, Vec<(usize, Weak<ClientState>)>>;
 
-/// Entries fetched from one stream, decoded, by stream key.
-type Batch = (String, Vec<(EntryId, Arc<Message>)>);
+/// Entries fetched from one stream, each with the messages it holds, by stream key.
+pub(crate) type Batch = (String, Vec<(EntryId, Vec<Arc<Message>>)>);
 
 /// The key names of one backend instance.
 pub struct Keys {
     prefix: String,
+    /// This instance's record as a publisher.
+    publisher: String,
 }
 
 impl Keys {
@@ -102,8 +79,19 @@ impl Keys {
         format!("{}:{namespace}:pos:{client}", self.prefix)
     }
 
-    fn id_record(&self, namespace: &str, id: engine_core::MessageId) -> String {
-        format!("{}:{namespace}:id:{id}", self.prefix)
+    /// The prefix of every key of one guild.
+    fn guild(&self, namespace: &str) -> String {
+        format!("{}:{namespace}", self.prefix)
+    }
+
+    /// The set of a guild's topic streams.
+    fn topics(&self, namespace: &str) -> String {
+        format!("{}:{namespace}:topics", self.prefix)
+    }
+
+    /// Where a guild records the messages of one hour that were stored late.
+    fn late(&self, namespace: &str, unix_ms: u64) -> String {
+        format!("{}:{namespace}:late:{}", self.prefix, unix_ms / 3_600_000)
     }
 }
 
@@ -151,6 +139,7 @@ impl RedisMessaging {
     pub fn with_config(config: RedisConfig) -> Result<Self> {
         let readers = config.readers;
         let keys = Keys {
+            publisher: format!("{}:publisher:{}", config.key_prefix, writer::publisher_id()),
             prefix: config.key_prefix.clone(),
         };
         let connector = Connector::new(config)?;
@@ -158,7 +147,7 @@ impl RedisMessaging {
             connector,
             commands: Commands::new(),
             keys,
-            publish: redis::Script::new(PUBLISH),
+            publish: redis::Script::new(writer::PUBLISH),
             ids: IdGenerator::process(),
             streams: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
@@ -170,7 +159,7 @@ impl RedisMessaging {
             let shared = Arc::downgrade(&shared);
             std::thread::Builder::new()
                 .name("redis-writer".into())
-                .spawn(move || write_loop(&shared))
+                .spawn(move || writer::write_loop(&shared))
                 .map_err(|e| {
                     Error::new(ErrorKind::Io, NAME, format!("cannot start the writer: {e}"))
                 })?;
@@ -179,7 +168,7 @@ impl RedisMessaging {
             let shared = Arc::downgrade(&shared);
             std::thread::Builder::new()
                 .name(format!("redis-reader-{reader}"))
-                .spawn(move || read_loop(&shared, reader, readers))
+                .spawn(move || reader::read_loop(&shared, reader, readers))
                 .map_err(|e| {
                     Error::new(ErrorKind::Io, NAME, format!("cannot start a reader: {e}"))
                 })?;
@@ -195,45 +184,6 @@ impl Drop for RedisMessaging {
         if let Err(error) = self.shared.outbox.settle(timeout) {
             tracing::error!(%error, unsent = self.shared.outbox.unsent(), "publishes not stored when the Redis backend was dropped");
         }
-    }
-}
-
-/// The writer thread: sends queued publishes in batches, in order, retrying a failed
-/// batch (after a backoff) until Redis takes it; ends when the backend and all its
-/// subscriptions are gone and nothing is left to send.
-fn write_loop(shared: &Weak<Shared>) {
-    let mut connection: Option<Connection> = None;
-    let mut backoff = Backoff::new();
-    while let Some(shared) = shared.upgrade() {
-        let batch = shared.outbox.take(READ_BLOCK);
-        if batch.is_empty() {
-            continue;
-        }
-        match shared.write(&mut connection, &batch) {
-            Ok(()) => {
-                backoff.reset();
-                shared.outbox.stored(batch);
-            }
-            Err(error) => {
-                connection = None;
-                let wait = backoff.next_wait();
-                tracing::warn!(%error, ?wait, unsent = batch.len(), "cannot publish to Redis; retrying");
-                shared.outbox.failed(batch, error.to_string());
-                drop(shared);
-                std::thread::sleep(wait);
-            }
-        }
-    }
-}
-
-/// One reader thread: fetches new entries of its share of the streams (those whose key
-/// hashes to `reader` of `readers`) and hands them to their subscribers, until the
-/// backend and all its subscriptions are gone.
-fn read_loop(shared: &Weak<Shared>, reader: usize, readers: usize) {
-    let mut connection: Option<Connection> = None;
-    let mut backoff = Backoff::new();
-    while let Some(shared) = shared.upgrade() {
-        shared.read_once(&mut connection, &mut backoff, reader, readers);
     }
 }
 
@@ -254,7 +204,9 @@ impl Shared {
         }
         let namespace = &message.namespace;
         let publish = Publish {
-            record: self.keys.id_record(namespace, message.id),
+            seq: 0,
+            entry: writer::entry_of(message.id),
+            guild: self.keys.guild(namespace),
             streams: message
                 .topics
                 .iter()
@@ -270,38 +222,6 @@ impl Shared {
     /// reads them.
     fn settle(&self) -> Result<()> {
         self.outbox.settle(self.connector.config().io_timeout)
-    }
-
-    /// Sends one batch of publishes as one script call, on the writer's connection.
-    fn write(&self, connection: &mut Option<Connection>, batch: &[Publish]) -> Result<()> {
-        let live = match connection {
-            Some(live) => live,
-            None => {
-                let mut fresh = self.connector.connect()?;
-                redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(PUBLISH)
-                    .query::<String>(&mut fresh)
-                    .map_err(|e| self.connector.unavailable(&e))?;
-                connection.insert(fresh)
-            }
-        };
-        let config = self.connector.config();
-        let (max_len, ttl) = (config.max_len, config.id_ttl.as_secs().max(1));
-        let keys: usize = batch.iter().map(|p| 1 + p.streams.len()).sum();
-        let mut command = redis::cmd("EVALSHA");
-        command.arg(self.publish.get_hash()).arg(keys);
-        for publish in batch {
-            command.arg(&publish.record).arg(&publish.streams);
-        }
-        command.arg(max_len).arg(ttl);
-        for publish in batch {
-            command.arg(publish.streams.len()).arg(&publish.bytes);
-        }
-        command
-            .query::<i64>(live)
-            .map(|_| ())
-            .map_err(|e| self.connector.unavailable(&e))
     }
 
     /// Forgets a subscription that detached.
@@ -321,84 +241,7 @@ impl Shared {
         lock(&self.live).remove(&(state.namespace.clone(), state.client_id.clone()));
     }
 
-    /// One turn of a reader: waits for subscriptions, or reads once and dispatches.
-    fn read_once(
-        &self,
-        connection: &mut Option<Connection>,
-        backoff: &mut Backoff,
-        reader: usize,
-        readers: usize,
-    ) {
-        let wanted = self.wanted(reader, readers);
-        if wanted.is_empty() {
-            let streams = self.lock_streams();
-            let _ = self.changed.wait_timeout(streams, READ_BLOCK);
-            return;
-        }
-        if connection.is_none() {
-            match self.connector.connect() {
-                Ok(fresh) => *connection = Some(fresh),
-                Err(error) => {
-                    let wait = backoff.next_wait();
-                    tracing::warn!(%error, ?wait, "reader cannot connect; retrying");
-                    std::thread::sleep(wait);
-                    return;
-                }
-            }
-        }
-        let Some(live) = connection.as_mut() else {
-            return;
-        };
-        match read(live, &wanted) {
-            Ok(batches) => {
-                backoff.reset();
-                self.dispatch(batches);
-            }
-            Err(error) => {
-                *connection = None;
-                let wait = backoff.next_wait();
-                tracing::warn!(%error, ?wait, "reader lost its Redis connection; reconnecting");
-                std::thread::sleep(wait);
-            }
-        }
-    }
-
-    /// The streams of this reader's share with the position to read after: the lowest
-    /// cursor among their subscribers.
-    fn wanted(&self, reader: usize, readers: usize) -> Vec<(String, EntryId)> {
-        let streams = self.lock_streams();
-        streams
-            .iter()
-            .filter(|(key, _)| share(key, readers) == reader)
-            .filter_map(|(key, clients)| {
-                let lowest = clients
-                    .iter()
-                    .filter_map(|(topic, client)| Some(client.upgrade()?.cursor(*topic)))
-                    .min()?;
-                Some((key.clone(), lowest))
-            })
-            .collect()
-    }
-
-    fn dispatch(&self, batches: Vec<Batch>) {
-        for (key, entries) in batches {
-            let clients: Vec<(usize, Arc<ClientState>)> = self
-                .lock_streams()
-                .get(&key)
-                .map(|clients| {
-                    clients
-                        .iter()
-                        .filter_map(|(topic, client)| Some((*topic, client.upgrade()?)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (topic, client) in clients {
-                client.receive(topic, &entries);
-            }
-        }
-    }
-
-    fn lock_streams(&self) -> MutexGuard<'_, Subscribers> {
+    pub(crate) fn lock_streams(&self) -> MutexGuard<'_, Subscribers> {
         lock(&self.streams)
     }
 
@@ -410,9 +253,9 @@ impl Shared {
         topic: &str,
         key: &str,
         start: StartFrom,
-    ) -> Result<(EntryId, bool)> {
-        if let Some(entry) = stored.get(topic).and_then(|s| EntryId::parse(s)) {
-            return Ok((entry, false));
+    ) -> Result<(Pos, bool)> {
+        if let Some(pos) = stored.get(topic).and_then(|s| Pos::parse(s)) {
+            return Ok((pos, false));
         }
         let entry = match start {
             StartFrom::Earliest => EntryId::default(),
@@ -431,113 +274,90 @@ impl Shared {
                     .unwrap_or_default()
             }
         };
-        Ok((entry, true))
-    }
-
-    /// The retained messages of one topic stream, in stream order.
-    fn range(&self, namespace: &str, topic: &str) -> Result<Vec<Arc<Message>>> {
-        let key = self.keys.stream(namespace, topic);
-        let entries: Vec<(String, Vec<Vec<u8>>)> = self.run(|connection| {
-            redis::cmd("XRANGE")
-                .arg(&key)
-                .arg("-")
-                .arg("+")
-                .query(connection)
-        })?;
-        entries
-            .iter()
-            .map(|(_, fields)| decode_fields(fields))
-            .collect()
-    }
-
-    /// A message by id, while its id record and stream entry live.
-    fn by_id(&self, namespace: &str, id: engine_core::MessageId) -> Result<Option<Arc<Message>>> {
-        let record: Option<String> = self.run(|connection| {
-            redis::cmd("GET")
-                .arg(self.keys.id_record(namespace, id))
-                .query(connection)
-        })?;
-        let Some(record) = record else {
-            return Ok(None);
-        };
-        let mut lines = record.lines();
-        let (Some(key), Some(entry)) = (lines.next(), lines.next()) else {
-            return Ok(None);
-        };
-        let found: Vec<(String, Vec<Vec<u8>>)> = self.run(|connection| {
-            redis::cmd("XRANGE")
-                .arg(key)
-                .arg(entry)
-                .arg(entry)
-                .query(connection)
-        })?;
-        found
-            .first()
-            .map(|(_, fields)| decode_fields(fields))
-            .transpose()
+        Ok((Pos::whole(entry), true))
     }
 }
 
-/// Which reader reads stream `key`.
-fn share(key: &str, readers: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut hasher);
-    (hasher.finish() % readers.max(1) as u64) as usize
-}
-
-/// One blocking `XREAD` over `wanted`.
-fn read(connection: &mut Connection, wanted: &[(String, EntryId)]) -> RedisResult<Vec<Batch>> {
-    let mut command = redis::cmd("XREAD");
-    command
-        .arg("COUNT")
-        .arg(READ_COUNT)
-        .arg("BLOCK")
-        .arg(READ_BLOCK.as_millis() as u64)
-        .arg("STREAMS");
-    for (key, _) in wanted {
-        command.arg(key);
-    }
-    for (_, after) in wanted {
-        command.arg(after.to_string());
-    }
-    type Reply = Option<Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>>;
-    let reply: Reply = command.query(connection)?;
-    let mut batches = Vec::new();
-    for (key, entries) in reply.unwrap_or_default() {
-        let mut decoded = Vec::with_capacity(entries.len());
-        for (id, fields) in entries {
-            let (Some(entry), Ok(message)) = (EntryId::parse(&id), decode_fields(&fields)) else {
-                tracing::error!(stream = %key, entry = %id, "skipping an entry that does not decode");
-                continue;
-            };
-            decoded.push((entry, message));
-        }
-        batches.push((key, decoded));
-    }
-    Ok(batches)
-}
-
+/// `message` encoded as one frame member: its length, then its bincode encoding.
 fn encode(message: &Message) -> Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(message, bincode::config::standard()).map_err(|e| {
-        Error::new(
-            ErrorKind::Codec,
-            NAME,
-            format!("cannot encode a message: {e}"),
-        )
-    })
+    let mut bytes = vec![0; 4];
+    bincode::serde::encode_into_std_write(message, &mut bytes, bincode::config::standard())
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Codec,
+                NAME,
+                format!("cannot encode a message: {e}"),
+            )
+        })?;
+    let length = u32::try_from(bytes.len() - 4)
+        .map_err(|_| Error::new(ErrorKind::Codec, NAME, "a message over 4 GiB"))?;
+    bytes[..4].copy_from_slice(&length.to_le_bytes());
+    Ok(bytes)
 }
 
-/// The message in an entry's fields (`m`, the encoded message).
-fn decode_fields(fields: &[Vec<u8>]) -> Result<Arc<Message>> {
-    let bytes = fields
+/// The messages in an entry's fields (`m`, a frame: each message encoded, behind its
+/// length as four little-endian bytes).
+pub(crate) fn decode_fields(fields: &[Vec<u8>]) -> Result<Vec<Arc<Message>>> {
+    let mut messages = Vec::new();
+    for member in frame_members(fields)? {
+        messages.push(decode_member(member?)?);
+    }
+    if messages.is_empty() {
+        return Err(corrupt("no message"));
+    }
+    Ok(messages)
+}
+
+/// The message `id` among an entry's, decoding only that one.
+pub(crate) fn find_in_fields(fields: &[Vec<u8>], id: MessageId) -> Result<Option<Arc<Message>>> {
+    for member in frame_members(fields)? {
+        let member = member?;
+        // The id is the first field of the encoding.
+        let (first, _): (MessageId, _) =
+            bincode::serde::decode_from_slice(member, bincode::config::standard())
+                .map_err(|e| corrupt(&e.to_string()))?;
+        if first == id {
+            return decode_member(member).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The encoded messages of an entry's frame.
+fn frame_members(fields: &[Vec<u8>]) -> Result<impl Iterator<Item = Result<&[u8]>>> {
+    let mut frame = fields
         .chunks(2)
         .find(|pair| pair[0] == b"m")
         .and_then(|pair| pair.get(1))
-        .ok_or_else(|| Error::new(ErrorKind::Codec, NAME, "an entry without a message"))?;
-    let (message, _) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| Error::new(ErrorKind::Codec, NAME, format!("a corrupt entry: {e}")))?;
+        .ok_or_else(|| corrupt("no message field"))?
+        .as_slice();
+    Ok(std::iter::from_fn(move || {
+        if frame.is_empty() {
+            return None;
+        }
+        let Some((length, rest)) = frame.split_first_chunk::<4>() else {
+            frame = &[];
+            return Some(Err(corrupt("a cut length")));
+        };
+        let length = u32::from_le_bytes(*length) as usize;
+        if rest.len() < length {
+            frame = &[];
+            return Some(Err(corrupt("a cut message")));
+        }
+        let (member, rest) = rest.split_at(length);
+        frame = rest;
+        Some(Ok(member))
+    }))
+}
+
+fn decode_member(member: &[u8]) -> Result<Arc<Message>> {
+    let (message, _) = bincode::serde::decode_from_slice(member, bincode::config::standard())
+        .map_err(|e| corrupt(&e.to_string()))?;
     Ok(Arc::new(message))
+}
+
+fn corrupt(why: &str) -> Error {
+    Error::new(ErrorKind::Codec, NAME, format!("a corrupt entry: {why}"))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -647,15 +467,7 @@ impl MessagingBackend for RedisMessaging {
                 messages.retain(|m| m.id.time_key() > after.time_key());
                 Ok(messages)
             }
-            HistoryQuery::Ids(ids) => {
-                let mut found = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if let Some(message) = self.shared.by_id(namespace, *id)? {
-                        found.push(message);
-                    }
-                }
-                Ok(found)
-            }
+            HistoryQuery::Ids(ids) => self.shared.by_ids(namespace, ids),
         }
     }
 }

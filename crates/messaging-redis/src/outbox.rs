@@ -1,10 +1,10 @@
-//! Publishing without a round trip per message: `publish` queues the message, and one
-//! writer thread per backend instance sends what is queued in batches (one call of the
-//! publish script each), in publish order.
+//! Publishing without a round trip per message: `publish` queues the message, numbered,
+//! and one writer thread per backend instance ([`crate::writer`]) sends what is queued in
+//! batches (one call of the publish script each), in publish order.
 //!
 //! Nothing is dropped silently. A batch that fails is sent again, first, until Redis
 //! takes it (the script is idempotent, so a batch that was stored before its reply was
-//! lost is not stored twice). While a batch is failing, Redis counts as down and
+//! lost is not stored twice: its numbers stay the same). While a batch is failing, Redis counts as down and
 //! `publish` returns the error to the caller; when the queue is full, `publish` waits
 //! for room and then fails rather than grow without bound. `settle` waits until what
 //! was queued before it is stored: history and new subscriptions call it first, so a
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use engine_core::{Error, ErrorKind, Result};
 
 use crate::NAME;
+use crate::subscription::EntryId;
 
 /// Publishes queued at most before `publish` waits for room.
 pub const LIMIT: usize = 65_536;
@@ -24,14 +25,19 @@ pub const LIMIT: usize = 65_536;
 /// Publishes sent in one batch at most.
 pub const BATCH: usize = 512;
 
-/// One queued publish: the message's id record, its topic streams, its encoding.
+/// One queued publish: where and under which entry id to store which message.
 #[derive(Debug, Clone)]
 pub struct Publish {
-    /// The id record key.
-    pub record: String,
+    /// Its number among this instance's publishes, from 1, set when it is queued: the
+    /// writer's script skips what the publisher's record says is stored already.
+    pub seq: u64,
+    /// The stream entry id it maps to ([`crate::writer::entry_of`]).
+    pub entry: EntryId,
+    /// The key prefix of its guild.
+    pub guild: String,
     /// One stream key per topic.
     pub streams: Vec<String>,
-    /// The encoded message.
+    /// The encoded message, behind its length (a frame member).
     pub bytes: Vec<u8>,
 }
 
@@ -56,7 +62,7 @@ struct State {
 impl Outbox {
     /// Queues a publish; fails while Redis is down, or when the queue stays full for
     /// `timeout`.
-    pub fn push(&self, publish: Publish, timeout: Duration) -> Result<()> {
+    pub fn push(&self, mut publish: Publish, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         loop {
@@ -77,8 +83,9 @@ impl Outbox {
             }
             state = self.wait(state, left);
         }
-        state.queue.push_back(publish);
         state.queued += 1;
+        publish.seq = state.queued;
+        state.queue.push_back(publish);
         self.changed.notify_all();
         Ok(())
     }
@@ -168,7 +175,9 @@ mod tests {
 
     fn publish(n: u8) -> Publish {
         Publish {
-            record: format!("r{n}"),
+            seq: 0,
+            entry: EntryId(1, n.into()),
+            guild: "g".into(),
             streams: vec!["s".into()],
             bytes: vec![n],
         }
@@ -187,8 +196,12 @@ mod tests {
         assert!(refused.to_string().contains("h:1"), "{refused}");
         assert!(outbox.settle(Duration::ZERO).is_err());
         let again = outbox.take(Duration::ZERO);
-        let order: Vec<u8> = again.iter().map(|p| p.bytes[0]).collect();
-        assert_eq!(order, [0, 1, 2]);
+        let order: Vec<(u8, u64)> = again.iter().map(|p| (p.bytes[0], p.seq)).collect();
+        assert_eq!(
+            order,
+            [(0, 1), (1, 2), (2, 3)],
+            "the same numbers when retried"
+        );
         outbox.stored(again);
         outbox.settle(Duration::ZERO).unwrap();
         outbox.push(publish(3), Duration::ZERO).unwrap();

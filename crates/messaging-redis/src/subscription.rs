@@ -1,8 +1,9 @@
 //! One client's subscription: what the readers fetched for it, ordered by message id,
 //! and its positions, which it stores in Redis so it resumes wherever it restarts.
 //!
-//! Positions are kept per topic as a *watermark*: the stream entry up to which
-//! everything has been completed. Deliveries are handed out in message-id order across
+//! A stream entry holds the messages one batch published to that topic (a frame), so a
+//! message's place in a topic is a [`Pos`]: its entry and its index there. Positions are
+//! kept per topic as a *watermark*: the place up to which everything has been completed. Deliveries are handed out in message-id order across
 //! topics (priority first), so within one topic they may complete out of stream order;
 //! the watermark then stays below the oldest entry not yet completed. Watermarks are
 //! written to Redis when the client runs out of work, every [`FLUSH_EVERY`]
@@ -21,6 +22,10 @@ use crate::{NAME, Shared};
 
 /// Completions between two writes of a busy client's positions.
 pub const FLUSH_EVERY: u64 = 256;
+
+/// Deliveries fetched ahead for one client at most; beyond this the readers leave the
+/// rest in Redis until the client catches up, so a slow agent holds bounded memory.
+pub const FETCH_AHEAD: usize = 8_192;
 
 /// A stream entry id, `ms-seq`, ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -48,12 +53,77 @@ impl std::fmt::Display for EntryId {
     }
 }
 
+/// A message's place in a topic stream: its entry, and its index among the messages of
+/// that entry, where the entry's last message has index [`Pos::LAST`]. So `(e, LAST)`
+/// also means "all of entry `e`", and places order as the messages do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    /// The stream entry.
+    pub entry: EntryId,
+    /// The index within the entry.
+    pub index: u32,
+}
+
+impl Pos {
+    /// The index of an entry's last message.
+    pub const LAST: u32 = u32::MAX;
+
+    /// All of entry `entry`.
+    pub fn whole(entry: EntryId) -> Self {
+        Self {
+            entry,
+            index: Self::LAST,
+        }
+    }
+
+    /// Parses `ms-seq` (a whole entry) or `ms-seq/index`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.split_once('/') {
+            None => Some(Self::whole(EntryId::parse(text)?)),
+            Some((entry, index)) => Some(Self {
+                entry: EntryId::parse(entry)?,
+                index: index.parse().ok()?,
+            }),
+        }
+    }
+
+    /// The place just before this one.
+    fn before(self) -> Self {
+        match self.index {
+            0 => Self::whole(self.entry.before()),
+            index => Self {
+                entry: self.entry,
+                index: index - 1,
+            },
+        }
+    }
+
+    /// The entry to read after so that a read returns what comes after this place:
+    /// this entry once it is wholly behind, else the one before it.
+    pub fn read_after(self) -> EntryId {
+        if self.index == Self::LAST {
+            self.entry
+        } else {
+            self.entry.before()
+        }
+    }
+}
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Self::LAST => write!(f, "{}", self.entry),
+            index => write!(f, "{}/{index}", self.entry),
+        }
+    }
+}
+
 /// A delivery fetched for a client and not yet completed.
 #[derive(Debug, Clone)]
 struct Fetched {
     /// Which of the client's topics.
     topic: usize,
-    entry: EntryId,
+    pos: Pos,
     message: Arc<Message>,
 }
 
@@ -63,8 +133,8 @@ struct Fetched {
 struct ByMessageId(Fetched);
 
 impl ByMessageId {
-    fn key(&self) -> (MessageId, EntryId, usize) {
-        (self.0.message.id, self.0.entry, self.0.topic)
+    fn key(&self) -> (MessageId, Pos, usize) {
+        (self.0.message.id, self.0.pos, self.0.topic)
     }
 }
 
@@ -103,12 +173,12 @@ pub struct ClientState {
 struct Inner {
     queue: BinaryHeap<Reverse<ByMessageId>>,
     in_flight: VecDeque<Fetched>,
-    /// The last entry fetched, per topic.
-    cursor: Vec<EntryId>,
-    /// Entries fetched and not completed, per topic.
-    open: Vec<BTreeSet<EntryId>>,
+    /// The last place fetched, per topic.
+    cursor: Vec<Pos>,
+    /// Places fetched and not completed, per topic.
+    open: Vec<BTreeSet<Pos>>,
     /// Everything up to here is completed, per topic.
-    watermark: Vec<EntryId>,
+    watermark: Vec<Pos>,
     /// Watermarks not yet written to Redis.
     dirty: Vec<bool>,
     completed_since_flush: u64,
@@ -121,7 +191,7 @@ impl ClientState {
         client_id: &str,
         topics: Vec<Arc<str>>,
         keys: Vec<String>,
-        start: Vec<EntryId>,
+        start: Vec<Pos>,
         notify: Arc<dyn Notify>,
     ) -> Self {
         let n = topics.len();
@@ -143,32 +213,53 @@ impl ClientState {
         }
     }
 
-    /// Where the readers should read `topic` from for this client.
-    pub fn cursor(&self, topic: usize) -> EntryId {
-        self.lock().cursor[topic]
+    /// The entry after which the readers should read `topic` for this client, or
+    /// `None` while it has [`FETCH_AHEAD`] deliveries waiting already.
+    pub fn wants(&self, topic: usize) -> Option<EntryId> {
+        let inner = self.lock();
+        (inner.queue.len() < FETCH_AHEAD).then(|| inner.cursor[topic].read_after())
     }
 
     /// Takes entries the readers fetched from `topic`'s stream, in stream order.
-    pub fn receive(&self, topic: usize, entries: &[(EntryId, Arc<Message>)]) {
+    pub fn receive(&self, topic: usize, entries: &[(EntryId, Vec<Arc<Message>>)]) {
         let mut inner = self.lock();
         let mut queued = false;
-        for (entry, message) in entries {
-            if *entry <= inner.cursor[topic] {
-                continue;
-            }
-            inner.cursor[topic] = *entry;
-            if message.sender == self.client_id {
-                // Never delivered to its sender: complete at once.
+        'entries: for (entry, messages) in entries {
+            if messages.is_empty() && Pos::whole(*entry) > inner.cursor[topic] {
+                // An entry the reader could not decode: passed over.
+                inner.cursor[topic] = Pos::whole(*entry);
                 inner.advance(topic);
-                continue;
             }
-            inner.open[topic].insert(*entry);
-            inner.queue.push(Reverse(ByMessageId(Fetched {
-                topic,
-                entry: *entry,
-                message: message.clone(),
-            })));
-            queued = true;
+            for (index, message) in messages.iter().enumerate() {
+                let pos = Pos {
+                    entry: *entry,
+                    index: if index + 1 == messages.len() {
+                        Pos::LAST
+                    } else {
+                        index as u32
+                    },
+                };
+                if pos <= inner.cursor[topic] {
+                    continue;
+                }
+                if inner.queue.len() >= FETCH_AHEAD {
+                    // The rest stays in Redis; the cursor says where to fetch it from.
+                    break 'entries;
+                }
+                inner.cursor[topic] = pos;
+                if message.sender == self.client_id {
+                    // Never delivered to its sender: complete at once.
+                    inner.advance(topic);
+                    continue;
+                }
+                inner.open[topic].insert(pos);
+                inner.queue.push(Reverse(ByMessageId(Fetched {
+                    topic,
+                    pos,
+                    message: message.clone(),
+                })));
+                queued = true;
+            }
         }
         drop(inner);
         if queued {
@@ -176,8 +267,8 @@ impl ClientState {
         }
     }
 
-    /// The watermarks not yet written, as (topic index, entry).
-    fn dirty(&self) -> Vec<(usize, EntryId)> {
+    /// The watermarks not yet written, as (topic index, place).
+    fn dirty(&self) -> Vec<(usize, Pos)> {
         let inner = self.lock();
         (0..self.topics.len())
             .filter(|&t| inner.dirty[t])
@@ -185,7 +276,7 @@ impl ClientState {
             .collect()
     }
 
-    fn mark_written(&self, written: &[(usize, EntryId)]) {
+    fn mark_written(&self, written: &[(usize, Pos)]) {
         let mut inner = self.lock();
         for (topic, entry) in written {
             if inner.watermark[*topic] == *entry {
@@ -284,6 +375,10 @@ impl Subscription for RedisSubscription {
                 return Ok(None);
             };
             inner.in_flight.push_back(fetched.clone());
+            if inner.queue.len() == FETCH_AHEAD / 2 {
+                // Room again: a reader that left this client's streams alone may fetch.
+                self.shared.changed.notify_all();
+            }
             fetched
         };
         Ok(Some(self.to_delivery(&fetched)))
@@ -317,7 +412,7 @@ impl Subscription for RedisSubscription {
         let flush = {
             let mut inner = self.state.lock();
             inner.in_flight.pop_front();
-            inner.open[fetched.topic].remove(&fetched.entry);
+            inner.open[fetched.topic].remove(&fetched.pos);
             inner.advance(fetched.topic);
             inner.completed_since_flush += 1;
             inner.completed_since_flush >= FLUSH_EVERY
@@ -349,6 +444,26 @@ impl Drop for RedisSubscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_order_within_and_across_entries_and_round_trip() {
+        let (a, b) = (EntryId(5, 0), EntryId(5, 1));
+        let first = Pos { entry: b, index: 0 };
+        assert!(Pos::whole(a) < first && first < Pos::whole(b));
+        assert_eq!(first.before(), Pos::whole(a));
+        assert_eq!(
+            Pos::whole(b).before(),
+            Pos {
+                entry: b,
+                index: Pos::LAST - 1
+            }
+        );
+        assert_eq!(first.read_after(), a, "entry b is not wholly behind");
+        assert_eq!(Pos::whole(b).read_after(), b);
+        for pos in [first, Pos::whole(b)] {
+            assert_eq!(Pos::parse(&pos.to_string()), Some(pos));
+        }
+    }
 
     #[test]
     fn entry_ids_parse_order_and_step_back() {

@@ -1,0 +1,198 @@
+//! How the Redis backend stores messages, seen from outside: frames from several
+//! publishers on one stream, retention by age, and entries it cannot read.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use conformance::harness::{publish, text, unique_namespace, wait_until};
+use conformance::redis_server::RedisServer;
+use engine_core::{
+    HistoryQuery, IdGenerator, Message, MessageId, MessagingBackend, Notify, Outcome, Payload,
+    Priority, StartFrom, SubscribeRequest, Subscription,
+};
+use messaging_redis::RedisMessaging;
+
+struct Quiet;
+
+impl Notify for Quiet {
+    fn notify(&self) {}
+}
+
+/// Subscribes `client` to `topic` from the earliest message.
+fn subscribe(bus: &RedisMessaging, ns: &str, client: &str, topic: &str) -> Box<dyn Subscription> {
+    bus.subscribe(
+        SubscribeRequest {
+            namespace: ns.into(),
+            client_id: client.into(),
+            topics: vec![topic.into()],
+            start: StartFrom::Earliest,
+        },
+        Arc::new(Quiet),
+    )
+    .unwrap()
+}
+
+/// Handles deliveries until `n` have come, returning their texts.
+fn take(subscription: &mut dyn Subscription, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    wait_until(&[], &format!("{n} deliveries"), || {
+        while let Some(delivery) = subscription.next().unwrap() {
+            seen.push(text(&delivery.message));
+            subscription.complete(Outcome::Handled).unwrap();
+        }
+        seen.len() >= n
+    });
+    seen
+}
+
+/// Two backend instances (two publishers, as two processes would be) publish to one
+/// topic at once while Redis holds writes back for a moment, so both send large
+/// batches whose frames span overlapping id ranges, some reaching Redis after newer
+/// messages of the other. Every message is delivered once and found by id.
+#[test]
+fn two_publishers_on_one_stream_lose_repeat_and_hide_nothing() {
+    const EACH: usize = 5_000;
+    let server = RedisServer::start();
+    let reader = RedisMessaging::connect(&server.url()).unwrap();
+    let ns = unique_namespace("two-publishers");
+    let mut client = subscribe(&reader, &ns, "c", "t");
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_000)
+        .arg("WRITE")
+        .query::<()>(&mut raw)
+        .unwrap();
+    let ids: Vec<Vec<MessageId>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|name| {
+                let (url, ns) = (server.url(), ns.clone());
+                scope.spawn(move || {
+                    let bus = RedisMessaging::connect(&url).unwrap();
+                    (0..EACH)
+                        .map(|n| publish(&bus, &ns, name, "t", &format!("{name}{n}")))
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen = take(&mut *client, 2 * EACH);
+    seen.sort();
+    let mut expected: Vec<String> = ["a", "b"]
+        .iter()
+        .flat_map(|name| (0..EACH).map(move |n| format!("{name}{n}")))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    let all: Vec<MessageId> = ids.concat();
+    let found = reader
+        .history(&ns, &HistoryQuery::Ids(all.clone()))
+        .unwrap();
+    let found: Vec<MessageId> = found.iter().map(|m| m.id).collect();
+    let missing = all.iter().filter(|id| !found.contains(id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} messages not found by id",
+        all.len()
+    );
+    assert_eq!(found, all, "found in the order asked");
+}
+
+/// With `maxage`, messages older than the age (by the time in their ids) are trimmed
+/// as newer ones are published.
+#[test]
+fn retention_by_age_trims_old_messages() {
+    let server = RedisServer::start();
+    let bus = RedisMessaging::connect(&format!("{}?maxage=60", server.url())).unwrap();
+    let ns = unique_namespace("age");
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut old = Message::builder("t", Payload::json("old").unwrap()).build(
+        &IdGenerator::process(),
+        &ns,
+        "p",
+    );
+    old.id = IdGenerator::new(7)
+        .unwrap()
+        .next_at(Priority::Normal, now_ms - 120_000);
+    old.timestamp_ms = old.id.unix_ms();
+    bus.publish(old).unwrap();
+    publish(&bus, &ns, "p", "t", "new");
+    let kept = bus.history(&ns, &HistoryQuery::Topic("t".into())).unwrap();
+    assert_eq!(kept.iter().map(|m| text(m)).collect::<Vec<_>>(), ["new"]);
+}
+
+/// An entry that is not a message (written by something else under the prefix) is
+/// passed over, with an error logged, by live delivery and by history alike; what
+/// comes before and after it is delivered.
+#[test]
+fn an_entry_that_does_not_decode_is_passed_over() {
+    let server = RedisServer::start();
+    let bus = RedisMessaging::connect(&server.url()).unwrap();
+    let ns = unique_namespace("corrupt");
+    let mut client = subscribe(&bus, &ns, "c", "t");
+    publish(&bus, &ns, "p", "t", "before");
+    assert_eq!(take(&mut *client, 1), ["before"]);
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for junk in [&b"\x05\0\0\0abc"[..], b"\xff"] {
+        redis::cmd("XADD")
+            .arg(format!("guild:{ns}:topic:t"))
+            .arg("*")
+            .arg("m")
+            .arg(junk)
+            .query::<String>(&mut raw)
+            .unwrap();
+    }
+    publish(&bus, &ns, "p", "t", "after");
+    assert_eq!(take(&mut *client, 1), ["after"]);
+    let history = bus.history(&ns, &HistoryQuery::Topic("t".into())).unwrap();
+    assert_eq!(
+        history.iter().map(|m| text(m)).collect::<Vec<_>>(),
+        ["before", "after"]
+    );
+}
+
+/// A slow client holds a bounded number of fetched deliveries; the rest waits in Redis
+/// and comes, in order, as it catches up.
+#[test]
+fn a_slow_client_fetches_a_bounded_window() {
+    const MESSAGES: usize = 30_000;
+    let server = RedisServer::start();
+    let bus = RedisMessaging::connect(&server.url()).unwrap();
+    let ns = unique_namespace("window");
+    let mut client = subscribe(&bus, &ns, "c", "t");
+    for n in 0..MESSAGES {
+        publish(&bus, &ns, "p", "t", &n.to_string());
+    }
+    let mut most = 0;
+    let mut seen = Vec::with_capacity(MESSAGES);
+    wait_until(&[], "every message is handled", || {
+        for _ in 0..1_000 {
+            most = most.max(client.pending());
+            let Some(delivery) = client.next().unwrap() else {
+                break;
+            };
+            seen.push(text(&delivery.message));
+            client.complete(Outcome::Handled).unwrap();
+        }
+        seen.len() == MESSAGES
+    });
+    let expected: Vec<String> = (0..MESSAGES).map(|n| n.to_string()).collect();
+    assert_eq!(seen, expected);
+    let window = messaging_redis::subscription::FETCH_AHEAD;
+    assert!(
+        (window / 2..=window).contains(&most),
+        "{most} deliveries were held at once; the window is {window}"
+    );
+}
