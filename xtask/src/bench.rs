@@ -1,11 +1,12 @@
-//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process]`: every benchmark
+//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process|redis]`: every benchmark
 //! cell (system x workload), each in a fresh process, repeated `runs` times (median of
 //! the per-run medians), printed as tables of figures with their ratios to the best peer
 //! framework and to the best raw baseline, and written into `docs/benchmarks.md`.
 //!
-//! Two sections: the in-process workloads (guild's threads engine against peer actor
-//! frameworks and raw channels) and the process engine's workloads (against raw Unix
-//! socket pairs with a child process).
+//! Three sections: the in-process workloads (guild's threads engine against peer actor
+//! frameworks and raw channels), the process engine's workloads (against raw Unix
+//! socket pairs with a child process), and the Redis backend's (against the `redis`
+//! crate alone on the same kind of private server).
 
 use std::fmt::Write as _;
 

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use engine_core::{
-    ExecutionEngine, GuildContext, IdGenerator, Message, MessageId, MessagingBackend, Payload,
-    Priority,
+    ExecutionEngine, GuildContext, IdGenerator, Message, MessageId, MessagingBackend, NoNotify,
+    Payload, Priority, StartFrom, SubscribeRequest, Subscription,
 };
 
 /// How long a scenario waits for something that should happen before it fails.
@@ -64,6 +64,27 @@ pub fn publish_with(
     let id = message.id;
     messaging.publish(message).expect("publish");
     id
+}
+
+/// Subscribes `client` to `topics`; the test polls, so nothing is notified.
+pub fn subscribe(
+    messaging: &dyn MessagingBackend,
+    namespace: &str,
+    client: &str,
+    topics: &[&str],
+    start: StartFrom,
+) -> Box<dyn Subscription> {
+    messaging
+        .subscribe(
+            SubscribeRequest {
+                namespace: namespace.into(),
+                client_id: client.into(),
+                topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+                start,
+            },
+            Arc::new(NoNotify),
+        )
+        .expect("subscribe")
 }
 
 /// The JSON string payload of a message.

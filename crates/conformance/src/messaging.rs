@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use engine_core::{
     DeadLetter, ERROR_TOPIC, ErrorKind, Failure, HistoryQuery, IdGenerator, Message, MessageId,
-    MessagingBackend, Notify, Outcome, Payload, Priority, StartFrom, SubscribeRequest,
-    Subscription,
+    Notify, Outcome, Payload, Priority, StartFrom, SubscribeRequest, Subscription,
 };
 
-use crate::harness::{MakeMessaging, publish, publish_with, text, unique_namespace, wait_until};
+use crate::harness::{
+    MakeMessaging, publish, publish_with, subscribe, text, unique_namespace, wait_until,
+};
 
 /// A client's queue drained one delivery at a time, completing each as handled.
 fn drain(subscription: &mut dyn Subscription) -> Vec<(String, String)> {
@@ -37,26 +38,6 @@ impl Notify for Counted {
     fn notify(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
-}
-
-fn subscribe(
-    messaging: &dyn MessagingBackend,
-    namespace: &str,
-    client: &str,
-    topics: &[&str],
-    start: StartFrom,
-) -> Box<dyn Subscription> {
-    messaging
-        .subscribe(
-            SubscribeRequest {
-                namespace: namespace.into(),
-                client_id: client.into(),
-                topics: topics.iter().map(|t| (*t).to_owned()).collect(),
-                start,
-            },
-            Arc::new(Counted::default()),
-        )
-        .expect("subscribe")
 }
 
 /// Waits until a subscription has `n` deliveries queued (backends that deliver through

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use engine_core::{
-    HistoryQuery, IdGenerator, Message, MessagingBackend, NoNotify, Outcome, Payload, StartFrom,
-    SubscribeRequest, Subscription,
+    HistoryQuery, IdGenerator, Message, MessagingBackend, Outcome, Payload, StartFrom, Subscription,
 };
 use messaging_memory::{MemoryConfig, MemoryMessaging};
 
@@ -26,16 +25,7 @@ fn subscribe(
     client: &str,
     topic: &str,
 ) -> Box<dyn Subscription> {
-    bus.subscribe(
-        SubscribeRequest {
-            namespace: namespace.into(),
-            client_id: client.into(),
-            topics: vec![topic.into()],
-            start: StartFrom::Latest,
-        },
-        Arc::new(NoNotify),
-    )
-    .unwrap()
+    conformance::harness::subscribe(bus, namespace, client, &[topic], StartFrom::Latest)
 }
 
 fn history(bus: &MemoryMessaging, namespace: &str, topic: &str) -> Vec<u64> {

@@ -1,35 +1,34 @@
 //! How the Redis backend stores messages, seen from outside: frames from several
 //! publishers on one stream, retention by age, and entries it cannot read.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use conformance::harness::{publish, text, unique_namespace, wait_until};
 use conformance::redis_server::RedisServer;
 use engine_core::{
-    HistoryQuery, IdGenerator, Message, MessageId, MessagingBackend, Notify, Outcome, Payload,
-    Priority, StartFrom, SubscribeRequest, Subscription,
+    HistoryQuery, IdGenerator, Message, MessageId, MessagingBackend, Outcome, Payload, Priority,
+    StartFrom, Subscription,
 };
 use messaging_redis::RedisMessaging;
 
-struct Quiet;
-
-impl Notify for Quiet {
-    fn notify(&self) {}
-}
-
 /// Subscribes `client` to `topic` from the earliest message.
 fn subscribe(bus: &RedisMessaging, ns: &str, client: &str, topic: &str) -> Box<dyn Subscription> {
-    bus.subscribe(
-        SubscribeRequest {
-            namespace: ns.into(),
-            client_id: client.into(),
-            topics: vec![topic.into()],
-            start: StartFrom::Earliest,
-        },
-        Arc::new(Quiet),
-    )
-    .unwrap()
+    conformance::harness::subscribe(bus, ns, client, &[topic], StartFrom::Earliest)
+}
+
+/// A private server, a backend on it (with `settings`, a URL query), and a namespace.
+fn setup(scenario: &str, settings: &str) -> (RedisServer, RedisMessaging, String) {
+    let server = RedisServer::start();
+    let bus = RedisMessaging::connect(&format!("{}{settings}", server.url())).unwrap();
+    (server, bus, unique_namespace(scenario))
+}
+
+/// A connection of the test's own, beside the backend's.
+fn raw_connection(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
 }
 
 /// Handles deliveries until `n` have come, returning their texts.
@@ -52,14 +51,9 @@ fn take(subscription: &mut dyn Subscription, n: usize) -> Vec<String> {
 #[test]
 fn two_publishers_on_one_stream_lose_repeat_and_hide_nothing() {
     const EACH: usize = 5_000;
-    let server = RedisServer::start();
-    let reader = RedisMessaging::connect(&server.url()).unwrap();
-    let ns = unique_namespace("two-publishers");
+    let (server, reader, ns) = setup("two-publishers", "");
     let mut client = subscribe(&reader, &ns, "c", "t");
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut raw = raw_connection(&server);
     redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(1_000)
@@ -108,9 +102,7 @@ fn two_publishers_on_one_stream_lose_repeat_and_hide_nothing() {
 /// as newer ones are published.
 #[test]
 fn retention_by_age_trims_old_messages() {
-    let server = RedisServer::start();
-    let bus = RedisMessaging::connect(&format!("{}?maxage=60", server.url())).unwrap();
-    let ns = unique_namespace("age");
+    let (_server, bus, ns) = setup("age", "?maxage=60");
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -135,16 +127,11 @@ fn retention_by_age_trims_old_messages() {
 /// comes before and after it is delivered.
 #[test]
 fn an_entry_that_does_not_decode_is_passed_over() {
-    let server = RedisServer::start();
-    let bus = RedisMessaging::connect(&server.url()).unwrap();
-    let ns = unique_namespace("corrupt");
+    let (server, bus, ns) = setup("corrupt", "");
     let mut client = subscribe(&bus, &ns, "c", "t");
     publish(&bus, &ns, "p", "t", "before");
     assert_eq!(take(&mut *client, 1), ["before"]);
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut raw = raw_connection(&server);
     for junk in [&b"\x05\0\0\0abc"[..], b"\xff"] {
         redis::cmd("XADD")
             .arg(format!("guild:{ns}:topic:t"))
@@ -168,9 +155,7 @@ fn an_entry_that_does_not_decode_is_passed_over() {
 #[test]
 fn a_slow_client_fetches_a_bounded_window() {
     const MESSAGES: usize = 30_000;
-    let server = RedisServer::start();
-    let bus = RedisMessaging::connect(&server.url()).unwrap();
-    let ns = unique_namespace("window");
+    let (_server, bus, ns) = setup("window", "");
     let mut client = subscribe(&bus, &ns, "c", "t");
     for n in 0..MESSAGES {
         publish(&bus, &ns, "p", "t", &n.to_string());
