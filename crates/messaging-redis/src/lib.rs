@@ -24,7 +24,7 @@
 //! after its positions were last stored (at most [`subscription::FLUSH_EVERY`]
 //! completions, or since it last ran out of work), and anything it completed out of
 //! stream order because a more urgent message overtook it. Handlers that must not see a
-//! message twice deduplicate on its [`MessageId`](engine_core::MessageId), which is
+//! message twice deduplicate on its [`MessageId`], which is
 //! stable across redeliveries.
 
 pub mod config;
