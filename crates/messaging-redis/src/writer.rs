@@ -115,16 +115,6 @@ fn write(shared: &Shared, writer: &mut Writer, batch: &[Publish], retrying: bool
         }
     };
     let config = shared.connector.config();
-    let min_id = match config.max_age {
-        Some(age) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let oldest = now.saturating_sub(age).as_millis() as u64;
-            EntryId(oldest.saturating_sub(FRAME_SPAN_MS), 0).to_string()
-        }
-        None => "0".to_owned(),
-    };
     let mut batch = batch;
     if retrying {
         let stored: Option<u64> = redis::cmd("GET")
@@ -143,7 +133,7 @@ fn write(shared: &Shared, writer: &mut Writer, batch: &[Publish], retrying: bool
         .arg(1)
         .arg(&shared.keys.publisher)
         .arg(config.max_len)
-        .arg(min_id)
+        .arg(min_id(config.max_age))
         .arg(config.record_ttl.as_secs().max(1))
         .arg(last.seq);
     let frames = frames(batch);
@@ -169,6 +159,19 @@ fn write(shared: &Shared, writer: &mut Writer, batch: &[Publish], retrying: bool
         tracing::error!(%error, "Redis refused part of a publish (a key of another type under the prefix?)");
     }
     Ok(())
+}
+
+/// The entry id below which age retention trims (`0`: none), allowing for a frame's
+/// span so that every message is kept for at least `max_age`.
+fn min_id(max_age: Option<std::time::Duration>) -> String {
+    let Some(age) = max_age else {
+        return "0".to_owned();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let oldest = now.saturating_sub(age).as_millis() as u64;
+    EntryId(oldest.saturating_sub(FRAME_SPAN_MS), 0).to_string()
 }
 
 /// The messages of a batch for one stream, packed.
