@@ -411,7 +411,6 @@ pub fn a_burst_is_found_by_id_and_resumed_exactly(make: MakeMessaging<'_>) {
         .unwrap();
     assert_eq!(found.iter().map(|m| m.id).collect::<Vec<_>>(), sample);
 
-    wait_queued(&*client, 1);
     let mut handled = Vec::new();
     while handled.len() < FIRST {
         wait_queued(&*client, 1);

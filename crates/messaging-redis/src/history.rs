@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use engine_core::{Message, MessageId, Result};
 
+use crate::Shared;
+use crate::frame::{decode_fields, find_in_fields};
 use crate::writer::entry_of;
-use crate::{Shared, decode_fields, find_in_fields};
 
 type Entries = Vec<(String, Vec<Vec<u8>>)>;
 

@@ -4,7 +4,7 @@
 //! different machines share a bus that survives restarts.
 //!
 //! - **Topics** are streams, one per namespaced topic (`<prefix>:<guild>:topic:<topic>`).
-//!   Retention is by length (`MAXLEN ~`), by age (`MINID ~`), or both.
+//!   Retention is by length (`MAXLEN ~`), by age (`MINID`), or both.
 //! - **Publishing** queues the message ([`outbox`]); a writer thread ([`writer`]) stores
 //!   queued messages in batches, one script call each: no round trip per message,
 //!   nothing dropped, errors to the caller while Redis is down. Each backend instance
@@ -24,11 +24,12 @@
 //! after its positions were last stored (at most [`subscription::FLUSH_EVERY`]
 //! completions, or since it last ran out of work), and anything it completed out of
 //! stream order because a more urgent message overtook it. Handlers that must not see a
-//! message twice deduplicate on its [`MessageId`], which is
+//! message twice deduplicate on its [`MessageId`](engine_core::MessageId), which is
 //! stable across redeliveries.
 
 pub mod config;
 mod conn;
+mod frame;
 pub mod history;
 pub mod outbox;
 pub mod reader;
@@ -40,13 +41,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use engine_core::{
-    Capabilities, Error, ErrorKind, HistoryQuery, IdGenerator, Message, MessageId,
-    MessagingBackend, Notify, Result, StartFrom, SubscribeRequest, Subscription,
+    Capabilities, Error, ErrorKind, HistoryQuery, IdGenerator, Message, MessagingBackend, Notify,
+    Result, StartFrom, SubscribeRequest, Subscription,
 };
 use redis::{Connection, RedisResult};
 
 pub use config::RedisConfig;
 use conn::{Commands, Connector};
+use frame::encode;
 use outbox::{Outbox, Publish};
 use subscription::{ClientState, EntryId, Pos, RedisSubscription};
 
@@ -276,88 +278,6 @@ impl Shared {
         };
         Ok((Pos::whole(entry), true))
     }
-}
-
-/// `message` encoded as one frame member: its length, then its bincode encoding.
-fn encode(message: &Message) -> Result<Vec<u8>> {
-    let mut bytes = vec![0; 4];
-    bincode::serde::encode_into_std_write(message, &mut bytes, bincode::config::standard())
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Codec,
-                NAME,
-                format!("cannot encode a message: {e}"),
-            )
-        })?;
-    let length = u32::try_from(bytes.len() - 4)
-        .map_err(|_| Error::new(ErrorKind::Codec, NAME, "a message over 4 GiB"))?;
-    bytes[..4].copy_from_slice(&length.to_le_bytes());
-    Ok(bytes)
-}
-
-/// The messages in an entry's fields (`m`, a frame: each message encoded, behind its
-/// length as four little-endian bytes).
-pub(crate) fn decode_fields(fields: &[Vec<u8>]) -> Result<Vec<Arc<Message>>> {
-    let mut messages = Vec::new();
-    for member in frame_members(fields)? {
-        messages.push(decode_member(member?)?);
-    }
-    if messages.is_empty() {
-        return Err(corrupt("no message"));
-    }
-    Ok(messages)
-}
-
-/// The message `id` among an entry's, decoding only that one.
-pub(crate) fn find_in_fields(fields: &[Vec<u8>], id: MessageId) -> Result<Option<Arc<Message>>> {
-    for member in frame_members(fields)? {
-        let member = member?;
-        // The id is the first field of the encoding.
-        let (first, _): (MessageId, _) =
-            bincode::serde::decode_from_slice(member, bincode::config::standard())
-                .map_err(|e| corrupt(&e.to_string()))?;
-        if first == id {
-            return decode_member(member).map(Some);
-        }
-    }
-    Ok(None)
-}
-
-/// The encoded messages of an entry's frame.
-fn frame_members(fields: &[Vec<u8>]) -> Result<impl Iterator<Item = Result<&[u8]>>> {
-    let mut frame = fields
-        .chunks(2)
-        .find(|pair| pair[0] == b"m")
-        .and_then(|pair| pair.get(1))
-        .ok_or_else(|| corrupt("no message field"))?
-        .as_slice();
-    Ok(std::iter::from_fn(move || {
-        if frame.is_empty() {
-            return None;
-        }
-        let Some((length, rest)) = frame.split_first_chunk::<4>() else {
-            frame = &[];
-            return Some(Err(corrupt("a cut length")));
-        };
-        let length = u32::from_le_bytes(*length) as usize;
-        if rest.len() < length {
-            frame = &[];
-            return Some(Err(corrupt("a cut message")));
-        }
-        let (member, rest) = rest.split_at(length);
-        frame = rest;
-        Some(Ok(member))
-    }))
-}
-
-fn decode_member(member: &[u8]) -> Result<Arc<Message>> {
-    let (message, _) = bincode::serde::decode_from_slice(member, bincode::config::standard())
-        .map_err(|e| corrupt(&e.to_string()))?;
-    Ok(Arc::new(message))
-}
-
-fn corrupt(why: &str) -> Error {
-    Error::new(ErrorKind::Codec, NAME, format!("a corrupt entry: {why}"))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

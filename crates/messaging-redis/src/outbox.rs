@@ -3,9 +3,9 @@
 //! batches (one call of the publish script each), in publish order.
 //!
 //! Nothing is dropped silently. A batch that fails is sent again, first, until Redis
-//! takes it (the script is idempotent, so a batch that was stored before its reply was
-//! lost is not stored twice: its numbers stay the same). While a batch is failing, Redis counts as down and
-//! `publish` returns the error to the caller; when the queue is full, `publish` waits
+//! takes it, with the same numbers, so the writer can leave out what was stored before
+//! the reply was lost. While a batch is failing, Redis counts as down and `publish`
+//! returns the error to the caller; when the queue is full, `publish` waits
 //! for room and then fails rather than grow without bound. `settle` waits until what
 //! was queued before it is stored: history and new subscriptions call it first, so a
 //! backend instance reads its own writes.
@@ -28,8 +28,8 @@ pub const BATCH: usize = 512;
 /// One queued publish: where and under which entry id to store which message.
 #[derive(Debug, Clone)]
 pub struct Publish {
-    /// Its number among this instance's publishes, from 1, set when it is queued: the
-    /// writer's script skips what the publisher's record says is stored already.
+    /// Its number among this instance's publishes, from 1, set when it is queued: after
+    /// a failure the writer leaves out what the publisher's record says is stored.
     pub seq: u64,
     /// The stream entry id it maps to ([`crate::writer::entry_of`]).
     pub entry: EntryId,

@@ -7,8 +7,9 @@ use std::sync::{Arc, Weak};
 use redis::{Connection, RedisResult};
 
 use crate::conn::Backoff;
+use crate::frame::decode_fields;
 use crate::subscription::{ClientState, EntryId};
-use crate::{Batch, READ_BLOCK, Shared, decode_fields};
+use crate::{Batch, READ_BLOCK, Shared};
 
 /// Entries one `XREAD` fetches per stream at most (each holds one or more messages).
 const READ_COUNT: usize = 64;

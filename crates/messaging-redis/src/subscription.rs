@@ -2,10 +2,11 @@
 //! and its positions, which it stores in Redis so it resumes wherever it restarts.
 //!
 //! A stream entry holds the messages one batch published to that topic (a frame), so a
-//! message's place in a topic is a [`Pos`]: its entry and its index there. Positions are
-//! kept per topic as a *watermark*: the place up to which everything has been completed. Deliveries are handed out in message-id order across
-//! topics (priority first), so within one topic they may complete out of stream order;
-//! the watermark then stays below the oldest entry not yet completed. Watermarks are
+//! message's place in a topic is a [`Pos`]: its entry and its index there. Positions
+//! are kept per topic as a *watermark*: the place up to which everything has been
+//! completed. Deliveries are handed out in message-id order across topics (priority
+//! first), so within one topic they may complete out of stream order; the watermark
+//! then stays below the oldest place not yet completed. Watermarks are
 //! written to Redis when the client runs out of work, every [`FLUSH_EVERY`]
 //! completions, and when it detaches.
 

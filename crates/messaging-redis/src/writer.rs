@@ -11,7 +11,7 @@
 //!   publish it stored, in the same atomic call that stores the batch. After a failure
 //!   the writer asks for that number and drops what it covers before sending again, so
 //!   a batch whose reply was lost (a killed connection, a restart) is not stored twice:
-//!   one `GET` and one `SET` per batch, not per message.
+//!   one `SET` per batch, and a `GET` per retry, not a record per message.
 //! - **Findable by id.** A frame is stored under the entry id [`entry_of`] maps its
 //!   first message's id to, and the stream's last id is then moved to its last
 //!   message's, so a stream's entries split the entry id space between them. A frame
@@ -232,6 +232,65 @@ fn frames(batch: &[Publish]) -> Vec<Frame<'_>> {
 mod tests {
     use super::*;
     use engine_core::{IdGenerator, Priority};
+
+    fn publish(stream: &str, entry: EntryId, bytes: usize) -> Publish {
+        Publish {
+            seq: 0,
+            entry,
+            guild: "g".into(),
+            streams: vec![stream.into()],
+            bytes: vec![0; bytes],
+        }
+    }
+
+    #[test]
+    fn frames_take_growing_ids_within_a_span_and_a_size_per_stream() {
+        let at = |ms, seq| EntryId(1_800_000_000_000 + ms, seq);
+        let batch = [
+            publish("a", at(0, 1), 10),
+            publish("b", at(0, 2), 10),
+            publish("a", at(0, 3), 10),
+            publish("a", at(0, 2), 10), // not after the frame's last: a new frame
+            publish("a", at(FRAME_SPAN_MS + 1, 0), 10), // past the span: a new frame
+            publish("b", at(0, 4), FRAME_BYTES), // past the size: a new frame
+        ];
+        let frames = frames(&batch);
+        let shape: Vec<(&str, String, String, &str, usize)> = frames
+            .iter()
+            .map(|f| {
+                (
+                    f.stream,
+                    f.low.to_string(),
+                    f.high.to_string(),
+                    f.ids.as_str(),
+                    f.bytes.len(),
+                )
+            })
+            .collect();
+        let t = |ms: u64, seq: u64| at(ms, seq).to_string();
+        assert_eq!(
+            shape,
+            [
+                (
+                    "a",
+                    t(0, 1),
+                    t(0, 3),
+                    &*format!("{},{}", t(0, 1), t(0, 3)),
+                    20
+                ),
+                ("b", t(0, 2), t(0, 2), &*t(0, 2), 10),
+                ("a", t(0, 2), t(0, 2), &*t(0, 2), 10),
+                (
+                    "a",
+                    t(FRAME_SPAN_MS + 1, 0),
+                    t(FRAME_SPAN_MS + 1, 0),
+                    &*t(FRAME_SPAN_MS + 1, 0),
+                    10
+                ),
+                ("b", t(0, 4), t(0, 4), &*t(0, 4), FRAME_BYTES),
+            ]
+        );
+    }
 
     #[test]
     fn entry_ids_follow_message_time_and_ignore_priority() {
