@@ -75,10 +75,26 @@ impl RedisServer {
         }
     }
 
+    /// Kills the server at once (`SIGKILL`), as a crash would: only what its
+    /// persistence settings had written survives.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts it again on the same port and data, once stopped.
     pub fn restart(&mut self) {
         self.stop();
         self.run();
+    }
+
+    /// Starts it again on the same port and data after [`kill`](Self::kill).
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.run();
+        }
     }
 
     fn run(&mut self) {

@@ -2,42 +2,79 @@
 //! its messaging frames from the guild's own backend (the in-memory bus, by default),
 //! so an agent in another process gets the whole delivery contract without Redis.
 //!
-//! Deliveries are pushed, not polled: a pump thread works ahead on the agent's
-//! subscription ([`Subscription::next_ahead`]) up to [`WINDOW`] deliveries and sends
-//! them in batches; the agent acknowledges them in batches, oldest first, and the
-//! broker completes them on the backend in the same order. What was pushed and never
-//! acknowledged is handed out again when the agent subscribes again, by the backend's
-//! own promise. The broker checks that an agent publishes and subscribes only as
-//! itself and only in its own guild.
+//! Deliveries are pushed, not polled: the connection's writer thread ([`Session::pump`])
+//! works ahead on the agent's subscription ([`Subscription::next_ahead`]) up to
+//! [`WINDOW`] deliveries and sends them in batches; the agent acknowledges them in
+//! batches, oldest first, and the broker completes them on the backend in the same
+//! order. What was pushed and never acknowledged is handed out again when the agent
+//! subscribes again, by the backend's own promise. The broker checks that an agent
+//! publishes and subscribes only as itself and only in its own guild.
+//!
+//! Two threads serve a connection and neither ever waits for the other across a
+//! socket operation. The watcher reads the agent's frames and never writes: whatever it
+//! has to say (a reply, an outage notice) goes on the writer's channel. The writer is
+//! the only thread that writes to the socket. So an agent blocked writing to us is
+//! always read, and a full socket towards the agent delays only the writer.
+//!
+//! A publish or acknowledgement the backend refuses for a while (Redis is down) is
+//! held, in order with what follows it, and retried by the writer until the backend
+//! takes it: the agent's call to `publish` succeeded, so the broker owes it the
+//! message, as the Redis backend's own outbox does. The agent is told of the outage at
+//! once, and its later publishes fail in the calling handler until it ends, exactly as
+//! they would on the threads engine.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use engine_core::{
-    AgentCell, Error, ErrorKind, MessagingBackend, Notify, Outcome, Result, SubscribeRequest,
-    Subscription,
+    AgentCell, Error, ErrorKind, Message, MessagingBackend, Notify, Outcome, Result,
+    SubscribeRequest, Subscription,
 };
 
 use crate::doorbell::Doorbell;
 use crate::protocol::{FrameWriter, Reply, ToChild, ToParent, WireDelivery, WireError};
 
 /// How many deliveries the broker sends ahead of the agent's acknowledgements.
-pub const WINDOW: usize = 4096;
+pub(crate) const WINDOW: usize = 4096;
 
 /// How many deliveries go in one frame at most.
 const BATCH: usize = 1024;
 
+/// How many refused publishes and acknowledgements are held before the broker stops
+/// reading the agent (which then waits in its writes).
+const HELD_LIMIT: usize = 65_536;
+
+/// The first and the longest wait between retries of what the backend refused.
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How often an outage that goes on is reported.
+const OUTAGE_REPORT: Duration = Duration::from_secs(5);
+
 const COMPONENT: &str = "broker";
 
+/// What the connection's writer thread is asked to do.
+#[derive(Debug, Clone)]
+pub(crate) enum Out {
+    /// Look for deliveries to send.
+    Wake,
+    /// Send this frame.
+    Frame(ToChild),
+}
+
 /// The broker's side of one agent process's connection.
-pub struct Session {
+pub(crate) struct Session {
     messaging: Arc<dyn MessagingBackend>,
     namespace: String,
     agent_id: String,
     cell: Arc<AgentCell>,
-    writer: Arc<Mutex<FrameWriter>>,
+    out: Sender<Out>,
     state: Mutex<State>,
-    wake: Arc<Doorbell<()>>,
+    /// Signalled when held items are taken, for a watcher waiting for room.
+    room: Condvar,
+    wake: Arc<Doorbell<Out>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -52,42 +89,91 @@ impl std::fmt::Debug for Session {
 #[derive(Default)]
 struct State {
     subscription: Option<Box<dyn Subscription>>,
-    /// Deliveries sent and not yet acknowledged.
+    /// Deliveries sent and not yet completed on the backend.
     in_flight: usize,
+    /// What the backend refused for now, oldest first; nothing passes it.
+    held: VecDeque<Held>,
+    /// Acknowledgements among `held`.
+    held_acks: usize,
+    outage: Option<Outage>,
     closed: bool,
 }
 
+/// A publish or an acknowledgement the backend has yet to take.
+enum Held {
+    Publish(Message),
+    Ack(Outcome),
+}
+
+/// The backend refuses what the agent sends, since `since`.
+struct Outage {
+    since: Instant,
+    reported: Instant,
+    why: String,
+}
+
 impl Session {
-    /// A session for agent `agent_id` of guild `namespace`, writing to the agent through
-    /// `writer`; run [`pump`](Self::pump) with the returned receiver on a thread of its
-    /// own, and hand every frame the agent sends to [`handle`](Self::handle).
-    pub fn new(
+    /// A session for agent `agent_id` of guild `namespace`, whose frames to the agent
+    /// go through `out`: run [`pump`](Self::pump) with the channel's receiver on a
+    /// thread of its own, and hand every frame the agent sends to
+    /// [`handle`](Self::handle).
+    pub(crate) fn new(
         messaging: Arc<dyn MessagingBackend>,
         namespace: &str,
         agent_id: &str,
         cell: Arc<AgentCell>,
-        writer: Arc<Mutex<FrameWriter>>,
-    ) -> (Arc<Self>, Receiver<()>) {
-        let (signal, signals) = crossbeam_channel::unbounded();
-        let session = Arc::new(Self {
+        out: Sender<Out>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             messaging,
             namespace: namespace.to_owned(),
             agent_id: agent_id.to_owned(),
             cell,
-            writer,
+            wake: Arc::new(Doorbell::new(out.clone(), Out::Wake)),
+            out,
             state: Mutex::new(State::default()),
-            wake: Arc::new(Doorbell::new(signal, ())),
-        });
-        (session, signals)
+            room: Condvar::new(),
+        })
     }
 
-    /// Sends deliveries whenever there are some and the window has room, until the
-    /// session is closed or the connection fails.
-    pub fn pump(&self, signals: &Receiver<()>) {
-        while signals.recv().is_ok() {
-            self.wake.answered();
-            if let Err(error) = self.push() {
-                tracing::debug!(agent = %self.agent_id, %error, "the broker stops sending deliveries");
+    /// The connection's writer: sends deliveries whenever there are some and the
+    /// window has room, the frames others queued, and retries what the backend refused,
+    /// until the session is closed or the connection fails.
+    pub(crate) fn pump(&self, mut writer: FrameWriter, outgoing: &Receiver<Out>) {
+        let mut retry = RETRY_FIRST;
+        let mut next_retry = Instant::now();
+        loop {
+            let holding = !self.lock().held.is_empty();
+            let next = if holding {
+                outgoing.recv_deadline(next_retry)
+            } else {
+                outgoing.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            };
+            let mut written = match next {
+                Ok(first) => std::iter::once(first)
+                    .chain(outgoing.try_iter())
+                    .try_for_each(|out| self.write(&mut writer, out)),
+                Err(RecvTimeoutError::Timeout) => Ok(()),
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            // Retried on time even while the channel is busy.
+            if holding && written.is_ok() && Instant::now() >= next_retry {
+                let recovered = self.retry_held();
+                retry = match recovered {
+                    Some(_) => RETRY_FIRST,
+                    None => (retry * 2).min(RETRY_MAX),
+                };
+                next_retry = Instant::now() + retry;
+                if let Some(Some(frame)) = recovered {
+                    self.send(frame);
+                }
+                // Acknowledgements taken make room in the window.
+                written = self.push(&mut writer);
+            }
+            let flushed =
+                written.and_then(|()| writer.flush().map_err(|e| e.into_error(COMPONENT)));
+            if let Err(error) = flushed {
+                tracing::debug!(agent = %self.agent_id, %error, "the broker stops writing to the agent");
                 return;
             }
             if self.lock().closed {
@@ -98,31 +184,20 @@ impl Session {
 
     /// Serves one messaging frame from the agent. An error means the agent broke the
     /// protocol and its connection must be closed.
-    pub fn handle(&self, frame: ToParent) -> Result<()> {
+    pub(crate) fn handle(&self, frame: ToParent) -> Result<()> {
         match frame {
             ToParent::Publish(message) => {
-                let id = message.id;
-                let refused =
-                    if message.namespace != self.namespace || message.sender != self.agent_id {
-                        Some(Error::new(
-                            ErrorKind::Conflict,
-                            COMPONENT,
-                            format!(
-                                "agent {:?} may publish only as itself in guild {:?}",
-                                self.agent_id, self.namespace
-                            ),
-                        ))
-                    } else {
-                        self.messaging.publish(message).err()
-                    };
-                match refused {
-                    None => self.cell.count_out(),
-                    Some(error) => {
-                        tracing::warn!(agent = %self.agent_id, %error, "a publish was refused");
-                        let error = WireError::from(&error);
-                        self.send(&ToChild::PublishFailed { id, error })?;
-                    }
+                if message.namespace != self.namespace || message.sender != self.agent_id {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        COMPONENT,
+                        format!(
+                            "agent {:?} may publish only as itself in guild {:?}",
+                            self.agent_id, self.namespace
+                        ),
+                    ));
                 }
+                self.offer(Held::Publish(message))?;
             }
             ToParent::Subscribe {
                 request,
@@ -132,10 +207,40 @@ impl Session {
                 let result = result
                     .map(|()| Reply::Subscribed)
                     .map_err(|e| WireError::from(&e));
-                self.send(&ToChild::Reply { request, result })?;
+                self.send(ToChild::Reply { request, result });
                 self.wake.notify();
             }
-            ToParent::Acks(outcomes) => self.acknowledge(outcomes)?,
+            ToParent::Acks(outcomes) => {
+                {
+                    let state = self.lock();
+                    let unacknowledged = state.in_flight - state.held_acks;
+                    if outcomes.len() > unacknowledged {
+                        return Err(Error::new(
+                            ErrorKind::Codec,
+                            COMPONENT,
+                            format!(
+                                "agent {:?} acknowledged {} deliveries with {unacknowledged} in flight",
+                                self.agent_id,
+                                outcomes.len(),
+                            ),
+                        ));
+                    }
+                    if state.subscription.is_none() {
+                        return Err(Error::new(
+                            ErrorKind::Codec,
+                            COMPONENT,
+                            format!(
+                                "agent {:?} acknowledged without a subscription",
+                                self.agent_id
+                            ),
+                        ));
+                    }
+                }
+                for outcome in outcomes {
+                    self.offer(Held::Ack(outcome))?;
+                }
+                self.wake.notify();
+            }
             ToParent::History {
                 request,
                 namespace,
@@ -147,7 +252,7 @@ impl Session {
                     Err(self.foreign(&namespace))
                 };
                 let result = result.map(Reply::History).map_err(|e| WireError::from(&e));
-                self.send(&ToChild::Reply { request, result })?;
+                self.send(ToChild::Reply { request, result });
             }
             ToParent::Unsubscribe => self.detach(),
             other => {
@@ -161,10 +266,40 @@ impl Session {
         Ok(())
     }
 
-    /// Detaches the subscription (what was sent and not acknowledged goes back to the
-    /// backend) and stops the pump.
-    pub fn close(&self) {
-        self.lock().closed = true;
+    /// Queues `frame` for the writer; never waits.
+    pub(crate) fn send(&self, frame: ToChild) {
+        // The writer is gone only once the connection failed, which the watcher sees.
+        let _ = self.out.send(Out::Frame(frame));
+    }
+
+    /// Gives what is held one last try, detaches the subscription (what was sent and
+    /// not acknowledged goes back to the backend) and stops the writer.
+    pub(crate) fn close(&self) {
+        let lost = {
+            let mut state = self.lock();
+            state.closed = true;
+            self.drain_held(&mut state);
+            let lost = state.held.len();
+            state.held.clear();
+            state.held_acks = 0;
+            self.room.notify_all();
+            if lost > 0 {
+                state.outage.take().map(|outage| (lost, outage))
+            } else {
+                None
+            }
+        };
+        if let Some((lost, outage)) = lost {
+            tracing::error!(
+                agent = %self.agent_id,
+                lost,
+                outage = ?outage.since.elapsed(),
+                why = %outage.why,
+                "the agent ended while the messaging backend was refusing its messages: \
+                 its unsent publishes are lost and its unacknowledged deliveries will be \
+                 handed out again"
+            );
+        }
         self.detach();
         // What is queued stays with the backend for the agent's client id; none of it
         // is this process's any more.
@@ -201,46 +336,162 @@ impl Session {
         Ok(())
     }
 
-    fn acknowledge(&self, outcomes: Vec<Outcome>) -> Result<()> {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        if outcomes.len() > state.in_flight {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                COMPONENT,
-                format!(
-                    "agent {:?} acknowledged {} deliveries with {} in flight",
-                    self.agent_id,
-                    outcomes.len(),
-                    state.in_flight
-                ),
-            ));
+    /// Hands `item` to the backend, or holds it behind what is held already. Waits
+    /// for room while too much is held, so an agent that goes on publishing into an
+    /// outage is slowed down by its own socket rather than grow our memory.
+    fn offer(&self, item: Held) -> Result<()> {
+        let mut state = self.lock();
+        while state.held.len() >= HELD_LIMIT && !state.closed {
+            state = self
+                .room
+                .wait_timeout(state, RETRY_MAX)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
-        let Some(subscription) = state.subscription.as_mut() else {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                COMPONENT,
-                format!(
-                    "agent {:?} acknowledged without a subscription",
-                    self.agent_id
-                ),
-            ));
-        };
-        for outcome in outcomes {
-            let failed = outcome != Outcome::Handled;
-            subscription.complete(outcome)?;
-            state.in_flight -= 1;
-            self.cell.begin_handling();
-            self.cell.end_handling(failed, subscription.pending());
+        if state.held.is_empty() {
+            match self.apply(&mut state, &item) {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(
+                        agent = %self.agent_id,
+                        %error,
+                        "the messaging backend refuses the agent's messages; holding them and retrying"
+                    );
+                    let now = Instant::now();
+                    state.outage = Some(Outage {
+                        since: now,
+                        reported: now,
+                        why: error.to_string(),
+                    });
+                    self.send(ToChild::Outage(Some(WireError::from(&error))));
+                }
+                Err(error) => return self.refused(item, error),
+            }
         }
-        self.cell.set_busy(state.in_flight > 0);
-        drop(guard);
-        self.wake.notify();
+        if matches!(item, Held::Ack(_)) {
+            state.held_acks += 1;
+        }
+        state.held.push_back(item);
         Ok(())
     }
 
+    /// A refusal that retrying will not mend: a publish is reported and dropped, an
+    /// acknowledgement the backend rejects breaks the protocol.
+    fn refused(&self, item: Held, error: Error) -> Result<()> {
+        match item {
+            Held::Publish(message) => {
+                tracing::error!(
+                    agent = %self.agent_id,
+                    message = %message.id,
+                    %error,
+                    "the messaging backend refused a publish for good; it is dropped"
+                );
+                Ok(())
+            }
+            Held::Ack(_) => Err(error),
+        }
+    }
+
+    /// The writer's retry of what is held. `None` while the backend still refuses;
+    /// `Some(frame)` once everything held is taken, with the frame that tells the agent
+    /// the outage is over (`None` when there was nothing held).
+    fn retry_held(&self) -> Option<Option<ToChild>> {
+        let mut state = self.lock();
+        if state.held.is_empty() {
+            return Some(None);
+        }
+        self.drain_held(&mut state);
+        self.room.notify_all();
+        if !state.held.is_empty() {
+            let waiting = state.held.len();
+            if let Some(outage) = state.outage.as_mut()
+                && outage.reported.elapsed() >= OUTAGE_REPORT
+            {
+                outage.reported = Instant::now();
+                tracing::warn!(
+                    agent = %self.agent_id,
+                    outage = ?outage.since.elapsed(),
+                    waiting,
+                    why = %outage.why,
+                    "the messaging backend is still refusing the agent's messages"
+                );
+            }
+            return None;
+        }
+        if let Some(outage) = state.outage.take() {
+            tracing::info!(
+                agent = %self.agent_id,
+                outage = ?outage.since.elapsed(),
+                "the messaging backend takes the agent's messages again"
+            );
+        }
+        Some(Some(ToChild::Outage(None)))
+    }
+
+    /// Hands the backend what is held, oldest first, until it refuses one.
+    fn drain_held(&self, state: &mut State) {
+        while let Some(item) = state.held.pop_front() {
+            match self.apply(state, &item) {
+                Ok(()) => {
+                    if matches!(item, Held::Ack(_)) {
+                        state.held_acks -= 1;
+                    }
+                }
+                Err(error) if error.is_retryable() => {
+                    if let Some(outage) = state.outage.as_mut() {
+                        outage.why = error.to_string();
+                    }
+                    state.held.push_front(item);
+                    return;
+                }
+                Err(error) => {
+                    if matches!(item, Held::Ack(_)) {
+                        state.held_acks -= 1;
+                    }
+                    if let Err(error) = self.refused(item, error) {
+                        tracing::error!(agent = %self.agent_id, %error, "an acknowledgement was refused");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands one publish or acknowledgement to the backend.
+    fn apply(&self, state: &mut State, item: &Held) -> Result<()> {
+        match item {
+            Held::Publish(message) => {
+                self.messaging.publish(message.clone())?;
+                self.cell.count_out();
+            }
+            Held::Ack(outcome) => {
+                let Some(subscription) = state.subscription.as_mut() else {
+                    // Detached: the backend hands the delivery out again.
+                    return Ok(());
+                };
+                let failed = *outcome != Outcome::Handled;
+                subscription.complete(outcome.clone())?;
+                state.in_flight -= 1;
+                self.cell.begin_handling();
+                self.cell.end_handling(failed, subscription.pending());
+                self.cell.set_busy(state.in_flight > 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one thing the writer was asked for.
+    fn write(&self, writer: &mut FrameWriter, out: Out) -> Result<()> {
+        match out {
+            Out::Wake => {
+                self.wake.answered();
+                self.push(writer)
+            }
+            Out::Frame(frame) => writer.send(&frame).map_err(|e| e.into_error(COMPONENT)),
+        }
+    }
+
     /// Sends what the window has room for, batch by batch.
-    fn push(&self) -> Result<()> {
+    fn push(&self, writer: &mut FrameWriter) -> Result<()> {
         loop {
             let (batch, backlog) = {
                 let mut state = self.lock();
@@ -271,7 +522,9 @@ impl Session {
             if batch.is_empty() {
                 return Ok(());
             }
-            self.send(&ToChild::Deliveries { batch, backlog })?;
+            writer
+                .send(&ToChild::Deliveries { batch, backlog })
+                .map_err(|e| e.into_error(COMPONENT))?;
         }
     }
 
@@ -279,6 +532,9 @@ impl Session {
         let subscription = {
             let mut state = self.lock();
             state.in_flight = 0;
+            // Held acknowledgements are for deliveries the backend now hands out again.
+            state.held.retain(|item| matches!(item, Held::Publish(_)));
+            state.held_acks = 0;
             state.subscription.take()
         };
         if let Some(subscription) = subscription
@@ -286,14 +542,6 @@ impl Session {
         {
             tracing::warn!(agent = %self.agent_id, %error, "detaching the subscription failed");
         }
-    }
-
-    fn send(&self, frame: &ToChild) -> Result<()> {
-        self.writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send_now(frame)
-            .map_err(|e| e.into_error(COMPONENT))
     }
 
     fn foreign(&self, namespace: &str) -> Error {

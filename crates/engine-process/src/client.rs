@@ -10,8 +10,9 @@
 //! Publishing buffers a frame; the buffer is sent when the agent runs out of queued
 //! deliveries, when it fills, at most a millisecond after a handler of a busy agent
 //! ends, and at once for a publish made outside a handler (from a start hook or a
-//! spawned task). Acknowledgements are batched the same way. A publish
-//! the broker refuses comes back as an error from the next publish.
+//! spawned task). Acknowledgements are batched the same way. While the broker reports
+//! the guild's backend down, `publish` fails in the call, as it would in the parent;
+//! what was sent before the news arrived is the broker's to deliver.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd;
@@ -96,7 +97,8 @@ struct State {
     notify: Option<Arc<dyn Notify>>,
     replies: HashMap<u64, std::result::Result<Reply, WireError>>,
     stop: bool,
-    refused: Option<Error>,
+    /// Why the guild's backend refuses messages, while it does.
+    outage: Option<WireError>,
     disconnected: Option<String>,
 }
 
@@ -153,6 +155,14 @@ impl BrokerClient {
     /// acknowledgements and messages leave within about a millisecond of its handler)
     /// and looks at the connection without blocking.
     pub fn stop_requested(&self) -> bool {
+        self.poll();
+        let state = lock(&self.shared.state);
+        state.stop || state.disconnected.is_some()
+    }
+
+    /// At most once a millisecond, sends what is buffered and files what has arrived,
+    /// without blocking.
+    fn poll(&self) {
         let mut last = lock(&self.shared.last_check);
         if last.elapsed() >= STOP_CHECK {
             *last = Instant::now();
@@ -162,8 +172,18 @@ impl BrokerClient {
             }
             self.read_available();
         }
+    }
+
+    /// Fails while the connection is gone or the broker reports an outage.
+    fn check_publishable(&self) -> Result<()> {
         let state = lock(&self.shared.state);
-        state.stop || state.disconnected.is_some()
+        if state.disconnected.is_some() {
+            return Err(disconnected());
+        }
+        match &state.outage {
+            Some(outage) => Err(outage.clone().into_error(NAME)),
+            None => Ok(()),
+        }
     }
 
     /// Reads frames until `done` holds (or a stop or disconnection, which end every
@@ -222,10 +242,7 @@ impl BrokerClient {
             Ok(Some(ToChild::Reply { request, result })) => {
                 state.replies.insert(request, result);
             }
-            Ok(Some(ToChild::PublishFailed { id, error })) => {
-                tracing::warn!(message = %id, error = %error.message, "the broker refused a publish");
-                state.refused = Some(error.into_error(NAME));
-            }
+            Ok(Some(ToChild::Outage(outage))) => state.outage = outage,
             Ok(Some(ToChild::Stop)) => state.stop = true,
             Ok(Some(ToChild::Launch(_))) => {
                 state.disconnected = Some("the engine sent a second launch frame".into());
@@ -307,14 +324,20 @@ impl MessagingBackend for BrokerClient {
     }
 
     fn publish(&self, message: Message) -> Result<()> {
-        {
-            let mut state = lock(&self.shared.state);
-            if state.disconnected.is_some() {
-                return Err(disconnected());
-            }
-            if let Some(error) = state.refused.take() {
-                return Err(error);
-            }
+        if message.topics.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidSpec,
+                NAME,
+                format!("message {} has no topic", message.id),
+            ));
+        }
+        // News of an outage, or of its end, is read here too: a handler that publishes
+        // in a loop hears of it within a millisecond, and one that retries hears when
+        // it is over.
+        self.poll();
+        if self.check_publishable().is_err() {
+            self.read_available();
+            self.check_publishable()?;
         }
         let mut output = lock(&self.shared.output);
         let frame = ToParent::Publish(message);

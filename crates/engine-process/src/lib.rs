@@ -18,14 +18,14 @@
 //! period. Its end is noticed at once (its connection closes) and reported as stopped,
 //! exited, crashed (with the panic text, exit code or signal) or killed by a limit.
 
-pub mod broker;
-pub mod client;
+mod broker;
+mod client;
 mod doorbell;
 mod exit;
 mod host;
 mod link;
 mod procfs;
-pub mod protocol;
+mod protocol;
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -213,11 +213,12 @@ impl ProcessEngine {
             .spawn(command)
             .map_err(|e| io("cannot start the agent process", e))?;
         let pid = child.id();
-        let writer = Arc::new(Mutex::new(FrameWriter::new(
+        let (out, outgoing) = crossbeam_channel::unbounded();
+        let link = Arc::new(Link::new(pid, out.clone()));
+        let mut writer = FrameWriter::new(
             ours.try_clone()
                 .map_err(|e| io("cannot share the socket", e))?,
-        )));
-        let link = Arc::new(Link::new(pid, writer.clone()));
+        );
         let launch = ToChild::Launch(Launch {
             namespace: guild.namespace.to_string(),
             spec_json: serde_json::to_string(&*spec).map_err(|e| {
@@ -229,23 +230,19 @@ impl ProcessEngine {
             })?,
             isolate_network: self.config.isolate_network,
         });
-        if let Err(error) = writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send_now(&launch)
-        {
+        if let Err(error) = writer.send_now(&launch) {
             link.signal(Signal::SIGKILL);
             let _ = child.wait();
             return Err(error.into_error(NAME));
         }
 
         let cell = Arc::new(AgentCell::default());
-        let (session, signals) = Session::new(
+        let session = Session::new(
             guild.messaging.clone(),
             &guild.namespace,
             &spec.id,
             cell.clone(),
-            writer,
+            out,
         );
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
         let (ended_tx, ended) = crossbeam_channel::bounded::<()>(0);
@@ -265,7 +262,9 @@ impl ProcessEngine {
             ready: ready_tx,
             stderr_done,
         };
-        threads.push(thread(&spec.id, "pump", move || session.pump(&signals))?);
+        threads.push(thread(&spec.id, "write", move || {
+            session.pump(writer, &outgoing)
+        })?);
         if let Some(stderr) = stderr {
             let (link, id) = (link.clone(), spec.id.clone());
             threads.push(thread(&spec.id, "stderr", move || {

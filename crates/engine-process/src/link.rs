@@ -20,9 +20,9 @@ use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
 use crate::NAME;
-use crate::broker::Session;
+use crate::broker::{Out, Session};
 use crate::exit::{Last, classify};
-use crate::protocol::{FrameReader, FrameWriter, ToChild, ToParent};
+use crate::protocol::{FrameReader, ToChild, ToParent};
 
 /// How long a process whose connection ended gets to exit on its own.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -37,7 +37,7 @@ const ALLOCATION_FAILED: &str = "memory allocation of ";
 #[derive(Debug)]
 pub struct Link {
     pid: u32,
-    writer: Arc<Mutex<FrameWriter>>,
+    out: Sender<Out>,
     stop_requested: AtomicBool,
     /// Set once the process is reaped; its pid may then belong to another process.
     reaped: Mutex<bool>,
@@ -46,11 +46,11 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link to process `pid`, written to through `writer`.
-    pub fn new(pid: u32, writer: Arc<Mutex<FrameWriter>>) -> Self {
+    /// A link to process `pid`, whose connection's writer takes frames from `out`.
+    pub fn new(pid: u32, out: Sender<Out>) -> Self {
         Self {
             pid,
-            writer,
+            out,
             stop_requested: AtomicBool::new(false),
             reaped: Mutex::new(false),
             last_lines: Mutex::new(VecDeque::new()),
@@ -66,9 +66,12 @@ impl Link {
     /// Asks the agent to stop after its current message.
     pub fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::Release);
-        let sent = lock(&self.writer).send_now(&ToChild::Stop);
-        if let Err(error) = sent {
-            tracing::debug!(pid = self.pid, %error, "the stop request did not reach the agent process");
+        // Queued, never waited for: the agent may not be reading.
+        if self.out.send(Out::Frame(ToChild::Stop)).is_err() {
+            tracing::debug!(
+                pid = self.pid,
+                "the stop request did not reach the agent process"
+            );
         }
     }
 

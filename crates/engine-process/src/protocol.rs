@@ -10,7 +10,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use engine_core::{Error, ErrorKind, HistoryQuery, Message, MessageId, Outcome, SubscribeRequest};
+use engine_core::{Error, ErrorKind, HistoryQuery, Message, Outcome, SubscribeRequest};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +214,8 @@ pub struct WireError {
     pub kind: ErrorKind,
     /// The error's text, as the side that had it wrote it.
     pub message: String,
+    /// Whether retrying may help.
+    pub retryable: bool,
 }
 
 impl From<&Error> for WireError {
@@ -221,6 +223,7 @@ impl From<&Error> for WireError {
         Self {
             kind: error.kind(),
             message: error.to_string(),
+            retryable: error.is_retryable(),
         }
     }
 }
@@ -228,7 +231,7 @@ impl From<&Error> for WireError {
 impl WireError {
     /// The guild error this stands for, reported by `component`.
     pub fn into_error(self, component: &'static str) -> Error {
-        Error::new(self.kind, component, self.message)
+        Error::new(self.kind, component, self.message).retryable(self.retryable)
     }
 }
 
@@ -283,13 +286,11 @@ pub enum ToChild {
         /// How many more are queued at the broker.
         backlog: u64,
     },
-    /// A published message was refused.
-    PublishFailed {
-        /// The message's id.
-        id: MessageId,
-        /// Why.
-        error: WireError,
-    },
+    /// The guild's messaging backend refuses the agent's messages for now (`Some`,
+    /// why), or takes them again (`None`). What the agent sent before it heard of
+    /// the outage is held by the broker and sent when the backend is back; what it
+    /// publishes during the outage fails in the call.
+    Outage(Option<WireError>),
 }
 
 /// Frames from an agent process to the engine.
