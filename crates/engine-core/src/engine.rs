@@ -105,6 +105,15 @@ pub trait ExecutionEngine: Send + Sync {
     fn drive(&self) -> usize {
         0
     }
+
+    /// Like [`drive`](Self::drive), but returns once `slice` has passed even if work
+    /// remains (between two messages: a handler is never interrupted), so a caller
+    /// can keep a deadline or notice a signal while a cyclic topology never runs out of
+    /// work.
+    fn drive_for(&self, slice: std::time::Duration) -> usize {
+        let _ = slice;
+        0
+    }
 }
 
 /// What an engine provides, declared as data.

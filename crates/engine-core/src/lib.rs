@@ -45,7 +45,7 @@ pub use messaging::{
 };
 pub use registry::{AgentRegistry, Resources};
 pub use spec::{
-    AgentSpec, DependencySpec, GuildSpec, ResourceLimits, RestartPolicy, RunSpec, SendSpec,
-    UntilSpec,
+    AgentExitPolicy, AgentSpec, DependencySpec, GuildSpec, ResourceLimits, RestartPolicy, RunSpec,
+    SendSpec, UntilSpec,
 };
 pub use table::{AgentCell, AgentRecord, AgentTable};

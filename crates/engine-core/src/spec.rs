@@ -242,6 +242,10 @@ pub struct RunSpec {
     /// Topics whose messages are printed as they are published.
     #[serde(default)]
     pub show: Vec<String>,
+    /// What the run does when an agent ends on its own (crashes, is killed by a limit,
+    /// or exits) and nothing restarts it.
+    #[serde(default)]
+    pub on_agent_exit: AgentExitPolicy,
 }
 
 impl Default for RunSpec {
@@ -251,8 +255,20 @@ impl Default for RunSpec {
             until: UntilSpec::default(),
             timeout_secs: default_timeout_secs(),
             show: Vec::new(),
+            on_agent_exit: AgentExitPolicy::default(),
         }
     }
+}
+
+/// What a run does when an agent ends on its own and nothing restarts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentExitPolicy {
+    /// Stop the run at once and fail: the guild cannot finish without the agent.
+    #[default]
+    Stop,
+    /// Report it and carry on with the agents that are left.
+    Continue,
 }
 
 /// A message published at the start of a run.

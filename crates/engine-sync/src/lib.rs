@@ -184,6 +184,19 @@ impl ExecutionEngine for SyncEngine {
     }
 
     fn drive(&self) -> usize {
+        self.drive_until(None)
+    }
+
+    fn drive_for(&self, slice: std::time::Duration) -> usize {
+        self.drive_until(Some(std::time::Instant::now() + slice))
+    }
+}
+
+impl SyncEngine {
+    /// Gives each agent one message per round, in launch order, until a round finds
+    /// nothing or `deadline` has passed. Rounds are whole, so where a call ends does
+    /// not change the order handlers run in.
+    fn drive_until(&self, deadline: Option<std::time::Instant>) -> usize {
         let mut handled = 0;
         loop {
             let mut crashed = Vec::new();
@@ -215,10 +228,11 @@ impl ExecutionEngine for SyncEngine {
             for (guild, agent_id, reason) in crashed {
                 self.emit(&guild, &agent_id, LifecycleKind::Crashed { reason });
             }
-            if round == 0 {
+            handled += round;
+            if round == 0 || deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline)
+            {
                 return handled;
             }
-            handled += round;
         }
     }
 }

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use engine_core::{
-    AgentInfo, AgentRegistry, AgentSpec, EngineStats, ExecutionEngine, GuildContext, GuildSpec,
-    IdGenerator, MessageBuilder, MessageId, NoNotify, Notify, Result, StartFrom, SubscribeRequest,
-    Subscription,
+    AgentInfo, AgentRegistry, AgentSpec, EngineStats, EventReceiver, ExecutionEngine, GuildContext,
+    GuildSpec, IdGenerator, LifecycleEvent, MessageBuilder, MessageId, NoNotify, Notify, Result,
+    StartFrom, SubscribeRequest, Subscription,
 };
 
 use crate::select;
@@ -84,6 +84,7 @@ impl GuildBuilder {
             forced_engine: forced,
             default_engine,
             engines: BTreeMap::new(),
+            events: Vec::new(),
             launched: Vec::new(),
         })
     }
@@ -96,6 +97,8 @@ pub struct Guild {
     forced_engine: Option<String>,
     default_engine: String,
     engines: BTreeMap<String, Arc<dyn ExecutionEngine>>,
+    /// Each engine's lifecycle events, subscribed to before it ran anything.
+    events: Vec<EventReceiver>,
     launched: Vec<(String, String)>,
 }
 
@@ -134,6 +137,7 @@ impl Guild {
             Some(engine) => engine.clone(),
             None => {
                 let engine = select::engine(&engine_name)?;
+                self.events.push(engine.events());
                 self.engines.insert(engine_name.clone(), engine.clone());
                 engine
             }
@@ -177,6 +181,25 @@ impl Guild {
     /// Handles what is queued for agents on engines that run on the caller's thread.
     pub fn drive(&self) -> usize {
         self.engines.values().map(|engine| engine.drive()).sum()
+    }
+
+    /// Like [`drive`](Self::drive), but returns once `slice` has passed even if work
+    /// remains.
+    pub fn drive_for(&self, slice: std::time::Duration) -> usize {
+        self.engines
+            .values()
+            .map(|engine| engine.drive_for(slice))
+            .sum()
+    }
+
+    /// The lifecycle events of this guild's agents (started, stopped, exited, crashed,
+    /// killed by a limit) since the last call, on every engine, without waiting.
+    pub fn take_events(&self) -> Vec<LifecycleEvent> {
+        self.events
+            .iter()
+            .flat_map(|events| events.try_iter())
+            .filter(|event| event.guild == self.spec.id)
+            .collect()
     }
 
     /// Every agent launched, in launch order, with what its engine knows of it.

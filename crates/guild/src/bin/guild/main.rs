@@ -15,7 +15,7 @@ mod run;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use clap::{Parser, Subcommand};
 use guild::{LoadedSpec, builtin, select};
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
             engine,
             messaging,
             quiet,
-        } => with_runtime(|interrupted| {
+        } => with_runtime(|stop_signal| {
             let loaded = load(&spec)?;
             run::run(
                 loaded,
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
                     messaging,
                     quiet,
                 },
-                &interrupted,
+                &stop_signal,
             )
         }),
     };
@@ -111,28 +111,44 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `body` on this thread inside a tokio runtime (so agents can await tokio IO),
-/// with a flag that Ctrl-C sets.
+/// with the number of the first stop signal (`SIGINT` or `SIGTERM`) received, 0 until
+/// then. A second signal of either kind exits at once.
 fn with_runtime(
-    body: impl FnOnce(Arc<AtomicBool>) -> anyhow::Result<ExitCode>,
+    body: impl FnOnce(Arc<AtomicI32>) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("guild-io")
         .enable_all()
         .build()?;
     let _entered = runtime.enter();
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    runtime.spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("interrupted again: exiting without waiting for handlers");
-                std::process::exit(130);
+    let stop_signal = Arc::new(AtomicI32::new(0));
+    for (kind, number) in [
+        (SignalKind::interrupt(), libc_signal::SIGINT),
+        (SignalKind::terminate(), libc_signal::SIGTERM),
+    ] {
+        let mut signals = signal(kind)?;
+        let flag = stop_signal.clone();
+        runtime.spawn(async move {
+            while signals.recv().await.is_some() {
+                if flag.swap(number, Ordering::SeqCst) != 0 {
+                    eprintln!("stopped again: exiting without waiting for handlers");
+                    std::process::exit(128 + number);
+                }
+                eprintln!(
+                    "stopping: waiting for running handlers to finish (signal again to force)"
+                );
             }
-            eprintln!("stopping: waiting for running handlers to finish (Ctrl-C again to force)");
-        }
-    });
-    let outcome = body(interrupted);
+        });
+    }
+    let outcome = body(stop_signal);
     runtime.shutdown_background();
     outcome
+}
+
+/// The numbers of the signals that stop a run (the same on every Unix).
+mod libc_signal {
+    pub const SIGINT: i32 = 2;
+    pub const SIGTERM: i32 = 15;
 }

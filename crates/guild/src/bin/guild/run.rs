@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use guild::{
-    DeadLetter, ERROR_TOPIC, GuildBuilder, LoadedSpec, Message, Outcome, Payload, builtin,
+    AgentExitPolicy, DeadLetter, ERROR_TOPIC, GuildBuilder, LifecycleKind, LoadedSpec, Message,
+    Outcome, Payload, builtin,
 };
 
 use crate::report;
@@ -26,6 +27,13 @@ const OBSERVER: &str = "guild-cli";
 /// How often the loop looks at the guild.
 const TICK: Duration = Duration::from_millis(5);
 
+/// How long agents on the caller's thread (the sync engine) run between two looks.
+const DRIVE_SLICE: Duration = Duration::from_millis(20);
+
+/// How long running handlers get to finish once the run is over, before the command
+/// exits without them (a thread that cannot be stopped dies with the process).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// How often progress is reported on long runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -33,13 +41,16 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 enum End {
     Complete,
     TimedOut,
-    Interrupted,
+    /// Stopped by this signal.
+    Signalled(i32),
+    /// This agent ended, and nothing restarts it.
+    AgentEnded(String),
 }
 
 pub fn run(
     loaded: LoadedSpec,
     options: RunOptions,
-    interrupted: &AtomicBool,
+    stop_signal: &AtomicI32,
 ) -> anyhow::Result<ExitCode> {
     let spec = loaded.spec;
     let run = spec.run.clone();
@@ -81,13 +92,23 @@ pub fn run(
     }
 
     let deadline = started + Duration::from_secs(run.timeout_secs);
+    // A handler on this thread (the sync engine) that never returns cannot be waited
+    // out: past the deadline and the grace, the process ends.
+    let watchdog = Watchdog::arm(
+        deadline + STOP_GRACE,
+        format!(
+            "timed out after {}s, and a handler on the command's own thread is still running: \
+             exiting without it",
+            run.timeout_secs
+        ),
+    );
     let show: BTreeSet<&str> = run.show.iter().map(String::as_str).collect();
     let mut progress = report::Progress::new(std::io::stderr().is_terminal());
     let mut completions = 0;
     let mut errors = 0;
     let mut quiet_since: Option<(Instant, u64)> = None;
     let end = loop {
-        guild.drive();
+        guild.drive_for(DRIVE_SLICE);
         while let Some(delivery) = observer.next()? {
             let message = &delivery.message;
             if &*delivery.topic == ERROR_TOPIC {
@@ -117,8 +138,12 @@ pub fn run(
             observer.complete(Outcome::Handled)?;
         }
 
-        if interrupted.load(Ordering::SeqCst) {
-            break End::Interrupted;
+        let signal = stop_signal.load(Ordering::SeqCst);
+        if signal != 0 {
+            break End::Signalled(signal);
+        }
+        if let Some(ended) = agent_ended(&guild, run.on_agent_exit) {
+            break ended;
         }
         if run.until.topic.is_some() && completions >= run.until.count {
             break End::Complete;
@@ -145,16 +170,21 @@ pub fn run(
         std::thread::sleep(TICK);
     };
     progress.finish();
+    drop(watchdog);
 
     let elapsed = started.elapsed();
     let agents = guild.agents();
-    guild.shutdown()?;
     report::summary(&agents, elapsed, errors);
-    Ok(match end {
+    let busy: Vec<&str> = agents
+        .iter()
+        .filter(|agent| agent.busy)
+        .map(|agent| agent.id.as_str())
+        .collect();
+    let code = match end {
         End::Complete => ExitCode::SUCCESS,
         End::TimedOut => {
             eprintln!(
-                "error: timed out after {}s waiting for the run to complete ({})",
+                "error: timed out after {}s waiting for the run to complete ({}){}",
                 run.timeout_secs,
                 match &run.until.topic {
                     Some(topic) => format!(
@@ -162,13 +192,86 @@ pub fn run(
                         run.until.count
                     ),
                     None => "the guild to go quiet".to_owned(),
+                },
+                if busy.is_empty() {
+                    String::new()
+                } else {
+                    format!("; still busy: {}", busy.join(", "))
                 }
             );
             ExitCode::FAILURE
         }
-        End::Interrupted => {
-            eprintln!("interrupted: the guild was stopped");
-            ExitCode::from(130)
+        End::Signalled(signal) => {
+            eprintln!("stopped by a signal: the guild was stopped");
+            ExitCode::from((128 + signal) as u8)
         }
-    })
+        End::AgentEnded(why) => {
+            eprintln!(
+                "error: {why}; nothing restarts it, so the run stops \
+                 (set on_agent_exit = \"continue\" under [run] to carry on)"
+            );
+            ExitCode::FAILURE
+        }
+    };
+    let watchdog = Watchdog::arm(
+        Instant::now() + STOP_GRACE,
+        format!(
+            "handlers still running {}s after the run ended{}: exiting without them",
+            STOP_GRACE.as_secs(),
+            if busy.is_empty() {
+                String::new()
+            } else {
+                format!(" (busy: {})", busy.join(", "))
+            }
+        ),
+    );
+    guild.shutdown()?;
+    drop(watchdog);
+    Ok(code)
+}
+
+/// The first agent that ended on its own (not stopped by us), if the run is to stop
+/// for it.
+fn agent_ended(guild: &guild::Guild, policy: AgentExitPolicy) -> Option<End> {
+    for event in guild.take_events() {
+        let why = match event.kind {
+            LifecycleKind::Started | LifecycleKind::Stopped => continue,
+            LifecycleKind::Exited => format!("agent {} exited", event.agent_id),
+            LifecycleKind::Crashed { reason } => {
+                format!("agent {} crashed: {reason}", event.agent_id)
+            }
+            LifecycleKind::KilledByLimit { reason } => {
+                format!("agent {} was killed by a limit: {reason}", event.agent_id)
+            }
+        };
+        match policy {
+            AgentExitPolicy::Stop => return Some(End::AgentEnded(why)),
+            AgentExitPolicy::Continue => say!("  {why}; carrying on"),
+        }
+    }
+    None
+}
+
+/// Ends the process with an error if it is still running at a given time, unless
+/// dropped first.
+struct Watchdog {
+    _disarm: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Watchdog {
+    fn arm(at: Instant, message: String) -> Self {
+        let (disarm, disarmed) = std::sync::mpsc::sync_channel::<()>(0);
+        std::thread::Builder::new()
+            .name("guild-watchdog".into())
+            .spawn(move || {
+                let left = at.saturating_duration_since(Instant::now());
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = disarmed.recv_timeout(left)
+                {
+                    eprintln!("error: {message}");
+                    std::process::exit(1);
+                }
+            })
+            .expect("a thread for the watchdog");
+        Self { _disarm: disarm }
+    }
 }

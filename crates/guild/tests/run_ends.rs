@@ -1,0 +1,233 @@
+//! Every `guild run` ends when it should: by its timeout on a cyclic topology on the
+//! sync engine and with a handler that never returns, gracefully on `SIGINT` and
+//! `SIGTERM` alike, and at once (non-zero) when an agent dies and nothing restarts it.
+//!
+//! Each test runs the real command on a spec written to a temporary file. The timeouts
+//! are short so the tests are, and the assertions are on exit codes and output, never
+//! on how long anything took.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Writes `spec` to a file of its own and returns its path.
+fn spec_file(spec: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "guild-run-ends-{}-{}.toml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, spec).expect("the spec is written");
+    path
+}
+
+fn start(spec: &str, args: &[&str]) -> Child {
+    let path = spec_file(spec);
+    Command::new(env!("CARGO_BIN_EXE_guild"))
+        .arg("run")
+        .arg(&path)
+        .args(args)
+        .env_remove("GUILD_ENGINE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("guild starts")
+}
+
+/// Waits for the command, failing (and killing it) if it is still running after a
+/// minute: a hang is the bug these tests look for.
+fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("waitable").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("guild run did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    Output {
+        status,
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Two relays that pass one message back and forth forever.
+const CYCLE: &str = r#"
+id = "cycle"
+engine = "sync"
+
+[[agents]]
+id = "ping"
+type = "relay"
+topics = ["ping"]
+properties = { to = ["pong"] }
+
+[[agents]]
+id = "pong"
+type = "relay"
+topics = ["pong"]
+properties = { to = ["ping"] }
+
+[run]
+send = [{ topic = "ping", payload = 1 }]
+until = { topic = "never", count = 1 }
+timeout_secs = 2
+"#;
+
+#[test]
+fn a_cycle_on_the_sync_engine_ends_at_its_timeout() {
+    let output = finish(start(CYCLE, &[]));
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("timed out after 2s"), "{all}");
+    assert!(all.contains("summary after"), "{all}");
+}
+
+/// A worker whose one message takes far longer than the run may.
+fn busy(engine: &str) -> String {
+    format!(
+        r#"
+id = "busy"
+engine = "{engine}"
+
+[[agents]]
+id = "worker"
+type = "monte_carlo"
+topics = ["tasks"]
+properties = {{ samples = 100_000_000_000, to = "counts" }}
+
+[run]
+send = [{{ topic = "tasks", payload = {{}} }}]
+until = {{ topic = "counts", count = 1 }}
+timeout_secs = 1
+"#
+    )
+}
+
+#[test]
+fn a_handler_that_never_returns_on_threads_ends_the_run_with_its_name() {
+    let output = finish(start(&busy("threads"), &[]));
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("timed out after 1s"), "{all}");
+    assert!(all.contains("worker"), "{all}");
+}
+
+#[test]
+fn a_handler_that_never_returns_on_the_sync_engine_ends_the_run() {
+    let output = finish(start(&busy("sync"), &[]));
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("timed out after 1s"), "{all}");
+}
+
+/// A guild that would run for a long time, stopped by `signal`.
+fn stopped_by(signal: nix::sys::signal::Signal) -> Output {
+    let spec = CYCLE
+        .replace("engine = \"sync\"", "engine = \"threads\"")
+        .replace("timeout_secs = 2", "timeout_secs = 600");
+    let mut child = start(&spec, &[]);
+    // The run is under way once it has printed its agents.
+    let mut seen = Vec::new();
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("started pong") {
+        assert_eq!(stdout.read(&mut byte).unwrap(), 1, "guild ended early");
+        seen.push(byte[0]);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, signal).unwrap();
+    let mut output = finish(child);
+    seen.extend(output.stdout);
+    output.stdout = seen;
+    output
+}
+
+#[test]
+fn sigterm_stops_the_run_gracefully_with_143() {
+    let output = stopped_by(nix::sys::signal::Signal::SIGTERM);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(143), "{all}");
+    assert!(all.contains("summary after"), "{all}");
+}
+
+#[test]
+fn sigint_stops_the_run_gracefully_with_130() {
+    let output = stopped_by(nix::sys::signal::Signal::SIGINT);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(130), "{all}");
+    assert!(all.contains("summary after"), "{all}");
+}
+
+/// A worker killed by its CPU limit on the process engine.
+fn dying(policy: &str) -> String {
+    format!(
+        r#"
+id = "dying"
+engine = "process"
+
+[[agents]]
+id = "worker"
+type = "monte_carlo"
+topics = ["tasks"]
+properties = {{ samples = 100_000_000_000, to = "counts" }}
+limits = {{ cpu_seconds = 1 }}
+
+[[agents]]
+id = "bystander"
+type = "responder"
+topics = ["questions"]
+
+[run]
+send = [{{ topic = "tasks", payload = {{}} }}]
+until = {{ topic = "counts", count = 1 }}
+timeout_secs = 30
+on_agent_exit = "{policy}"
+"#
+    )
+}
+
+#[test]
+fn an_agent_that_dies_ends_the_run_at_once_with_its_reason() {
+    let output = finish(start(&dying("stop"), &[]));
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("agent worker was killed by a limit"), "{all}");
+    assert!(!all.contains("timed out"), "{all}");
+}
+
+#[test]
+fn a_spec_may_ask_to_carry_on_when_an_agent_dies() {
+    let spec = dying("continue").replace("timeout_secs = 30", "timeout_secs = 4");
+    let output = finish(start(&spec, &[]));
+    let all = text(&output);
+    assert!(all.contains("carrying on"), "{all}");
+    assert!(all.contains("timed out after 4s"), "{all}");
+}
