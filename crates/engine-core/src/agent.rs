@@ -126,6 +126,21 @@ impl AgentContext {
             &self.guild.namespace,
             &self.spec.id,
         );
+        if message
+            .topics
+            .iter()
+            .any(|topic| topic == crate::ERROR_TOPIC)
+        {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "agent",
+                format!(
+                    "agent {:?} may not publish to {:?}: it carries the guild's dead letters",
+                    self.spec.id,
+                    crate::ERROR_TOPIC
+                ),
+            ));
+        }
         let id = message.id;
         self.guild.messaging.publish(message)?;
         self.cell.count_out();

@@ -157,6 +157,20 @@ impl AgentState {
     }
 }
 
+impl std::fmt::Display for AgentState {
+    /// The state as the docs and specs write it: `running`, `killed_by_limit`, …
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Exited => "exited",
+            Self::Crashed => "crashed",
+            Self::KilledByLimit => "killed_by_limit",
+        })
+    }
+}
+
 /// How an agent ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitStatus {

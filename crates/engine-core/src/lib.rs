@@ -16,6 +16,7 @@
 
 mod agent;
 mod block_on;
+mod check;
 mod engine;
 mod error;
 mod events;
@@ -29,6 +30,10 @@ mod spec;
 mod table;
 
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
+pub use check::{
+    MAX_CPU_SECONDS, MAX_MEMORY_BYTES, MAX_NAME_BYTES, MAX_OPEN_FILES, MAX_QUIET_MS, MAX_REPLICAS,
+    MAX_TIMEOUT_SECS, MIN_MEMORY_BYTES,
+};
 pub use engine::{
     AgentInfo, AgentState, EngineCapabilities, EngineStats, ExecutionEngine, ExitStatus,
     GuildContext,
@@ -37,7 +42,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::{EventHub, EventReceiver, LifecycleEvent, LifecycleKind};
 pub use host::{AgentHost, Step, panic_text};
 pub use id::{GENERATOR_ID_MAX, ID_EPOCH_UNIX_MS, IdGenerator, MessageId, Priority, unix_ms_now};
-pub use load::{KnownNames, LoadedSpec, SpecError, SpecErrors, SpecFormat};
+pub use load::{
+    KnownNames, LoadedSpec, MAX_SPEC_BYTES, MessagingCheck, SpecError, SpecErrors, SpecFormat,
+};
 pub use message::{JSON_FORMAT, Message, MessageBuilder, Payload, inbox_topic};
 pub use messaging::{
     Capabilities, DeadLetter, Delivery, ERROR_TOPIC, Failure, HistoryQuery, MessagingBackend,

@@ -1,11 +1,12 @@
 //! Loading guild specs from TOML or JSON files, and checking them against what is
 //! registered, with errors that name the file, the line and the field.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::{AgentRegistry, Error, ErrorKind, GuildSpec};
+use crate::{Error, ErrorKind, GuildSpec};
 
 /// One problem in a spec file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,12 @@ pub struct LoadedSpec {
     pub spec: GuildSpec,
 }
 
+/// The largest spec file read, in bytes.
+pub const MAX_SPEC_BYTES: u64 = 1024 * 1024;
+
+/// Checks a messaging backend name or URL: the reason it is refused, if it is.
+pub type MessagingCheck = fn(&str) -> Result<(), String>;
+
 /// The names a spec may refer to, beyond the agent types and resource kinds of a registry.
 #[derive(Debug, Clone, Default)]
 pub struct KnownNames {
@@ -81,6 +88,13 @@ pub struct KnownNames {
     pub engines: Vec<String>,
     /// Messaging backends (or URL schemes) that can be chosen by name.
     pub messaging: Vec<String>,
+    /// The engine an agent runs on when neither it nor the guild names one.
+    pub default_engine: String,
+    /// The engines that enforce resource limits.
+    pub enforcing_limits: Vec<String>,
+    /// Checks a messaging backend name or URL the way connecting would, without
+    /// connecting: the reason it is refused, if it is.
+    pub check_messaging: Option<MessagingCheck>,
 }
 
 /// The formats a spec file may be written in.
@@ -115,8 +129,28 @@ impl LoadedSpec {
                 ));
             }
         };
-        let source = std::fs::read_to_string(path)
+        let metadata = std::fs::metadata(path)
             .map_err(|e| whole_file(format!("cannot read the file: {e}")))?;
+        if !metadata.is_file() {
+            return Err(whole_file(
+                "not a regular file (a spec is read whole, so a pipe or device is refused)".into(),
+            ));
+        }
+        if metadata.len() > MAX_SPEC_BYTES {
+            return Err(whole_file(format!(
+                "the file has {} bytes, over the cap of {MAX_SPEC_BYTES}",
+                metadata.len()
+            )));
+        }
+        let mut source = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_SPEC_BYTES + 1).read_to_string(&mut source))
+            .map_err(|e| whole_file(format!("cannot read the file: {e}")))?;
+        if source.len() as u64 > MAX_SPEC_BYTES {
+            return Err(whole_file(format!(
+                "the file grew past the cap of {MAX_SPEC_BYTES} bytes while it was read"
+            )));
+        }
         Self::parse(path, source, format)
     }
 
@@ -145,192 +179,6 @@ impl LoadedSpec {
             }
         }
     }
-
-    /// Checks what parsing cannot: unique agent ids, known agent types, engines,
-    /// messaging backends and dependencies, and a sensible run section. Reports every
-    /// problem, not just the first.
-    pub fn check(&self, registry: &AgentRegistry, known: &KnownNames) -> Result<(), SpecErrors> {
-        let mut errors = Vec::new();
-        let spec = &self.spec;
-        let mut error = |field: String, key: &str, value: &str, nth: usize, message: String| {
-            let (line, column) = locate(&self.source, key, value, nth).unzip();
-            errors.push(SpecError {
-                file: self.file.display().to_string(),
-                line,
-                column,
-                field,
-                message,
-            });
-        };
-
-        if spec.id.trim().is_empty() {
-            error(
-                "id".into(),
-                "id",
-                "",
-                0,
-                "the guild id must not be empty".into(),
-            );
-        }
-        if let Some(engine) = &spec.engine
-            && !known.engines.contains(engine)
-        {
-            error(
-                "engine".into(),
-                "engine",
-                engine,
-                0,
-                format!(
-                    "unknown engine {engine:?}; known: {}",
-                    known.engines.join(", ")
-                ),
-            );
-        }
-        if let Some(messaging) = &spec.messaging {
-            let scheme = messaging.split("://").next().unwrap_or(messaging);
-            if !known.messaging.iter().any(|m| m == scheme) {
-                error(
-                    "messaging".into(),
-                    "messaging",
-                    messaging,
-                    0,
-                    format!(
-                        "unknown messaging backend {messaging:?}; known: {}",
-                        known.messaging.join(", ")
-                    ),
-                );
-            }
-        }
-        for (name, dependency) in &spec.dependencies {
-            if !registry.has_resource_kind(&dependency.kind) {
-                error(
-                    format!("dependencies.{name}.kind"),
-                    "kind",
-                    &dependency.kind,
-                    0,
-                    format!("unknown resource kind {:?}", dependency.kind),
-                );
-            }
-        }
-
-        let mut seen_ids: HashMap<String, usize> = HashMap::new();
-        let mut seen_types: HashMap<&str, usize> = HashMap::new();
-        for (i, agent) in spec.agents.iter().enumerate() {
-            let nth_type = bump(&mut seen_types, &agent.agent_type);
-            if agent.id.trim().is_empty() {
-                error(
-                    format!("agents[{i}].id"),
-                    "id",
-                    "",
-                    0,
-                    "the agent id must not be empty".into(),
-                );
-            }
-            if agent.replicas == 0 {
-                error(
-                    format!("agents[{i}].replicas"),
-                    "replicas",
-                    "0",
-                    0,
-                    "replicas must be at least 1".into(),
-                );
-            }
-            for copy in agent.expand() {
-                let nth = seen_ids.entry(copy.id.clone()).or_insert(0);
-                *nth += 1;
-                if *nth == 2 {
-                    error(
-                        format!("agents[{i}].id"),
-                        "id",
-                        &agent.id,
-                        0,
-                        format!("duplicate agent id {:?}", copy.id),
-                    );
-                }
-            }
-            if !registry.has_agent_type(&agent.agent_type) {
-                error(
-                    format!("agents[{i}].type"),
-                    "type",
-                    &agent.agent_type,
-                    nth_type,
-                    format!(
-                        "unknown agent type {:?}; registered: {}",
-                        agent.agent_type,
-                        registry.agent_types().join(", ")
-                    ),
-                );
-            }
-            if let Some(engine) = &agent.engine
-                && !known.engines.contains(engine)
-            {
-                error(
-                    format!("agents[{i}].engine"),
-                    "engine",
-                    engine,
-                    0,
-                    format!(
-                        "unknown engine {engine:?}; known: {}",
-                        known.engines.join(", ")
-                    ),
-                );
-            }
-            for (d, name) in agent.dependencies.iter().enumerate() {
-                if !spec.dependencies.contains_key(name) {
-                    error(
-                        format!("agents[{i}].dependencies[{d}]"),
-                        "dependencies",
-                        name,
-                        0,
-                        format!("no guild dependency is named {name:?}"),
-                    );
-                }
-            }
-            for (t, topic) in agent.topics.iter().enumerate() {
-                if topic.trim().is_empty() {
-                    error(
-                        format!("agents[{i}].topics[{t}]"),
-                        "topics",
-                        "",
-                        0,
-                        "topic names must not be empty".into(),
-                    );
-                }
-            }
-        }
-
-        if spec.run.until.count == 0 {
-            error(
-                "run.until.count".into(),
-                "count",
-                "0",
-                0,
-                "count must be at least 1".into(),
-            );
-        }
-        let topics: BTreeSet<&str> = spec
-            .agents
-            .iter()
-            .flat_map(|a| a.topics.iter().map(String::as_str))
-            .collect();
-        for (s, send) in spec.run.send.iter().enumerate() {
-            if !topics.contains(send.topic.as_str()) && !send.topic.starts_with("inbox:") {
-                error(
-                    format!("run.send[{s}].topic"),
-                    "topic",
-                    &send.topic,
-                    0,
-                    format!("no agent subscribes to topic {:?}", send.topic),
-                );
-            }
-        }
-
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(SpecErrors(errors))
-        }
-    }
 }
 
 type ParseFailure = (Option<(usize, usize)>, String, String);
@@ -349,6 +197,15 @@ fn parse_toml(source: &str) -> Result<GuildSpec, ParseFailure> {
 }
 
 fn parse_json(source: &str) -> Result<GuildSpec, ParseFailure> {
+    // serde would take a struct from an array too; a spec is an object.
+    let start = source.len() - source.trim_start().len();
+    if !source[start..].starts_with('{') {
+        return Err((
+            Some(line_column(source, start)),
+            String::new(),
+            "a spec must be a JSON object".to_owned(),
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_str(source);
     let spec: GuildSpec = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let field = e.path().to_string();
@@ -386,7 +243,7 @@ fn line_column(source: &str, offset: usize) -> (usize, usize) {
 
 /// Finds the `nth` line (0-based) on which `key` is set to `value`, as a TOML
 /// `key = "value"` or a JSON `"key": "value"` (quoted or not), and the column of `key`.
-fn locate(source: &str, key: &str, value: &str, nth: usize) -> Option<(usize, usize)> {
+pub(crate) fn locate(source: &str, key: &str, value: &str, nth: usize) -> Option<(usize, usize)> {
     source
         .lines()
         .enumerate()
@@ -418,7 +275,7 @@ fn assignment_column(line: &str, key: &str, value: &str) -> Option<usize> {
     None
 }
 
-fn bump<'a>(counts: &mut HashMap<&'a str, usize>, key: &'a str) -> usize {
+pub(crate) fn bump<'a>(counts: &mut HashMap<&'a str, usize>, key: &'a str) -> usize {
     let count = counts.entry(key).or_insert(0);
     *count += 1;
     *count - 1

@@ -142,6 +142,10 @@ pub struct ResourceLimits {
     pub cpu_seconds: Option<u64>,
     /// Open-files cap.
     pub open_files: Option<u64>,
+    /// Whether the caps may go unenforced on an engine that cannot enforce them (the
+    /// sync and threads engines); without it such a spec is refused.
+    #[serde(default)]
+    pub best_effort: bool,
 }
 
 impl ResourceLimits {

@@ -23,6 +23,9 @@ fn known() -> KnownNames {
     KnownNames {
         engines: vec!["sync".into(), "threads".into()],
         messaging: vec!["memory".into()],
+        default_engine: "threads".into(),
+        enforcing_limits: Vec::new(),
+        check_messaging: None,
     }
 }
 

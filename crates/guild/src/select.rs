@@ -35,11 +35,34 @@ pub fn messaging_names() -> Vec<String> {
     if cfg!(feature = "messaging-memory") {
         names.push("memory".to_owned());
     }
-    if cfg!(feature = "messaging-redis") {
+    #[cfg(feature = "messaging-redis")]
+    {
         names.push("redis".to_owned());
-        names.push("rediss".to_owned());
+        if messaging_redis::TLS {
+            names.push("rediss".to_owned());
+        }
     }
     names
+}
+
+/// Checks a messaging backend name or URL the way [`messaging`] would take it, without
+/// connecting.
+pub fn check_messaging(url: &str) -> std::result::Result<(), String> {
+    let scheme = url.split("://").next().unwrap_or(url);
+    match scheme {
+        #[cfg(feature = "messaging-memory")]
+        "memory" if url == "memory" => Ok(()),
+        #[cfg(feature = "messaging-memory")]
+        "memory" => Err("the in-memory backend takes no settings: write \"memory\"".to_owned()),
+        #[cfg(feature = "messaging-redis")]
+        "redis" | "rediss" => messaging_redis::RedisConfig::from_url(url)
+            .map(|_| ())
+            .map_err(|error| error.message().to_owned()),
+        _ => Err(format!(
+            "unknown messaging backend {scheme:?}; this build has: {}",
+            messaging_names().join(", ")
+        )),
+    }
 }
 
 /// Every name a spec may use in this build.
@@ -47,6 +70,12 @@ pub fn known_names() -> KnownNames {
     KnownNames {
         engines: engine_names(),
         messaging: messaging_names(),
+        default_engine: DEFAULT_ENGINE.to_owned(),
+        enforcing_limits: engine_names()
+            .into_iter()
+            .filter(|name| name == "process")
+            .collect(),
+        check_messaging: Some(check_messaging),
     }
 }
 
@@ -74,6 +103,7 @@ pub fn engine(name: &str) -> Result<Arc<dyn ExecutionEngine>> {
 /// a URL whose scheme names the backend.
 pub fn messaging(url: &str) -> Result<Arc<dyn MessagingBackend>> {
     let scheme = url.split("://").next().unwrap_or(url);
+    check_messaging(url).map_err(|why| Error::new(ErrorKind::InvalidSpec, "guild", why))?;
     match scheme {
         #[cfg(feature = "messaging-memory")]
         "memory" => Ok(Arc::new(messaging_memory::MemoryMessaging::new())),

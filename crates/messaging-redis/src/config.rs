@@ -71,6 +71,15 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
+/// The longest age or record lifetime a URL may set, in seconds (ten years).
+const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// The longest timeout a URL may set, in milliseconds (an hour).
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// The most reader threads a URL may ask for.
+const MAX_READERS: u64 = 64;
+
 impl RedisConfig {
     /// Settings from a `redis://` or `rediss://` URL.
     pub fn from_url(url: &str) -> Result<Self> {
@@ -86,6 +95,11 @@ impl RedisConfig {
             .ok_or_else(|| invalid("expected redis://host:port"))?;
         if scheme != "redis" && scheme != "rediss" {
             return Err(invalid("the scheme must be redis or rediss"));
+        }
+        if scheme == "rediss" && !crate::TLS {
+            return Err(invalid(
+                "rediss:// needs TLS, which this build lacks (the tls feature of messaging-redis)",
+            ));
         }
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -135,19 +149,31 @@ impl RedisConfig {
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let number = || -> Result<u64> {
-                value
+            let number = |min: u64, max: u64| -> Result<u64> {
+                let number: u64 = value
                     .parse()
-                    .map_err(|_| invalid(&format!("{key}={value:?} is not a number")))
+                    .map_err(|_| invalid(&format!("{key}={value:?} is not a number")))?;
+                if (min..=max).contains(&number) {
+                    Ok(number)
+                } else {
+                    Err(invalid(&format!("{key} must be from {min} to {max}")))
+                }
             };
             match key {
-                "prefix" => config.key_prefix = value.to_owned(),
-                "maxlen" => config.max_len = number()?,
-                "maxage" => config.max_age = Some(Duration::from_secs(number()?)),
-                "ttl" => config.record_ttl = Duration::from_secs(number()?),
-                "connect_timeout_ms" => config.connect_timeout = Duration::from_millis(number()?),
-                "io_timeout_ms" => config.io_timeout = Duration::from_millis(number()?),
-                "readers" => config.readers = number()?.max(1) as usize,
+                "prefix" if !value.is_empty() && !value.contains(char::is_control) => {
+                    config.key_prefix = value.to_owned();
+                }
+                "prefix" => return Err(invalid("the prefix must be non-empty and printable")),
+                "maxlen" => config.max_len = number(1, u64::from(u32::MAX))?,
+                "maxage" => config.max_age = Some(Duration::from_secs(number(1, MAX_SECS)?)),
+                "ttl" => config.record_ttl = Duration::from_secs(number(1, MAX_SECS)?),
+                "connect_timeout_ms" => {
+                    config.connect_timeout = Duration::from_millis(number(1, MAX_TIMEOUT_MS)?);
+                }
+                "io_timeout_ms" => {
+                    config.io_timeout = Duration::from_millis(number(1, MAX_TIMEOUT_MS)?);
+                }
+                "readers" => config.readers = number(1, MAX_READERS)? as usize,
                 other => return Err(invalid(&format!("unknown setting {other:?}"))),
             }
         }

@@ -52,6 +52,9 @@ use frame::encode;
 use outbox::{Outbox, Publish};
 use subscription::{ClientState, EntryId, Pos, RedisSubscription};
 
+/// Whether this build speaks TLS (`rediss://` URLs): the `tls` feature.
+pub const TLS: bool = cfg!(feature = "tls");
+
 /// The backend's name.
 pub const NAME: &str = "redis";
 

@@ -83,9 +83,9 @@ pub fn summary(agents: &[AgentInfo], elapsed: Duration, errors_seen: u64) {
         total_errors += agent.errors;
         let state = match (&agent.state, &agent.exit) {
             (AgentState::Crashed | AgentState::KilledByLimit, Some(exit)) => {
-                format!("{:?}: {}", agent.state, exit.reason)
+                format!("{}: {}", agent.state, exit.reason)
             }
-            (state, _) => format!("{state:?}"),
+            (state, _) => state.to_string(),
         };
         say!(
             "  {:<width$}  {:<12}  {:<8}  {:>10}  {:>10}  {:>6}  {}",
@@ -95,7 +95,7 @@ pub fn summary(agents: &[AgentInfo], elapsed: Duration, errors_seen: u64) {
             agent.messages_in,
             agent.messages_out,
             agent.errors,
-            state.to_lowercase()
+            state
         );
     }
     say!(

@@ -1,0 +1,382 @@
+//! Checking a loaded spec against what is registered and what a run can do: everything
+//! a run would refuse is refused here first, with the file, the line and the field, so
+//! `guild validate` and `guild run` agree.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::load::{bump, locate};
+use crate::{
+    AgentRegistry, AgentSpec, ERROR_TOPIC, KnownNames, LoadedSpec, RestartPolicy, SpecError,
+    SpecErrors,
+};
+
+/// The most copies of one agent a spec may ask for.
+pub const MAX_REPLICAS: u32 = 10_000;
+
+/// The longest id (guild or agent) and topic name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// The longest a run may be given, in seconds (30 days).
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+
+/// The longest quiet period a run may wait for, in milliseconds (one day).
+pub const MAX_QUIET_MS: u64 = 24 * 3600 * 1000;
+
+/// The smallest address-space cap an agent process can start under: the agent host
+/// maps its program, its libraries, a tokio runtime and its threads' stacks first.
+pub const MIN_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The largest cap of each kind: beyond these a cap means nothing (address space of
+/// 2^47 bytes is all a process has on x86-64; ten years of CPU; a million files).
+pub const MAX_MEMORY_BYTES: u64 = 1 << 47;
+/// See [`MAX_MEMORY_BYTES`].
+pub const MAX_CPU_SECONDS: u64 = 10 * 365 * 24 * 3600;
+/// See [`MAX_MEMORY_BYTES`].
+pub const MAX_OPEN_FILES: u64 = 1 << 20;
+
+/// The prefix of every agent's own inbox topic.
+const INBOX: &str = "inbox:";
+
+impl LoadedSpec {
+    /// Checks what parsing cannot: unique agent ids, known agent types (and properties
+    /// they accept, by building each agent once through the registry without starting
+    /// it), engines, messaging backends and their settings, dependencies, ids and
+    /// topics, sizes and limits within their bounds, settings nothing would honour, and
+    /// a sensible run section. Reports every problem, not just the first.
+    pub fn check(&self, registry: &AgentRegistry, known: &KnownNames) -> Result<(), SpecErrors> {
+        let mut check = Checker {
+            loaded: self,
+            errors: Vec::new(),
+        };
+        check.guild(known);
+        check.agents(registry, known);
+        check.run();
+        if check.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecErrors(check.errors))
+        }
+    }
+}
+
+struct Checker<'a> {
+    loaded: &'a LoadedSpec,
+    errors: Vec<SpecError>,
+}
+
+impl<'a> Checker<'a> {
+    /// The spec, borrowed for as long as the checker's own borrow, not from it.
+    fn loaded_spec(&self) -> &'a LoadedSpec {
+        self.loaded
+    }
+
+    /// Records a problem with `field`, placed on the `nth` line that sets `key` to
+    /// `value`.
+    fn error(&mut self, field: String, key: &str, value: &str, nth: usize, message: String) {
+        let (line, column) = locate(&self.loaded.source, key, value, nth).unzip();
+        self.errors.push(SpecError {
+            file: self.loaded.file.display().to_string(),
+            line,
+            column,
+            field,
+            message,
+        });
+    }
+
+    /// Refuses an id or topic that is empty, too long, or holds control characters
+    /// (they end up in thread names, Redis keys and terminals).
+    fn name(&mut self, field: String, key: &str, value: &str, what: &str) {
+        let problem = if value.trim().is_empty() {
+            Some(format!("the {what} must not be empty"))
+        } else if value.len() > MAX_NAME_BYTES {
+            Some(format!(
+                "the {what} has {} bytes, over the cap of {MAX_NAME_BYTES}",
+                value.len()
+            ))
+        } else if value.chars().any(char::is_control) {
+            Some(format!("the {what} {value:?} holds a control character"))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            self.error(field, key, value, 0, message);
+        }
+    }
+
+    fn guild(&mut self, known: &KnownNames) {
+        let spec = &self.loaded_spec().spec;
+        self.name("id".into(), "id", &spec.id, "guild id");
+        if let Some(engine) = &spec.engine
+            && !known.engines.contains(engine)
+        {
+            self.error(
+                "engine".into(),
+                "engine",
+                engine,
+                0,
+                format!(
+                    "unknown engine {engine:?}; known: {}",
+                    known.engines.join(", ")
+                ),
+            );
+        }
+        if let Some(messaging) = &spec.messaging {
+            let scheme = messaging.split("://").next().unwrap_or(messaging);
+            let problem = if !known.messaging.iter().any(|m| m == scheme) {
+                Some(format!(
+                    "unknown messaging backend {scheme:?}; known: {}",
+                    known.messaging.join(", ")
+                ))
+            } else {
+                known
+                    .check_messaging
+                    .and_then(|check| check(messaging).err())
+            };
+            if let Some(message) = problem {
+                self.error("messaging".into(), "messaging", messaging, 0, message);
+            }
+        }
+    }
+
+    fn agents(&mut self, registry: &AgentRegistry, known: &KnownNames) {
+        let spec = &self.loaded_spec().spec;
+        for (name, dependency) in &spec.dependencies {
+            if !registry.has_resource_kind(&dependency.kind) {
+                self.error(
+                    format!("dependencies.{name}.kind"),
+                    "kind",
+                    &dependency.kind,
+                    0,
+                    format!("unknown resource kind {:?}", dependency.kind),
+                );
+            }
+        }
+        let mut seen_ids: HashMap<String, usize> = HashMap::new();
+        let mut seen_types: HashMap<&str, usize> = HashMap::new();
+        let all_ids: BTreeSet<String> = spec
+            .agents
+            .iter()
+            .filter(|agent| agent.replicas <= MAX_REPLICAS)
+            .flat_map(AgentSpec::expand)
+            .map(|copy| copy.id)
+            .collect();
+        for (i, agent) in spec.agents.iter().enumerate() {
+            let nth_type = bump(&mut seen_types, &agent.agent_type);
+            self.name(format!("agents[{i}].id"), "id", &agent.id, "agent id");
+            if agent.replicas == 0 || agent.replicas > MAX_REPLICAS {
+                self.error(
+                    format!("agents[{i}].replicas"),
+                    "replicas",
+                    &agent.replicas.to_string(),
+                    0,
+                    format!("replicas must be from 1 to {MAX_REPLICAS}"),
+                );
+            } else {
+                for copy in agent.expand() {
+                    let nth = seen_ids.entry(copy.id.clone()).or_insert(0);
+                    *nth += 1;
+                    if *nth == 2 {
+                        self.error(
+                            format!("agents[{i}].id"),
+                            "id",
+                            &agent.id,
+                            0,
+                            format!("duplicate agent id {:?}", copy.id),
+                        );
+                    }
+                }
+            }
+            if !registry.has_agent_type(&agent.agent_type) {
+                self.error(
+                    format!("agents[{i}].type"),
+                    "type",
+                    &agent.agent_type,
+                    nth_type,
+                    format!(
+                        "unknown agent type {:?}; registered: {}",
+                        agent.agent_type,
+                        registry.agent_types().join(", ")
+                    ),
+                );
+            } else if (1..=MAX_REPLICAS).contains(&agent.replicas)
+                && let Some(copy) = agent.expand().into_iter().next()
+                && let Err(error) = registry.build(&copy)
+            {
+                // The factory is what reads the properties: building once (without
+                // starting) is the only check that cannot disagree with a run.
+                self.error(
+                    format!("agents[{i}].properties"),
+                    "type",
+                    &agent.agent_type,
+                    nth_type,
+                    error.message().to_owned(),
+                );
+            }
+            let engine = agent
+                .engine
+                .as_ref()
+                .or(spec.engine.as_ref())
+                .unwrap_or(&known.default_engine);
+            if let Some(name) = &agent.engine
+                && !known.engines.contains(name)
+            {
+                self.error(
+                    format!("agents[{i}].engine"),
+                    "engine",
+                    name,
+                    0,
+                    format!(
+                        "unknown engine {name:?}; known: {}",
+                        known.engines.join(", ")
+                    ),
+                );
+            }
+            self.limits(i, agent, engine, known);
+            if agent.restart != RestartPolicy::default() {
+                self.error(
+                    format!("agents[{i}].restart"),
+                    "restart",
+                    "",
+                    0,
+                    "restart policies need a supervisor, which this build does not have yet: \
+                     remove the setting (agents that end stay ended)"
+                        .into(),
+                );
+            }
+            for (d, name) in agent.dependencies.iter().enumerate() {
+                if !spec.dependencies.contains_key(name) {
+                    self.error(
+                        format!("agents[{i}].dependencies[{d}]"),
+                        "dependencies",
+                        name,
+                        0,
+                        format!("no guild dependency is named {name:?}"),
+                    );
+                }
+            }
+            for (t, topic) in agent.topics.iter().enumerate() {
+                let field = format!("agents[{i}].topics[{t}]");
+                self.name(field.clone(), "topics", topic, "topic name");
+                if let Some(owner) = topic.strip_prefix(INBOX)
+                    && all_ids.contains(owner)
+                    && !agent.expand().iter().any(|copy| copy.id == owner)
+                {
+                    self.error(
+                        field,
+                        "topics",
+                        topic,
+                        0,
+                        format!("{topic:?} is agent {owner:?}'s inbox: only it may subscribe"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn limits(&mut self, i: usize, agent: &AgentSpec, engine: &str, known: &KnownNames) {
+        let limits = &agent.limits;
+        let caps = [
+            (
+                "memory_bytes",
+                limits.memory_bytes,
+                MIN_MEMORY_BYTES,
+                MAX_MEMORY_BYTES,
+            ),
+            ("cpu_seconds", limits.cpu_seconds, 1, MAX_CPU_SECONDS),
+            ("open_files", limits.open_files, 16, MAX_OPEN_FILES),
+        ];
+        for (name, value, min, max) in caps {
+            if let Some(value) = value
+                && !(min..=max).contains(&value)
+            {
+                self.error(
+                    format!("agents[{i}].limits.{name}"),
+                    name,
+                    &value.to_string(),
+                    0,
+                    format!(
+                        "{name} must be from {min} to {max} (leave it out for no cap){}",
+                        if name == "memory_bytes" {
+                            ": an agent process cannot start in less"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+        }
+        if limits.is_set()
+            && !limits.best_effort
+            && !known.enforcing_limits.iter().any(|e| e == engine)
+        {
+            self.error(
+                format!("agents[{i}].limits"),
+                "limits",
+                "",
+                0,
+                format!(
+                    "the {engine} engine cannot enforce limits (engines that can: {}); \
+                     run the agent on one of those, or set best_effort = true in its limits",
+                    known.enforcing_limits.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn run(&mut self) {
+        let spec = &self.loaded_spec().spec;
+        let run = &spec.run;
+        if run.until.count == 0 {
+            self.error(
+                "run.until.count".into(),
+                "count",
+                "0",
+                0,
+                "count must be at least 1".into(),
+            );
+        }
+        if run.timeout_secs == 0 || run.timeout_secs > MAX_TIMEOUT_SECS {
+            self.error(
+                "run.timeout_secs".into(),
+                "timeout_secs",
+                &run.timeout_secs.to_string(),
+                0,
+                format!("timeout_secs must be from 1 to {MAX_TIMEOUT_SECS} (30 days)"),
+            );
+        }
+        if run.until.quiet_ms > MAX_QUIET_MS {
+            self.error(
+                "run.until.quiet_ms".into(),
+                "quiet_ms",
+                &run.until.quiet_ms.to_string(),
+                0,
+                format!("quiet_ms must be at most {MAX_QUIET_MS} (a day)"),
+            );
+        }
+        let topics: BTreeSet<&str> = spec
+            .agents
+            .iter()
+            .flat_map(|a| a.topics.iter().map(String::as_str))
+            .collect();
+        for (s, send) in run.send.iter().enumerate() {
+            let field = format!("run.send[{s}].topic");
+            if send.topic == ERROR_TOPIC {
+                self.error(
+                    field,
+                    "topic",
+                    &send.topic,
+                    0,
+                    format!("{ERROR_TOPIC:?} carries the guild's dead letters; nothing else may be sent there"),
+                );
+            } else if !topics.contains(send.topic.as_str()) && !send.topic.starts_with(INBOX) {
+                self.error(
+                    field,
+                    "topic",
+                    &send.topic,
+                    0,
+                    format!("no agent subscribes to topic {:?}", send.topic),
+                );
+            }
+        }
+    }
+}

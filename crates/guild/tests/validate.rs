@@ -1,0 +1,188 @@
+//! `guild validate` is the run's own check: every spec below is one `guild run` would
+//! refuse (or, before, crashed on), and `validate` refuses it with the file, the line
+//! and the field, exits 1, and never panics. `run` refuses the same spec the same way.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn spec_file(spec: &str, extension: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "guild-validate-{}-{}.{extension}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, spec).expect("the spec is written");
+    path
+}
+
+fn guild(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_guild"))
+        .args(args)
+        .env_remove("GUILD_ENGINE")
+        .output()
+        .expect("guild runs")
+}
+
+/// Checks that both `validate` and `run` refuse `spec` with a message holding every
+/// one of `expected`.
+fn check(spec: &str, expected: &[&str]) {
+    let path = spec_file(spec, "toml");
+    for command in ["validate", "run"] {
+        let output = guild(&[command.as_ref(), path.as_os_str()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command} on\n{spec}\n{stderr}"
+        );
+        for text in expected {
+            assert!(
+                stderr.contains(text),
+                "{command}: expected {text:?} in\n{stderr}"
+            );
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// One agent of type `agent_type` with `extra` lines, and a run that sends it nothing.
+fn one_agent(agent_type: &str, extra: &str) -> String {
+    format!(
+        "id = \"g\"\n\n[[agents]]\nid = \"a\"\ntype = \"{agent_type}\"\ntopics = [\"t\"]\n{extra}\n"
+    )
+}
+
+#[test]
+fn agent_properties_are_checked_through_the_registry() {
+    check(
+        &one_agent("monte_carlo", "properties = { samples = -5, to = \"x\" }"),
+        &[":5:", "agents[0].properties", "samples"],
+    );
+    check(
+        &one_agent("relay", "properties = { to = [\"x\"], colour = 1 }"),
+        &["agents[0].properties", "colour"],
+    );
+}
+
+#[test]
+fn messaging_urls_are_checked_as_connecting_would() {
+    for (url, why) in [
+        ("redis://127.0.0.1:99999", "port"),
+        ("redis://127.0.0.1:6379?maxlen=x", "maxlen"),
+        ("redis://127.0.0.1:6379?readers=1000000", "readers"),
+        ("memory://elsewhere", "takes no settings"),
+    ] {
+        let spec = format!("messaging = \"{url}\"\n{}", one_agent("responder", ""));
+        check(&spec, &["messaging", why]);
+    }
+}
+
+#[test]
+fn limits_outside_their_bounds_are_refused() {
+    for limits in [
+        "limits = { memory_bytes = 0 }",
+        "limits = { cpu_seconds = 0 }",
+        "limits = { open_files = 18446744073709551615 }",
+        "limits = { memory_bytes = 1000 }",
+    ] {
+        let spec = one_agent("responder", &format!("engine = \"process\"\n{limits}"));
+        check(&spec, &["agents[0].limits.", "must be from"]);
+    }
+}
+
+#[test]
+fn limits_an_engine_cannot_enforce_are_refused_unless_best_effort() {
+    let spec = one_agent("responder", "limits = { cpu_seconds = 5 }");
+    check(
+        &spec,
+        &["agents[0].limits", "threads engine cannot enforce"],
+    );
+    let spec = one_agent(
+        "responder",
+        "limits = { cpu_seconds = 5, best_effort = true }",
+    );
+    let path = spec_file(&spec, "toml");
+    let output = guild(&["validate".as_ref(), path.as_os_str()]);
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn ids_with_control_characters_are_refused() {
+    check(
+        "id = \"g\"\n[[agents]]\nid = \"a\\u0000b\"\ntype = \"responder\"\n",
+        &["agents[0].id", "control character"],
+    );
+}
+
+#[test]
+fn sizes_and_timeouts_beyond_their_bounds_are_refused() {
+    check(
+        &one_agent("responder", "replicas = 1000000000"),
+        &["agents[0].replicas", "from 1 to 10000"],
+    );
+    check(
+        &format!(
+            "{}\n[run]\ntimeout_secs = 18446744073709551615\n",
+            one_agent("responder", "")
+        ),
+        &["run.timeout_secs", "30 days"],
+    );
+}
+
+#[test]
+fn settings_nothing_honours_are_refused() {
+    check(
+        &one_agent("responder", "restart = \"always\""),
+        &["agents[0].restart", "supervisor"],
+    );
+}
+
+#[test]
+fn the_dead_letter_topic_and_other_inboxes_are_guarded() {
+    check(
+        &format!(
+            "{}\n[run]\nsend = [{{ topic = \"guild.errors\", payload = 1 }}]\n",
+            one_agent("responder", "")
+        ),
+        &["run.send[0].topic", "dead letters"],
+    );
+    let spec = "id = \"g\"\n\
+        [[agents]]\nid = \"a\"\ntype = \"responder\"\n\
+        [[agents]]\nid = \"b\"\ntype = \"responder\"\ntopics = [\"inbox:a\", \"guild.errors\"]\n";
+    check(spec, &["agents[1].topics[0]", "inbox"]);
+}
+
+#[test]
+fn a_json_array_is_not_a_spec() {
+    let path = spec_file("[\"g\", \"\", \"\", null, null, {}, []]", "json");
+    let output = guild(&["validate".as_ref(), path.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("must be a JSON object"), "{stderr}");
+}
+
+#[test]
+fn pipes_devices_and_huge_files_are_refused_without_reading_them() {
+    let dir = std::env::temp_dir().join(format!("guild-validate-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("spec.toml");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let zero = dir.join("zero.toml");
+    let _ = std::fs::remove_file(&zero);
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let huge = spec_file(&"# padding\n".repeat(200_000), "toml");
+    for (path, why) in [
+        (&fifo, "not a regular file"),
+        (&zero, "not a regular file"),
+        (&huge, "over the cap"),
+    ] {
+        let output = guild(&["validate".as_ref(), path.as_os_str()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
