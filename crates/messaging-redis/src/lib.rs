@@ -37,6 +37,7 @@ pub mod subscription;
 pub mod writer;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -115,14 +116,24 @@ pub struct Shared {
     live: Mutex<HashSet<(String, String)>>,
     /// Publishes on their way to Redis.
     outbox: Outbox,
+    /// Alive while the backend or any of its subscriptions is.
+    users: Weak<()>,
+    /// Set by [`RedisMessaging::close`].
+    closed: AtomicBool,
 }
 
 /// The Redis messaging backend; see the crate docs.
 ///
-/// Its reader threads live as long as the backend or any of its subscriptions: they
-/// end within one blocking read (100 ms) of the last one being dropped.
+/// Its writer and reader threads live as long as the backend or any of its
+/// subscriptions: dropping the backend with no subscription left stores what is queued
+/// (waiting up to the I/O timeout) and joins them; otherwise they end within one
+/// blocking read (100 ms) of the last subscription being dropped. [`close`](Self::close)
+/// ends them at once, whatever is still subscribed.
 pub struct RedisMessaging {
     shared: Arc<Shared>,
+    /// Shared with every subscription; the threads run while any holder lives.
+    user: Arc<()>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for RedisMessaging {
@@ -148,6 +159,7 @@ impl RedisMessaging {
             prefix: config.key_prefix.clone(),
         };
         let connector = Connector::new(config)?;
+        let user = Arc::new(());
         let shared = Arc::new(Shared {
             connector,
             commands: Commands::new(),
@@ -158,41 +170,93 @@ impl RedisMessaging {
             changed: Condvar::new(),
             live: Mutex::new(HashSet::new()),
             outbox: Outbox::default(),
+            users: Arc::downgrade(&user),
+            closed: AtomicBool::new(false),
         });
         shared.run(|connection| redis::cmd("PING").query::<String>(connection))?;
-        {
-            let shared = Arc::downgrade(&shared);
-            std::thread::Builder::new()
-                .name("redis-writer".into())
-                .spawn(move || writer::write_loop(&shared))
+        let backend = Self {
+            shared,
+            user,
+            threads: Mutex::new(Vec::with_capacity(readers + 1)),
+        };
+        let spawn = |name: String, run: Box<dyn FnOnce() + Send>| {
+            let thread = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(run)
                 .map_err(|e| {
-                    Error::new(ErrorKind::Io, NAME, format!("cannot start the writer: {e}"))
+                    Error::new(
+                        ErrorKind::Io,
+                        NAME,
+                        format!("cannot start the {name} thread: {e}"),
+                    )
+                    .with_source(e)
                 })?;
-        }
+            lock(&backend.threads).push(thread);
+            Ok::<(), Error>(())
+        };
+        let shared = backend.shared.clone();
+        spawn(
+            "redis-writer".into(),
+            Box::new(move || writer::write_loop(&shared)),
+        )?;
         for reader in 0..readers {
-            let shared = Arc::downgrade(&shared);
-            std::thread::Builder::new()
-                .name(format!("redis-reader-{reader}"))
-                .spawn(move || reader::read_loop(&shared, reader, readers))
-                .map_err(|e| {
-                    Error::new(ErrorKind::Io, NAME, format!("cannot start a reader: {e}"))
-                })?;
+            let shared = backend.shared.clone();
+            spawn(
+                format!("redis-reader-{reader}"),
+                Box::new(move || reader::read_loop(&shared, reader, readers)),
+            )?;
         }
-        Ok(Self { shared })
+        Ok(backend)
+    }
+
+    /// Stores what is queued (waiting up to the I/O timeout), then ends the backend's
+    /// threads and waits for them: subscriptions get nothing more, and publishing
+    /// fails. Fails if queued publishes could not be stored in time (they are lost).
+    pub fn close(&self) -> Result<()> {
+        let settled = self.settle_for_close();
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.changed.notify_all();
+        for thread in lock(&self.threads).drain(..) {
+            let _ = thread.join();
+        }
+        settled
+    }
+
+    fn settle_for_close(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let timeout = self.shared.connector.config().io_timeout;
+        self.shared.outbox.settle(timeout).inspect_err(|error| {
+            tracing::error!(%error, unsent = self.shared.outbox.unsent(), "publishes not stored when the Redis backend was closed");
+        })
     }
 }
 
 impl Drop for RedisMessaging {
-    /// Waits (up to the I/O timeout) for queued publishes to be stored.
+    /// Closes the backend, unless subscriptions outlive it: then only stores what is
+    /// queued, and the threads end after the last subscription.
     fn drop(&mut self) {
-        let timeout = self.shared.connector.config().io_timeout;
-        if let Err(error) = self.shared.outbox.settle(timeout) {
-            tracing::error!(%error, unsent = self.shared.outbox.unsent(), "publishes not stored when the Redis backend was dropped");
+        if Arc::strong_count(&self.user) == 1 {
+            let _ = self.close();
+        } else {
+            let _ = self.settle_for_close();
         }
     }
 }
 
 impl Shared {
+    /// Whether the threads have work: the backend or a subscription lives, and the
+    /// backend is not closed.
+    pub(crate) fn in_use(&self) -> bool {
+        self.users.strong_count() > 0 && !self.closed()
+    }
+
+    /// Whether [`RedisMessaging::close`] was called.
+    pub(crate) fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Runs a command on the command connection.
     fn run<T>(&self, command: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
         self.commands.run(&self.connector, command)
@@ -300,6 +364,13 @@ impl MessagingBackend for RedisMessaging {
     }
 
     fn publish(&self, message: Message) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                NAME,
+                "the Redis backend is closed",
+            ));
+        }
         self.shared.publish_message(&message)
     }
 
@@ -373,6 +444,7 @@ impl MessagingBackend for RedisMessaging {
                 shared: shared.clone(),
                 state,
                 attached: true,
+                _user: self.user.clone(),
             })),
             Err(error) => {
                 lock(&shared.live).remove(&who);

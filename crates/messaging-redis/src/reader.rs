@@ -2,7 +2,7 @@
 //! `XREAD` connection over its share of the subscribed streams, hand what they fetch to
 //! the subscriptions. Not a connection per agent.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use redis::{Connection, RedisResult};
 
@@ -17,11 +17,11 @@ const READ_COUNT: usize = 64;
 /// One reader thread: fetches new entries of its share of the streams (those whose key
 /// hashes to `reader` of `readers`) and hands them to their subscribers, until the
 /// backend and all its subscriptions are gone.
-pub(crate) fn read_loop(shared: &Weak<Shared>, reader: usize, readers: usize) {
+pub(crate) fn read_loop(shared: &Arc<Shared>, reader: usize, readers: usize) {
     let mut connection: Option<Connection> = None;
     let mut backoff = Backoff::new();
-    while let Some(shared) = shared.upgrade() {
-        read_once(&shared, &mut connection, &mut backoff, reader, readers);
+    while shared.in_use() {
+        read_once(shared, &mut connection, &mut backoff, reader, readers);
     }
 }
 

@@ -311,6 +311,8 @@ pub struct RedisSubscription {
     pub(crate) shared: Arc<Shared>,
     pub(crate) state: Arc<ClientState>,
     pub(crate) attached: bool,
+    /// Keeps the backend's threads running while the subscription lives.
+    pub(crate) _user: Arc<()>,
 }
 
 impl RedisSubscription {

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Weak;
+use std::sync::Arc;
 
 use engine_core::{MessageId, Result};
 use redis::Connection;
@@ -63,17 +63,17 @@ pub(crate) fn publisher_id() -> String {
 
 /// Sends queued publishes in batches, in order, retrying a failed batch (after a
 /// backoff) until Redis takes it; ends when the backend and all its subscriptions are
-/// gone and nothing is left to send.
-pub(crate) fn write_loop(shared: &Weak<Shared>) {
+/// gone (the backend stores what is queued first) or the backend is closed.
+pub(crate) fn write_loop(shared: &Arc<Shared>) {
     let mut writer = Writer::default();
     let mut backoff = Backoff::new();
     let mut retrying = false;
-    while let Some(shared) = shared.upgrade() {
+    while shared.in_use() {
         let batch = shared.outbox.take(READ_BLOCK);
         if batch.is_empty() {
             continue;
         }
-        match write(&shared, &mut writer, &batch, retrying) {
+        match write(shared, &mut writer, &batch, retrying) {
             Ok(()) => {
                 backoff.reset();
                 retrying = false;
@@ -85,7 +85,6 @@ pub(crate) fn write_loop(shared: &Weak<Shared>) {
                 let wait = backoff.next_wait();
                 tracing::warn!(%error, ?wait, unsent = batch.len(), "cannot publish to Redis; retrying");
                 shared.outbox.failed(batch, error.to_string());
-                drop(shared);
                 std::thread::sleep(wait);
             }
         }
