@@ -23,6 +23,7 @@ mod client;
 mod doorbell;
 mod exit;
 mod host;
+mod lease;
 mod link;
 mod procfs;
 mod protocol;
@@ -33,7 +34,6 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -41,7 +41,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use engine_core::{
     AgentCell, AgentInfo, AgentSpec, AgentTable, EngineCapabilities, EngineStats, Error, ErrorKind,
-    EventHub, EventReceiver, ExecutionEngine, GENERATOR_ID_MAX, GuildContext, Result,
+    EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
 };
 use nix::sys::signal::Signal;
 
@@ -50,6 +50,7 @@ pub use host::{HOST_VARIABLE, PARENT_VARIABLE, exit_code, is_agent_host, run_if_
 pub use procfs::{Usage, usage};
 
 use broker::Session;
+use lease::Lease;
 use link::{Link, Watch};
 use protocol::{FrameReader, FrameWriter, Launch, ToChild};
 
@@ -97,7 +98,6 @@ pub struct ProcessEngine {
     inner: Mutex<Inner>,
     events: Arc<EventHub>,
     spawner: Spawner,
-    launched: AtomicU32,
 }
 
 #[derive(Debug)]
@@ -139,7 +139,6 @@ impl ProcessEngine {
             }),
             events: Arc::new(EventHub::new()),
             spawner: Spawner::start(),
-            launched: AtomicU32::new(0),
         }
     }
 
@@ -206,7 +205,10 @@ impl ProcessEngine {
             .with_source(e)
         };
         let (ours, theirs) = UnixStream::pair().map_err(|e| io("cannot make a socket pair", e))?;
-        let mut command = self.command(guild)?;
+        // Each agent process mints message ids under a generator id of its own, held
+        // until it is reaped.
+        let lease = Lease::take(guild.ids.generator_id())?;
+        let mut command = self.command(&lease)?;
         command.stdin(Stdio::from(OwnedFd::from(theirs)));
         let mut child = self
             .spawner
@@ -261,6 +263,7 @@ impl ProcessEngine {
             limits: spec.limits,
             ready: ready_tx,
             stderr_done,
+            lease,
         };
         threads.push(thread(&spec.id, "write", move || {
             session.pump(writer, &outgoing)
@@ -312,7 +315,7 @@ impl ProcessEngine {
     }
 
     /// The command that starts one agent process of `guild`.
-    fn command(&self, guild: &GuildContext) -> Result<Command> {
+    fn command(&self, lease: &Lease) -> Result<Command> {
         let program = match &self.config.program {
             Some(program) => program.clone(),
             None => std::env::current_exe().map_err(|e| {
@@ -323,16 +326,12 @@ impl ProcessEngine {
                 )
             })?,
         };
-        // Each agent process mints message ids under a generator id of its own.
-        let span = u32::from(GENERATOR_ID_MAX);
-        let n = self.launched.fetch_add(1, Ordering::Relaxed) % span;
-        let generator = (u32::from(guild.ids.generator_id()) + 1 + n) % (span + 1);
         let mut command = Command::new(program);
         command
             .args(&self.config.args)
             .env(HOST_VARIABLE, "1")
             .env(PARENT_VARIABLE, std::process::id().to_string())
-            .env("GUILD_GENERATOR_ID", generator.to_string())
+            .env("GUILD_GENERATOR_ID", lease.id().to_string())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .process_group(0);

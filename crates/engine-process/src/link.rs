@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 use crate::NAME;
 use crate::broker::{Out, Session};
 use crate::exit::{Last, classify};
+use crate::lease::Lease;
 use crate::protocol::{FrameReader, ToChild, ToParent};
 
 /// How long a process whose connection ended gets to exit on its own.
@@ -131,6 +132,8 @@ pub struct Watch {
     pub ready: Sender<Result<()>>,
     /// Ends (dropped) when the standard-error forwarder is done.
     pub stderr_done: crossbeam_channel::Receiver<()>,
+    /// The process's generator id, given back when the watch ends (after the reap).
+    pub lease: Lease,
 }
 
 impl Watch {
@@ -200,7 +203,7 @@ impl Watch {
             self.cell.set_state(state, Some(exit));
             return;
         }
-        tracing::debug!(agent = %self.agent_id, reason = %exit.reason, "agent process ended");
+        tracing::debug!(agent = %self.agent_id, generator = self.lease.id(), reason = %exit.reason, "agent process ended");
         self.cell.set_state(state, Some(exit));
         self.emit(kind);
     }

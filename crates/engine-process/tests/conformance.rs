@@ -18,7 +18,7 @@ use conformance::harness::{DEADLINE, guild, publish, settle, unique_namespace, w
 use conformance::redis_server::RedisServer;
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, AgentState, ErrorKind,
-    ExecutionEngine, GuildContext, LifecycleKind, Message, MessagingBackend, Payload,
+    ExecutionEngine, GuildContext, HistoryQuery, LifecycleKind, Message, MessagingBackend, Payload,
     ResourceLimits,
 };
 use engine_process::{ProcessConfig, ProcessEngine};
@@ -53,7 +53,11 @@ fn main() {
             Ok(())
         }));
     }
-    let specific: [(&str, fn()); 10] = [
+    let specific: [(&str, fn()); 11] = [
+        (
+            "generator_ids_are_leased_to_live_agents_only",
+            generator_leases,
+        ),
         ("agents_have_distinct_pids_not_the_parents", distinct_pids),
         ("a_kill_9_is_a_crash_by_signal_9_and_others_go_on", kill_9),
         (
@@ -102,7 +106,8 @@ fn registry() -> AgentRegistry {
         .register("hog", |_| Ok(Hog))
         .register("spinner", |_| Ok(Spinner))
         .register("saboteur", |_| Ok(Saboteur))
-        .register("prober", |_| Ok(Prober));
+        .register("prober", |_| Ok(Prober))
+        .register("announcer", |_| Ok(Announcer));
     registry
 }
 
@@ -162,6 +167,20 @@ impl Agent for Saboteur {
     }
 }
 
+/// Publishes one message on `ids` from its start hook.
+struct Announcer;
+
+impl Agent for Announcer {
+    async fn start(&mut self, ctx: &AgentContext) -> AgentResult {
+        ctx.send("ids", Payload::json("here")?)?;
+        Ok(())
+    }
+
+    async fn handle(&mut self, _ctx: &AgentContext, _message: &Message) -> AgentResult {
+        Ok(())
+    }
+}
+
 struct Prober;
 
 impl Agent for Prober {
@@ -175,6 +194,56 @@ impl Agent for Prober {
         ctx.reply(message, Payload::json(&outcome)?)?;
         Ok(())
     }
+}
+
+/// 2,500 agent processes started one after another, most stopped at once and some kept
+/// running: each mints ids under a generator no live agent holds, so no two messages
+/// share an id. (Counting launches modulo the generator space, as before, hands a kept
+/// agent's generator to the 1,024th launch after it.)
+fn generator_leases() {
+    const LAUNCHES: usize = 2_500;
+    const KEEP_EVERY: usize = 250;
+    let (engine, guild) = setup("leases");
+    let mut kept: Vec<String> = Vec::new();
+    for n in 0..LAUNCHES {
+        let id = format!("a{n}");
+        engine
+            .run_agent(&guild, AgentSpec::new(&id, "announcer"))
+            .unwrap();
+        if n % KEEP_EVERY == 0 {
+            kept.push(id);
+        } else {
+            engine.stop_agent(&guild.namespace, &id).unwrap();
+        }
+    }
+    let messages = guild
+        .messaging
+        .history(&guild.namespace, &HistoryQuery::Topic("ids".into()))
+        .unwrap();
+    assert_eq!(messages.len(), LAUNCHES, "one announcement per launch");
+    let ids: std::collections::BTreeSet<_> = messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), LAUNCHES, "no message id repeated");
+    let generator_of = |sender: &str| {
+        messages
+            .iter()
+            .find(|m| m.sender == sender)
+            .map(|m| m.id.generator())
+            .unwrap()
+    };
+    // While kept agent k lived, no later agent may have had its generator.
+    for (i, keeper) in kept.iter().enumerate() {
+        let theirs = generator_of(keeper);
+        let launched_at = i * KEEP_EVERY;
+        for n in launched_at + 1..LAUNCHES {
+            let sender = format!("a{n}");
+            assert_ne!(
+                generator_of(&sender),
+                theirs,
+                "{sender} minted under the generator of {keeper}, which was still running"
+            );
+        }
+    }
+    engine.shutdown().unwrap();
 }
 
 fn spec(id: &str, agent_type: &str, topics: &[&str]) -> AgentSpec {
