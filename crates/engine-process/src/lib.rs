@@ -194,8 +194,13 @@ impl ProcessEngine {
         Ok(())
     }
 
-    /// Starts the agent process and its threads; returns once it reported ready.
-    fn launch(&self, guild: &GuildContext, spec: Arc<AgentSpec>) -> Result<AgentProcess> {
+    /// Starts the agent process and its threads; its readiness (or why it will never
+    /// be ready) arrives on the returned channel.
+    fn launch(
+        &self,
+        guild: &GuildContext,
+        spec: Arc<AgentSpec>,
+    ) -> Result<(AgentProcess, Receiver<Result<()>>)> {
         let io = |what: &str, e: std::io::Error| {
             Error::new(
                 ErrorKind::Io,
@@ -285,32 +290,38 @@ impl ProcessEngine {
             ended,
             threads,
         };
+        Ok((process, ready))
+    }
+
+    /// Waits for a launched agent process to report ready; on failure, says whether
+    /// it must be killed (it did not answer in time) as well as stopped.
+    fn await_ready(
+        &self,
+        agent_id: &str,
+        ready: &Receiver<Result<()>>,
+    ) -> std::result::Result<(), (Error, bool)> {
         match ready.recv_timeout(self.config.ready_timeout) {
-            Ok(Ok(())) => Ok(process),
-            Ok(Err(error)) => {
-                self.finish(process);
-                Err(error)
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                process.link.signal(Signal::SIGKILL);
-                self.finish(process);
-                Err(Error::new(
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err((error, false)),
+            Err(RecvTimeoutError::Timeout) => Err((
+                Error::new(
                     ErrorKind::StartFailed,
                     NAME,
                     format!(
-                        "agent {:?} did not report ready within {:?}",
-                        spec.id, self.config.ready_timeout
+                        "agent {agent_id:?} did not report ready within {:?}",
+                        self.config.ready_timeout
                     ),
-                ))
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                self.finish(process);
-                Err(Error::new(
+                ),
+                true,
+            )),
+            Err(RecvTimeoutError::Disconnected) => Err((
+                Error::new(
                     ErrorKind::Internal,
                     NAME,
-                    format!("agent {:?}: its watcher ended without a word", spec.id),
-                ))
-            }
+                    format!("agent {agent_id:?}: its watcher ended without a word"),
+                ),
+                false,
+            )),
         }
     }
 
@@ -411,16 +422,38 @@ impl ExecutionEngine for ProcessEngine {
         }
         self.check_launch(&inner, &spec)?;
         let spec = Arc::new(spec);
-        let process = self.launch(guild, spec.clone())?;
+        let (process, ready) = self.launch(guild, spec.clone())?;
         let pid = process.link.pid();
         let cell = process.cell.clone();
+        // Recorded as starting, and the table let go of while the agent starts: its
+        // start hook may take long, and other agents may be started, stopped and
+        // queried meanwhile. Stopping it now stops it right after its start.
         inner
             .table
-            .insert(&guild.namespace, spec.clone(), cell, process);
+            .insert(&guild.namespace, spec.clone(), cell.clone(), process);
         if let Some(record) = inner.table.get_mut(&guild.namespace, &spec.id) {
             record.pid = Some(pid);
         }
-        Ok(())
+        drop(inner);
+        let Err((error, kill)) = self.await_ready(&spec.id, &ready) else {
+            return Ok(());
+        };
+        let ours = {
+            let mut inner = self.lock();
+            let ours = inner
+                .table
+                .get(&guild.namespace, &spec.id)
+                .is_some_and(|record| Arc::ptr_eq(&record.cell, &cell));
+            ours.then(|| inner.table.remove(&guild.namespace, &spec.id))
+                .flatten()
+        };
+        if let Some(record) = ours {
+            if kill {
+                record.handle.link.signal(Signal::SIGKILL);
+            }
+            self.finish(record.handle);
+        }
+        Err(error)
     }
 
     fn stop_agent(&self, guild: &str, agent_id: &str) -> Result<()> {

@@ -53,7 +53,11 @@ fn main() {
             Ok(())
         }));
     }
-    let specific: [(&str, fn()); 11] = [
+    let specific: [(&str, fn()); 12] = [
+        (
+            "others_are_started_stopped_and_queried_while_one_starts_slowly",
+            slow_start,
+        ),
         (
             "generator_ids_are_leased_to_live_agents_only",
             generator_leases,
@@ -107,7 +111,12 @@ fn registry() -> AgentRegistry {
         .register("spinner", |_| Ok(Spinner))
         .register("saboteur", |_| Ok(Saboteur))
         .register("prober", |_| Ok(Prober))
-        .register("announcer", |_| Ok(Announcer));
+        .register("slow", |spec| {
+            let gate = spec.properties["gate"]
+                .as_str()
+                .ok_or("slow needs a gate")?;
+            Ok(Slow(gate.into()))
+        });
     registry
 }
 
@@ -167,12 +176,18 @@ impl Agent for Saboteur {
     }
 }
 
-/// Publishes one message on `ids` from its start hook.
-struct Announcer;
+/// Starts only once the file its `gate` property names exists (bounded).
+struct Slow(std::path::PathBuf);
 
-impl Agent for Announcer {
-    async fn start(&mut self, ctx: &AgentContext) -> AgentResult {
-        ctx.send("ids", Payload::json("here")?)?;
+impl Agent for Slow {
+    async fn start(&mut self, _ctx: &AgentContext) -> AgentResult {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while !self.0.exists() {
+            if std::time::Instant::now() > deadline {
+                return Err("the gate never opened".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Ok(())
     }
 
@@ -218,7 +233,10 @@ fn generator_leases() {
     }
     let messages = guild
         .messaging
-        .history(&guild.namespace, &HistoryQuery::Topic("ids".into()))
+        .history(
+            &guild.namespace,
+            &HistoryQuery::Topic("announcements".into()),
+        )
         .unwrap();
     assert_eq!(messages.len(), LAUNCHES, "one announcement per launch");
     let ids: std::collections::BTreeSet<_> = messages.iter().map(|m| m.id).collect();
@@ -244,6 +262,45 @@ fn generator_leases() {
         }
     }
     engine.shutdown().unwrap();
+}
+
+/// The engine is not held while an agent process starts: it is seen as starting, and
+/// other agents are started, stopped and queried before it is ready. The slow start
+/// waits for a file the test creates afterwards, so the order is certain.
+fn slow_start() {
+    let (engine, guild) = setup("slow");
+    let engine = Arc::new(engine);
+    let gate = std::env::temp_dir().join(format!("guild-gate-{}", guild.namespace));
+    let mut slow = AgentSpec::new("slow", "slow");
+    slow.properties = serde_json::json!({ "gate": gate.display().to_string() });
+    let (done, finished) = crossbeam_channel::bounded(1);
+    {
+        let (engine, guild) = (engine.clone(), guild.clone());
+        std::thread::spawn(move || {
+            let _ = done.send(engine.run_agent(&guild, slow));
+        });
+    }
+    wait_until(&[], "the slow agent is seen starting", || {
+        engine
+            .agent_info(&guild.namespace, "slow")
+            .is_some_and(|info| info.state == AgentState::Starting)
+    });
+    engine
+        .run_agent(&guild, spec("quick", "counter", &["t"]))
+        .unwrap();
+    assert!(engine.is_agent_running(&guild.namespace, "quick"));
+    engine.stop_agent(&guild.namespace, "quick").unwrap();
+    assert_eq!(engine.agents_in_guild(&guild.namespace).len(), 1);
+    assert!(!engine.is_agent_running(&guild.namespace, "slow"));
+
+    std::fs::write(&gate, b"open").unwrap();
+    finished
+        .recv_timeout(DEADLINE)
+        .expect("the slow start returned")
+        .expect("the slow agent started");
+    assert!(engine.is_agent_running(&guild.namespace, "slow"));
+    engine.shutdown().unwrap();
+    let _ = std::fs::remove_file(&gate);
 }
 
 fn spec(id: &str, agent_type: &str, topics: &[&str]) -> AgentSpec {

@@ -166,6 +166,17 @@ impl ExecutionEngine for ThreadsEngine {
             )
             .with_source(e)
         })?;
+        // Recorded as starting, and the table let go of while the start hook runs: it
+        // may query the engine, and other agents may be started and stopped meanwhile.
+        // Stopping it now joins its thread, which sees the stop before any message.
+        let thread = Thread {
+            signals: signals_tx,
+            join: Some(join),
+        };
+        inner
+            .table
+            .insert(&guild.namespace, spec.clone(), cell.clone(), thread);
+        drop(inner);
         let ready = ready_rx.recv().unwrap_or_else(|_| {
             Err(Error::new(
                 ErrorKind::Internal,
@@ -174,14 +185,22 @@ impl ExecutionEngine for ThreadsEngine {
             ))
         });
         if let Err(error) = ready {
-            let _ = join.join();
+            let ours = {
+                let mut inner = self.lock();
+                let ours = inner
+                    .table
+                    .get(&guild.namespace, &spec.id)
+                    .is_some_and(|record| Arc::ptr_eq(&record.cell, &cell));
+                ours.then(|| inner.table.remove(&guild.namespace, &spec.id))
+                    .flatten()
+            };
+            if let Some(mut record) = ours
+                && let Some(join) = record.handle.join.take()
+            {
+                let _ = join.join();
+            }
             return Err(error);
         }
-        let thread = Thread {
-            signals: signals_tx,
-            join: Some(join),
-        };
-        inner.table.insert(&guild.namespace, spec, cell, thread);
         Ok(())
     }
 
