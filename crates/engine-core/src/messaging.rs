@@ -48,6 +48,12 @@ pub trait MessagingBackend: Send + Sync + 'static {
     /// What this backend supports.
     fn capabilities(&self) -> Capabilities;
 
+    /// Why the backend cannot reach what it depends on right now (a server, say), for
+    /// how long, and what waits: one line for a person, or `None` while it works.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
     /// Publishes `message` to each of its topics in its namespace.
     fn publish(&self, message: Message) -> Result<()>;
 

@@ -23,7 +23,7 @@ use crate::NAME;
 use crate::broker::{Out, Session};
 use crate::exit::{Last, classify};
 use crate::lease::Lease;
-use crate::protocol::{FrameReader, ToChild, ToParent};
+use crate::protocol::{FrameError, FrameReader, ToChild, ToParent};
 
 /// How long a process whose connection ended gets to exit on its own.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -169,6 +169,9 @@ impl Watch {
                     }
                 }
                 Ok(None) => break None,
+                // A connection cut mid-frame or reset is how a killed process looks
+                // from here: its end is classified from its exit status, below.
+                Err(FrameError::Io(_) | FrameError::Truncated) => break None,
                 Err(error) => break Some(error.to_string()),
             }
         };

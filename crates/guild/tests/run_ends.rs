@@ -231,3 +231,30 @@ fn a_spec_may_ask_to_carry_on_when_an_agent_dies() {
     assert!(all.contains("carrying on"), "{all}");
     assert!(all.contains("timed out after 4s"), "{all}");
 }
+
+#[test]
+fn a_redis_outage_is_named_once_not_per_retry() {
+    let mut server = conformance::redis_server::RedisServer::start();
+    let spec = CYCLE
+        .replace("engine = \"sync\"", "engine = \"threads\"")
+        .replace("timeout_secs = 2", "timeout_secs = 3");
+    let mut child = start(&spec, &["--messaging", &server.url()]);
+    let mut seen = Vec::new();
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("started pong") {
+        assert_eq!(stdout.read(&mut byte).unwrap(), 1, "guild ended early");
+        seen.push(byte[0]);
+    }
+    server.kill();
+    let output = finish(child);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    let address = format!("127.0.0.1:{}", server.port());
+    assert!(
+        all.contains(&format!("Redis at {address} has been out of reach for")),
+        "{all}"
+    );
+    let warnings = all.lines().filter(|line| line.contains("WARN")).count();
+    assert!(warnings <= 5, "{warnings} warnings in a 3 s outage:\n{all}");
+}

@@ -31,6 +31,7 @@ pub mod config;
 mod conn;
 mod frame;
 pub mod history;
+mod outage;
 pub mod outbox;
 pub mod reader;
 pub mod subscription;
@@ -120,6 +121,8 @@ pub struct Shared {
     users: Weak<()>,
     /// Set by [`RedisMessaging::close`].
     closed: AtomicBool,
+    /// Whether Redis is out of reach, told once, not per retry.
+    outage: outage::Outage,
 }
 
 /// The Redis messaging backend; see the crate docs.
@@ -158,6 +161,7 @@ impl RedisMessaging {
             publisher: format!("{}:publisher:{}", config.key_prefix, writer::publisher_id()),
             prefix: config.key_prefix.clone(),
         };
+        let address = config.address();
         let connector = Connector::new(config)?;
         let user = Arc::new(());
         let shared = Arc::new(Shared {
@@ -172,6 +176,7 @@ impl RedisMessaging {
             outbox: Outbox::default(),
             users: Arc::downgrade(&user),
             closed: AtomicBool::new(false),
+            outage: outage::Outage::new(address),
         });
         shared.run(|connection| redis::cmd("PING").query::<String>(connection))?;
         let backend = Self {
@@ -361,6 +366,10 @@ impl MessagingBackend for RedisMessaging {
         capabilities.durable = true;
         capabilities.cross_process = true;
         capabilities
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.shared.outage.describe(self.shared.outbox.unsent())
     }
 
     fn publish(&self, message: Message) -> Result<()> {

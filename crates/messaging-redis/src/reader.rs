@@ -44,7 +44,10 @@ fn read_once(
             Ok(fresh) => *connection = Some(fresh),
             Err(error) => {
                 let wait = backoff.next_wait();
-                tracing::warn!(%error, ?wait, "reader cannot connect; retrying");
+                tracing::debug!(%error, ?wait, "reader cannot connect; retrying");
+                shared
+                    .outage
+                    .failed(&error.to_string(), shared.outbox.unsent());
                 std::thread::sleep(wait);
                 return;
             }
@@ -56,12 +59,16 @@ fn read_once(
     match read(live, &wanted) {
         Ok(batches) => {
             backoff.reset();
+            shared.outage.recovered();
             dispatch(shared, batches);
         }
         Err(error) => {
             *connection = None;
             let wait = backoff.next_wait();
-            tracing::warn!(%error, ?wait, "reader lost its Redis connection; reconnecting");
+            tracing::debug!(%error, ?wait, "reader lost its Redis connection; reconnecting");
+            shared
+                .outage
+                .failed(&error.to_string(), shared.outbox.unsent());
             std::thread::sleep(wait);
         }
     }

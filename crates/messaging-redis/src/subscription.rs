@@ -373,7 +373,7 @@ impl Subscription for RedisSubscription {
                 drop(inner);
                 // Out of work: a good moment to store positions.
                 if let Err(error) = self.flush_positions() {
-                    tracing::warn!(client = %self.state.client_id, %error, "cannot store positions yet");
+                    tracing::debug!(client = %self.state.client_id, %error, "cannot store positions yet");
                 }
                 return Ok(None);
             };
@@ -421,7 +421,7 @@ impl Subscription for RedisSubscription {
             inner.completed_since_flush >= FLUSH_EVERY
         };
         if flush && let Err(error) = self.flush_positions() {
-            tracing::warn!(client = %self.state.client_id, %error, "cannot store positions yet");
+            tracing::debug!(client = %self.state.client_id, %error, "cannot store positions yet");
         }
         Ok(())
     }

@@ -78,12 +78,16 @@ pub(crate) fn write_loop(shared: &Arc<Shared>) {
                 backoff.reset();
                 retrying = false;
                 shared.outbox.stored(batch);
+                shared.outage.recovered();
             }
             Err(error) => {
                 writer = Writer::default();
                 retrying = true;
                 let wait = backoff.next_wait();
-                tracing::warn!(%error, ?wait, unsent = batch.len(), "cannot publish to Redis; retrying");
+                tracing::debug!(%error, ?wait, unsent = batch.len(), "cannot publish to Redis; retrying");
+                shared
+                    .outage
+                    .failed(&error.to_string(), shared.outbox.unsent());
                 shared.outbox.failed(batch, error.to_string());
                 std::thread::sleep(wait);
             }

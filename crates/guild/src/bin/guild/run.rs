@@ -180,6 +180,8 @@ pub fn run(
         .filter(|agent| agent.busy)
         .map(|agent| agent.id.as_str())
         .collect();
+    // An outage explains most ends that are not complete: name it last, where it is seen.
+    let outage = guild.context().messaging.unavailable();
     let code = match end {
         End::Complete => ExitCode::SUCCESS,
         End::TimedOut => {
@@ -213,6 +215,9 @@ pub fn run(
             ExitCode::FAILURE
         }
     };
+    if let Some(outage) = &outage {
+        eprintln!("error: the messaging backend is unavailable: {outage}");
+    }
     let watchdog = Watchdog::arm(
         Instant::now() + STOP_GRACE,
         format!(
