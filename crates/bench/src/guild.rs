@@ -191,6 +191,7 @@ impl System for Guild {
                     client_id: "asker".into(),
                     topics: vec![inbox_topic("asker")],
                     start: StartFrom::Latest,
+                    limit: None,
                 },
                 Arc::new(Unpark(std::thread::current())),
             )

@@ -220,6 +220,7 @@ impl Bench {
                     client_id: "bench".into(),
                     topics: vec![inbox_topic("bench")],
                     start: StartFrom::Latest,
+                    limit: None,
                 },
                 Arc::new(Ping(tx)),
             )

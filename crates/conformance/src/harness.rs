@@ -81,6 +81,7 @@ pub fn subscribe(
                 client_id: client.into(),
                 topics: topics.iter().map(|t| (*t).to_owned()).collect(),
                 start,
+                limit: None,
             },
             Arc::new(NoNotify),
         )

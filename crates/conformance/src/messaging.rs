@@ -469,6 +469,7 @@ pub fn the_consumer_is_notified_when_work_arrives(make: MakeMessaging<'_>) {
                 client_id: "c".into(),
                 topics: vec!["t".into()],
                 start: StartFrom::Latest,
+                limit: None,
             },
             notified.clone(),
         )
@@ -491,6 +492,7 @@ pub fn a_client_id_has_one_live_subscription(make: MakeMessaging<'_>) {
             client_id: "c".into(),
             topics: vec!["t".into()],
             start: StartFrom::Latest,
+            limit: None,
         },
         Arc::new(Counted::default()),
     );

@@ -34,6 +34,12 @@ pub const MAX_CPU_SECONDS: u64 = 10 * 365 * 24 * 3600;
 /// See [`MAX_MEMORY_BYTES`].
 pub const MAX_OPEN_FILES: u64 = 1 << 20;
 
+/// The most deliveries an agent's queue may be given room for.
+pub const MAX_QUEUE_CAPACITY: usize = 10_000_000;
+
+/// The longest a blocked publish may be told to wait, in milliseconds (an hour).
+pub const MAX_BLOCK_MS: u64 = 3_600_000;
+
 /// The prefix of every agent's own inbox topic.
 const INBOX: &str = "inbox:";
 
@@ -232,6 +238,7 @@ impl<'a> Checker<'a> {
                 );
             }
             self.limits(i, agent, engine, known);
+            self.queue(i, agent, known);
             if agent.restart != RestartPolicy::default() {
                 self.error(
                     format!("agents[{i}].restart"),
@@ -318,6 +325,51 @@ impl<'a> Checker<'a> {
                     "the {engine} engine cannot enforce limits (engines that can: {}); \
                      run the agent on one of those, or set best_effort = true in its limits",
                     known.enforcing_limits.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn queue(&mut self, i: usize, agent: &AgentSpec, known: &KnownNames) {
+        let Some(queue) = agent.queue else {
+            return;
+        };
+        let field = format!("agents[{i}].queue");
+        if !(1..=MAX_QUEUE_CAPACITY).contains(&queue.capacity) {
+            self.error(
+                field.clone(),
+                "capacity",
+                &queue.capacity.to_string(),
+                0,
+                format!("capacity must be from 1 to {MAX_QUEUE_CAPACITY}"),
+            );
+        }
+        if queue.block_ms > MAX_BLOCK_MS {
+            self.error(
+                field.clone(),
+                "block_ms",
+                &queue.block_ms.to_string(),
+                0,
+                format!("block_ms must be at most {MAX_BLOCK_MS} (an hour)"),
+            );
+        }
+        let messaging = self
+            .loaded_spec()
+            .spec
+            .messaging
+            .as_deref()
+            .unwrap_or("memory");
+        let scheme = messaging.split("://").next().unwrap_or(messaging);
+        if !known.queue_limits.iter().any(|m| m == scheme) {
+            self.error(
+                field,
+                "queue",
+                "",
+                0,
+                format!(
+                    "the {scheme} backend does not bound queues per agent (it bounds what waits \
+                     by its own retention); those that do: {}",
+                    known.queue_limits.join(", ")
                 ),
             );
         }

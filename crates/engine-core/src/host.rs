@@ -57,6 +57,7 @@ impl AgentHost {
                 client_id: spec.id.clone(),
                 topics,
                 start: spec.start_from,
+                limit: spec.queue,
             },
             notify,
         )?;

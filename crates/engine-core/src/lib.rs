@@ -31,8 +31,8 @@ mod table;
 
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
 pub use check::{
-    MAX_CPU_SECONDS, MAX_MEMORY_BYTES, MAX_NAME_BYTES, MAX_OPEN_FILES, MAX_QUIET_MS, MAX_REPLICAS,
-    MAX_TIMEOUT_SECS, MIN_MEMORY_BYTES,
+    MAX_BLOCK_MS, MAX_CPU_SECONDS, MAX_MEMORY_BYTES, MAX_NAME_BYTES, MAX_OPEN_FILES,
+    MAX_QUEUE_CAPACITY, MAX_QUIET_MS, MAX_REPLICAS, MAX_TIMEOUT_SECS, MIN_MEMORY_BYTES,
 };
 pub use engine::{
     AgentInfo, AgentState, EngineCapabilities, EngineStats, ExecutionEngine, ExitStatus,
@@ -52,7 +52,7 @@ pub use messaging::{
 };
 pub use registry::{AgentRegistry, Resources};
 pub use spec::{
-    AgentExitPolicy, AgentSpec, DependencySpec, GuildSpec, ResourceLimits, RestartPolicy, RunSpec,
-    SendSpec, UntilSpec,
+    AgentExitPolicy, AgentSpec, DependencySpec, GuildSpec, Overflow, QueueLimit, ResourceLimits,
+    RestartPolicy, RunSpec, SendSpec, UntilSpec,
 };
 pub use table::{AgentCell, AgentRecord, AgentTable};

@@ -95,6 +95,9 @@ pub struct KnownNames {
     /// Checks a messaging backend name or URL the way connecting would, without
     /// connecting: the reason it is refused, if it is.
     pub check_messaging: Option<MessagingCheck>,
+    /// The messaging backends (by scheme) that bound each client's queue as an agent's
+    /// `queue` setting asks.
+    pub queue_limits: Vec<String>,
 }
 
 /// The formats a spec file may be written in.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{IdGenerator, Message, MessageId, Payload, Priority, Result};
+use crate::{IdGenerator, Message, MessageId, Payload, Priority, QueueLimit, Result};
 
 /// The reserved topic, in every namespace, where dead letters (failed deliveries) and
 /// agent errors are published as [`DeadLetter`] JSON payloads.
@@ -99,6 +99,10 @@ pub struct SubscribeRequest {
     pub topics: Vec<String>,
     /// Where a client that has never subscribed before starts.
     pub start: StartFrom,
+    /// The client's queue limit; the backend's default when `None`. A backend whose
+    /// capabilities say it cannot bound queues per client refuses `Some`.
+    #[serde(default)]
+    pub limit: Option<QueueLimit>,
 }
 
 /// Where a new client's subscription starts.
@@ -248,6 +252,8 @@ pub struct Capabilities {
     pub bounded_retention: bool,
     /// The largest payload accepted, if bounded.
     pub max_payload_bytes: Option<usize>,
+    /// Each client's queue is bounded as its subscription's [`QueueLimit`] says.
+    pub queue_limits: bool,
 }
 
 impl Capabilities {
@@ -259,6 +265,7 @@ impl Capabilities {
             history: true,
             bounded_retention: true,
             max_payload_bytes: None,
+            queue_limits: true,
         }
     }
 }

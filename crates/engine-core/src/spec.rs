@@ -50,6 +50,10 @@ pub struct AgentSpec {
     /// How many copies to run; copies get ids `<id>-1`, `<id>-2`, ….
     #[serde(default = "one")]
     pub replicas: u32,
+    /// How many deliveries may wait for the agent, and what a publish meets beyond
+    /// that; the messaging backend's default when not set.
+    #[serde(default)]
+    pub queue: Option<QueueLimit>,
 }
 
 impl AgentSpec {
@@ -69,6 +73,7 @@ impl AgentSpec {
             restart: RestartPolicy::default(),
             priority: Priority::default(),
             engine: None,
+            queue: None,
             replicas: 1,
         }
     }
@@ -153,6 +158,56 @@ impl ResourceLimits {
     pub fn is_set(&self) -> bool {
         self.memory_bytes.is_some() || self.cpu_seconds.is_some() || self.open_files.is_some()
     }
+}
+
+/// How many deliveries may wait for one client of the bus, and what happens to a
+/// publish that finds that many waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueLimit {
+    /// Deliveries that may wait (queued, not yet handed out).
+    #[serde(default = "default_queue_capacity")]
+    pub capacity: usize,
+    /// What a publish meets when the queue is full.
+    #[serde(default)]
+    pub overflow: Overflow,
+    /// How long a blocked publish waits for room before it fails, in milliseconds.
+    #[serde(default = "default_block_ms")]
+    pub block_ms: u64,
+}
+
+impl Default for QueueLimit {
+    /// 100,000 deliveries, and a publisher that finds them waiting waits up to 5 s for
+    /// room, then fails: back-pressure that keeps memory bounded (about 100 bytes a
+    /// delivery besides the shared message) without losing anything silently.
+    fn default() -> Self {
+        Self {
+            capacity: default_queue_capacity(),
+            overflow: Overflow::default(),
+            block_ms: default_block_ms(),
+        }
+    }
+}
+
+fn default_queue_capacity() -> usize {
+    100_000
+}
+
+fn default_block_ms() -> u64 {
+    5_000
+}
+
+/// What a publish meets when a receiver's queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// The publisher waits for room, up to `block_ms`, then the publish fails.
+    #[default]
+    Block,
+    /// The publish fails at once (a retryable error); no receiver gets it.
+    Reject,
+    /// The oldest waiting delivery is dropped to make room, and dead-lettered.
+    DropOldest,
 }
 
 /// When a supervisor restarts an agent that ended.

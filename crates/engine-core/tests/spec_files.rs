@@ -26,6 +26,7 @@ fn known() -> KnownNames {
         default_engine: "threads".into(),
         enforcing_limits: Vec::new(),
         check_messaging: None,
+        queue_limits: vec!["memory".into()],
     }
 }
 

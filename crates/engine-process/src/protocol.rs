@@ -364,6 +364,7 @@ mod tests {
                     client_id: "a".into(),
                     topics: vec!["t".into(), "inbox:a".into()],
                     start: StartFrom::Earliest,
+                    limit: None,
                 },
             },
             ToParent::Acks(vec![

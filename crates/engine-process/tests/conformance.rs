@@ -653,6 +653,7 @@ fn network_isolation() {
             client_id: "test".into(),
             topics: vec![engine_core::inbox_topic("test")],
             start: engine_core::StartFrom::Latest,
+            limit: None,
         },
         Arc::new(engine_core::NoNotify),
     );

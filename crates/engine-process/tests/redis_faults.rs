@@ -188,6 +188,7 @@ fn count(
         client_id: "counter".to_owned(),
         topics: vec!["out".to_owned()],
         start: StartFrom::Earliest,
+        limit: None,
     };
     let mut subscription = loop {
         match messaging.subscribe(request.clone(), Arc::new(NoNotify)) {

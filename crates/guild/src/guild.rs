@@ -173,6 +173,7 @@ impl Guild {
                 client_id: client_id.to_owned(),
                 topics,
                 start: StartFrom::Latest,
+                limit: None,
             },
             notify,
         )

@@ -76,6 +76,10 @@ pub fn known_names() -> KnownNames {
             .filter(|name| name == "process")
             .collect(),
         check_messaging: Some(check_messaging),
+        queue_limits: messaging_names()
+            .into_iter()
+            .filter(|name| name == "memory")
+            .collect(),
     }
 }
 

@@ -258,3 +258,36 @@ fn a_redis_outage_is_named_once_not_per_retry() {
     let warnings = all.lines().filter(|line| line.contains("WARN")).count();
     assert!(warnings <= 5, "{warnings} warnings in a 3 s outage:\n{all}");
 }
+
+#[test]
+fn a_doubling_fan_out_ends_in_named_errors_not_out_of_memory() {
+    // Each message on `t` reaches the two other relays, and each passes it on: the
+    // work doubles every hop, and only the queue bound holds memory.
+    let spec = r#"
+id = "doubling"
+
+[[agents]]
+id = "r"
+type = "relay"
+replicas = 3
+topics = ["t"]
+properties = { to = ["t"] }
+queue = { capacity = 1000, block_ms = 200 }
+
+[run]
+send = [{ topic = "t", payload = 1 }]
+until = { topic = "never", count = 1 }
+timeout_secs = 3
+"#;
+    let output = finish(start(spec, &[]));
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("is full (1000 deliveries wait)"), "{all}");
+    let peak = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .unwrap()
+        .max_rss();
+    assert!(
+        peak < 512 * 1024,
+        "a child's peak resident memory was {peak} KiB"
+    );
+}

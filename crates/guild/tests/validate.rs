@@ -186,3 +186,18 @@ fn pipes_devices_and_huge_files_are_refused_without_reading_them() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn queue_limits_are_bounded_and_refused_where_the_backend_cannot_keep_them() {
+    check(
+        &one_agent("responder", "queue = { capacity = 0 }"),
+        &["agents[0].queue", "capacity must be from 1"],
+    );
+    check(
+        &format!(
+            "messaging = \"redis://127.0.0.1:6379\"\n{}",
+            one_agent("responder", "queue = { capacity = 10, overflow = \"reject\" }")
+        ),
+        &["agents[0].queue", "redis backend does not bound queues"],
+    );
+}

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use engine_core::QueueLimit;
+
 /// Retention and queue bounds, applied to each namespace by the backend instance that
 /// first uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +16,8 @@ pub struct MemoryConfig {
     /// The most deliveries kept for a detached client (one that closed its subscription
     /// and may resume); beyond it the oldest are dropped and counted.
     pub detached_queue_limit: usize,
+    /// The queue limit of a subscription that does not set its own.
+    pub queue_limit: QueueLimit,
 }
 
 impl Default for MemoryConfig {
@@ -22,6 +26,7 @@ impl Default for MemoryConfig {
             retention: 10_000,
             topic_retention: HashMap::new(),
             detached_queue_limit: 100_000,
+            queue_limit: QueueLimit::default(),
         }
     }
 }

@@ -22,8 +22,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use engine_core::{
-    Capabilities, Error, ErrorKind, HistoryQuery, IdGenerator, Message, MessagingBackend, Notify,
-    Result, SubscribeRequest, Subscription,
+    Capabilities, DeadLetter, Error, ErrorKind, Failure, HistoryQuery, IdGenerator, Message,
+    MessagingBackend, Notify, Result, SubscribeRequest, Subscription,
 };
 
 pub use config::MemoryConfig;
@@ -117,8 +117,48 @@ impl MessagingBackend for MemoryMessaging {
                 format!("message {} has no topic", message.id),
             ));
         }
-        self.namespace(&message.namespace)
-            .publish(Arc::new(message));
+        let namespace_name = message.namespace.clone();
+        let namespace = self.namespace(&namespace_name);
+        let pushed_out = namespace.publish(Arc::new(message)).map_err(|full| {
+            let waited = full
+                .waited
+                .map(|waited| format!(" for {}ms", waited.as_millis()))
+                .unwrap_or_default();
+            Error::new(
+                ErrorKind::LimitExceeded,
+                NAME,
+                format!(
+                    "the queue of {:?} is full ({} deliveries wait) and stayed full{waited}: \
+                     it is not keeping up",
+                    full.client, full.capacity
+                ),
+            )
+            .retryable(true)
+        })?;
+        for (client, delivery) in pushed_out {
+            let failure = Failure {
+                kind: "overflow".into(),
+                text: format!("dropped to make room: the queue of {client:?} was full"),
+            };
+            let letter =
+                DeadLetter::for_delivery(&client, &delivery, failure, &self.ids, &namespace_name)?;
+            if let Some(letter) = letter {
+                // What the dead letter pushes out in turn is dropped, not dead-lettered
+                // again, so this ends.
+                match namespace.publish(Arc::new(letter)) {
+                    Ok(lost) if lost.is_empty() => {}
+                    Ok(lost) => {
+                        tracing::warn!(
+                            lost = lost.len(),
+                            "deliveries dropped for a dead letter's room"
+                        );
+                    }
+                    Err(full) => {
+                        tracing::warn!(client = %full.client, "a dead letter found its receiver's queue full; it is dropped");
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -140,6 +180,7 @@ impl MessagingBackend for MemoryMessaging {
                 &request.client_id,
                 &request.topics,
                 request.start,
+                request.limit.unwrap_or(self.config.queue_limit),
                 notify.clone(),
             )
             .map_err(|SubscribeError::AlreadySubscribed| {

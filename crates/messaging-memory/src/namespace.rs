@@ -4,8 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use engine_core::{Delivery, Message, MessageId, Notify, StartFrom};
+use engine_core::{Delivery, Message, MessageId, Notify, Overflow, QueueLimit, StartFrom};
 
 use crate::MemoryConfig;
 use crate::fast_hash::FastMap;
@@ -56,11 +57,12 @@ pub(crate) struct Client {
     pub(crate) reordered: AtomicBool,
 }
 
-#[derive(Default)]
 pub(crate) struct Queue {
     pub(crate) items: VecDeque<Delivery>,
     pub(crate) notify: Option<Arc<dyn Notify>>,
     topics: Vec<Arc<str>>,
+    /// Bounds the queue while a consumer is attached.
+    limit: QueueLimit,
     dropped: u64,
     /// The largest id ever queued for the client.
     newest: Option<MessageId>,
@@ -74,6 +76,33 @@ impl std::fmt::Debug for Queue {
             .finish_non_exhaustive()
     }
 }
+
+impl Queue {
+    fn new(limit: QueueLimit) -> Self {
+        Self {
+            items: VecDeque::new(),
+            notify: None,
+            topics: Vec::new(),
+            limit,
+            dropped: 0,
+            newest: None,
+        }
+    }
+}
+
+/// A receiver's queue was full and the publish could not go in.
+#[derive(Debug)]
+pub(crate) struct Full {
+    /// The client whose queue was full.
+    pub(crate) client: String,
+    /// Its capacity.
+    pub(crate) capacity: usize,
+    /// How long the publish waited for room, if it waited.
+    pub(crate) waited: Option<Duration>,
+}
+
+/// How often a blocked publish looks for room again.
+const BLOCKED_POLL: Duration = Duration::from_millis(1);
 
 /// Why a subscription could not be made.
 pub(crate) enum SubscribeError {
@@ -92,9 +121,39 @@ impl Namespace {
     /// not its sender); once the namespace is unlocked, notifies each subscriber that has
     /// a consumer. (Waking consumers while the lock is held measured slower: they wake
     /// into contention with the publisher.)
-    pub(crate) fn publish(&self, message: Arc<Message>) {
+    ///
+    /// A subscriber whose queue is full decides what happens, by its [`QueueLimit`]: the
+    /// publish waits for room (polling, as blocking is the exception), fails before any
+    /// subscriber gets it, or pushes that subscriber's oldest delivery out: those are
+    /// returned, with the client's id, to be dead-lettered.
+    pub(crate) fn publish(&self, message: Arc<Message>) -> Result<Vec<(String, Delivery)>, Full> {
+        let mut deadline: Option<Instant> = None;
+        let mut state = loop {
+            let state = self.lock();
+            let Some((client, limit)) = Self::full_receiver(&state, &message) else {
+                break state;
+            };
+            let full = |waited| Full {
+                client,
+                capacity: limit.capacity,
+                waited,
+            };
+            match limit.overflow {
+                Overflow::Reject => return Err(full(None)),
+                _ => {
+                    let waited = Duration::from_millis(limit.block_ms);
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + waited);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(full(Some(waited)));
+                    }
+                    drop(state);
+                    std::thread::sleep(left.min(BLOCKED_POLL));
+                }
+            }
+        };
         let mut wake = Vec::new();
-        let mut state = self.lock();
+        let mut dropped = Vec::new();
         for name in &message.topics {
             let retention = self.config.retention_of(name);
             let topic = match state.topics.get_mut(name.as_str()) {
@@ -121,15 +180,41 @@ impl Namespace {
                     topic: topic.name.clone(),
                     message: message.clone(),
                 };
-                if let Some(notify) = client.enqueue(delivery, self.config.detached_queue_limit) {
-                    wake.push(notify);
-                }
+                let (notify, pushed_out) =
+                    client.enqueue(delivery, self.config.detached_queue_limit);
+                wake.extend(notify);
+                dropped.extend(pushed_out.map(|old| (client.id.clone(), old)));
             }
         }
         drop(state);
         for notify in wake {
             notify.notify();
         }
+        Ok(dropped)
+    }
+
+    /// A subscriber of `message` whose queue is full and who does not make room by
+    /// dropping, with its limit.
+    fn full_receiver(state: &State, message: &Message) -> Option<(String, QueueLimit)> {
+        for name in &message.topics {
+            let Some(topic) = state.topics.get(name.as_str()) else {
+                continue;
+            };
+            for client in &topic.subscribers {
+                if client.id == message.sender {
+                    continue;
+                }
+                let queue = client.lock();
+                let limit = queue.limit;
+                if queue.notify.is_some()
+                    && limit.overflow != Overflow::DropOldest
+                    && queue.items.len() >= limit.capacity
+                {
+                    return Some((client.id.clone(), limit));
+                }
+            }
+        }
+        None
     }
 
     /// Attaches (creating if new) the client `client_id` to `topics`.
@@ -138,6 +223,7 @@ impl Namespace {
         client_id: &str,
         topics: &[String],
         start: StartFrom,
+        limit: QueueLimit,
         notify: Arc<dyn Notify>,
     ) -> Result<(Arc<Client>, bool), SubscribeError> {
         let mut state = self.lock();
@@ -151,7 +237,7 @@ impl Namespace {
         let client = existing.clone().unwrap_or_else(|| {
             Arc::new(Client {
                 id: client_id.to_owned(),
-                queue: Mutex::new(Queue::default()),
+                queue: Mutex::new(Queue::new(limit)),
                 backlog: AtomicUsize::new(0),
                 reordered: AtomicBool::new(false),
             })
@@ -195,6 +281,7 @@ impl Namespace {
         }
         queue.newest = queue.newest.max(queue.items.back().map(|d| d.message.id));
         queue.topics = wanted;
+        queue.limit = limit;
         queue.notify = Some(notify);
         let has_work = !queue.items.is_empty();
         client.backlog.store(queue.items.len(), Ordering::Relaxed);
@@ -236,12 +323,23 @@ impl Client {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a delivery; returns the consumer to notify, if one is attached.
-    fn enqueue(&self, delivery: Delivery, detached_limit: usize) -> Option<Arc<dyn Notify>> {
+    /// Queues a delivery; returns the consumer to notify, if one is attached, and the
+    /// delivery pushed out to make room, if the client's limit says so.
+    fn enqueue(
+        &self,
+        delivery: Delivery,
+        detached_limit: usize,
+    ) -> (Option<Arc<dyn Notify>>, Option<Delivery>) {
         let mut queue = self.lock();
+        let mut pushed_out = None;
         if queue.notify.is_none() && queue.items.len() >= detached_limit {
             queue.items.pop_front();
             queue.dropped += 1;
+        } else if queue.notify.is_some()
+            && queue.limit.overflow == Overflow::DropOldest
+            && queue.items.len() >= queue.limit.capacity
+        {
+            pushed_out = queue.items.pop_front();
         }
         let id = delivery.message.id;
         match queue.newest {
@@ -250,7 +348,7 @@ impl Client {
         }
         queue.insert_sorted(delivery);
         self.backlog.store(queue.items.len(), Ordering::Relaxed);
-        queue.notify.clone()
+        (queue.notify.clone(), pushed_out)
     }
 }
 

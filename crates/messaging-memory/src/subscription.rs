@@ -86,8 +86,12 @@ impl Subscription for MemorySubscription {
             &self.ids,
             &self.namespace_name,
         )?;
-        if let Some(message) = letter {
-            self.namespace.publish(Arc::new(message));
+        if let Some(message) = letter
+            && let Err(full) = self.namespace.publish(Arc::new(message))
+        {
+            // The watchers of dead letters are not keeping up: this one is lost, and
+            // said so, rather than stop the agent that failed.
+            tracing::warn!(client = %self.client.id, watcher = %full.client, "a dead letter found its watcher's queue full; it is dropped");
         }
         Ok(())
     }

@@ -365,6 +365,8 @@ impl MessagingBackend for RedisMessaging {
         let mut capabilities = Capabilities::in_process();
         capabilities.durable = true;
         capabilities.cross_process = true;
+        // What waits for a client is bounded by each stream's retention instead.
+        capabilities.queue_limits = false;
         capabilities
     }
 
@@ -389,6 +391,17 @@ impl MessagingBackend for RedisMessaging {
         notify: Arc<dyn Notify>,
     ) -> Result<Box<dyn Subscription>> {
         let shared = &self.shared;
+        if request.limit.is_some() {
+            return Err(Error::new(
+                ErrorKind::InvalidSpec,
+                NAME,
+                format!(
+                    "client {:?} asks for a queue limit; on Redis what waits is bounded by \
+                     each stream's retention (maxlen, maxage) instead",
+                    request.client_id
+                ),
+            ));
+        }
         let who = (request.namespace.clone(), request.client_id.clone());
         if !lock(&shared.live).insert(who.clone()) {
             return Err(Error::new(
