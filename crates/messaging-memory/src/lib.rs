@@ -117,9 +117,9 @@ impl MessagingBackend for MemoryMessaging {
                 format!("message {} has no topic", message.id),
             ));
         }
-        let namespace_name = message.namespace.clone();
-        let namespace = self.namespace(&namespace_name);
-        let pushed_out = namespace.publish(Arc::new(message)).map_err(|full| {
+        let message = Arc::new(message);
+        let namespace = self.namespace(&message.namespace);
+        let pushed_out = namespace.publish(message.clone()).map_err(|full| {
             let waited = full
                 .waited
                 .map(|waited| format!(" for {}ms", waited.as_millis()))
@@ -140,8 +140,13 @@ impl MessagingBackend for MemoryMessaging {
                 kind: "overflow".into(),
                 text: format!("dropped to make room: the queue of {client:?} was full"),
             };
-            let letter =
-                DeadLetter::for_delivery(&client, &delivery, failure, &self.ids, &namespace_name)?;
+            let letter = DeadLetter::for_delivery(
+                &client,
+                &delivery,
+                failure,
+                &self.ids,
+                &message.namespace,
+            )?;
             if let Some(letter) = letter {
                 // What the dead letter pushes out in turn is dropped, not dead-lettered
                 // again, so this ends.

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use engine_core::{Delivery, Message, MessageId, Notify, Overflow, QueueLimit, StartFrom};
@@ -17,6 +17,10 @@ use crate::fast_hash::FastMap;
 pub(crate) struct Namespace {
     pub(crate) config: MemoryConfig,
     state: Mutex<State>,
+    /// Publishers waiting for room in a full queue, and where they wait: consumers
+    /// that take from a queue ring it when someone waits.
+    blocked: AtomicUsize,
+    room: (Mutex<()>, Condvar),
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +55,10 @@ pub(crate) struct Client {
     /// How many deliveries are in the queue (not counting what a subscription has taken);
     /// written under the lock, read without it.
     pub(crate) backlog: AtomicUsize,
+    /// The backlog at which a publish must wait or fail, read without the queue's lock
+    /// on every publish: the attached limit's capacity, or `usize::MAX` while nothing
+    /// refuses (detached, or dropping the oldest instead).
+    pub(crate) refuse_at: AtomicUsize,
     /// Set when a delivery is queued that sorts before one already queued or taken (a
     /// more urgent message): the subscription then gives back what it has taken, so the
     /// urgent one goes first.
@@ -101,8 +109,8 @@ pub(crate) struct Full {
     pub(crate) waited: Option<Duration>,
 }
 
-/// How often a blocked publish looks for room again.
-const BLOCKED_POLL: Duration = Duration::from_millis(1);
+/// How long a blocked publish waits at most before it looks for room again.
+const BLOCKED_POLL: Duration = Duration::from_millis(10);
 
 /// Why a subscription could not be made.
 pub(crate) enum SubscribeError {
@@ -114,6 +122,8 @@ impl Namespace {
         Self {
             config,
             state: Mutex::new(State::default()),
+            blocked: AtomicUsize::new(0),
+            room: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -147,8 +157,13 @@ impl Namespace {
                     if left.is_zero() {
                         return Err(full(Some(waited)));
                     }
+                    // Told when a consumer takes; the timeout covers a take that came
+                    // between the check and the wait.
+                    self.blocked.fetch_add(1, Ordering::AcqRel);
+                    let room = self.room.0.lock().unwrap_or_else(PoisonError::into_inner);
                     drop(state);
-                    std::thread::sleep(left.min(BLOCKED_POLL));
+                    let _ = self.room.1.wait_timeout(room, left.min(BLOCKED_POLL));
+                    self.blocked.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         };
@@ -201,16 +216,15 @@ impl Namespace {
                 continue;
             };
             for client in &topic.subscribers {
-                if client.id == message.sender {
+                if client.id == message.sender
+                    || client.backlog.load(Ordering::Relaxed)
+                        < client.refuse_at.load(Ordering::Relaxed)
+                {
                     continue;
                 }
                 let queue = client.lock();
-                let limit = queue.limit;
-                if queue.notify.is_some()
-                    && limit.overflow != Overflow::DropOldest
-                    && queue.items.len() >= limit.capacity
-                {
-                    return Some((client.id.clone(), limit));
+                if queue.notify.is_some() && queue.items.len() >= queue.limit.capacity {
+                    return Some((client.id.clone(), queue.limit));
                 }
             }
         }
@@ -239,6 +253,7 @@ impl Namespace {
                 id: client_id.to_owned(),
                 queue: Mutex::new(Queue::new(limit)),
                 backlog: AtomicUsize::new(0),
+                refuse_at: AtomicUsize::new(usize::MAX),
                 reordered: AtomicBool::new(false),
             })
         });
@@ -283,11 +298,26 @@ impl Namespace {
         queue.topics = wanted;
         queue.limit = limit;
         queue.notify = Some(notify);
+        client.refuse_at.store(
+            match limit.overflow {
+                Overflow::DropOldest => usize::MAX,
+                Overflow::Block | Overflow::Reject => limit.capacity,
+            },
+            Ordering::Relaxed,
+        );
         let has_work = !queue.items.is_empty();
         client.backlog.store(queue.items.len(), Ordering::Relaxed);
         drop(queue);
         clients.insert(client_id.to_owned(), client.clone());
         Ok((client, has_work))
+    }
+
+    /// A consumer took deliveries: wakes publishers waiting for room, if any.
+    pub(crate) fn room_made(&self) {
+        if self.blocked.load(Ordering::Acquire) > 0 {
+            let _room = self.room.0.lock().unwrap_or_else(PoisonError::into_inner);
+            self.room.1.notify_all();
+        }
     }
 
     /// Runs `f` with the namespace locked.

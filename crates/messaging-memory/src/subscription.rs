@@ -57,6 +57,8 @@ impl Subscription for MemorySubscription {
             self.client
                 .backlog
                 .store(queue.items.len(), Ordering::Relaxed);
+            drop(queue);
+            self.namespace.room_made();
         }
         let Some(delivery) = self.taken.pop_front() else {
             return Ok(None);
@@ -116,6 +118,7 @@ impl MemorySubscription {
                 .backlog
                 .store(queue.items.len(), Ordering::Relaxed);
             queue.notify = None;
+            self.client.refuse_at.store(usize::MAX, Ordering::Relaxed);
         }
     }
 }
