@@ -16,6 +16,16 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ])?;
+    // cargo-deny comes from crates.io the first time, so the command works on a fresh
+    // machine with nothing but Rust.
+    let deny_present = cmd::cargo(&["deny", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !deny_present {
+        cmd::run(&["install", "cargo-deny", "--locked"])?;
+    }
     // Advisories need the advisory database, which lives outside the package registries;
     // licenses, bans and sources are checked from the lock file alone.
     cmd::run(&[
