@@ -48,6 +48,18 @@ impl AgentHost {
         cell: Arc<AgentCell>,
         notify: Arc<dyn Notify>,
     ) -> Result<Self> {
+        if let Some(foreign) = spec.topics.iter().find(|topic| {
+            topic.starts_with(crate::INBOX_PREFIX) && **topic != inbox_topic(&spec.id)
+        }) {
+            return Err(Error::new(
+                ErrorKind::InvalidSpec,
+                "agent",
+                format!(
+                    "agent {:?} may not subscribe to {foreign:?}: an inbox is its owner's alone",
+                    spec.id
+                ),
+            ));
+        }
         let agent = guild.registry.build(&spec)?;
         let mut topics = spec.topics.clone();
         topics.push(inbox_topic(&spec.id));

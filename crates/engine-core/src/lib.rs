@@ -45,7 +45,7 @@ pub use id::{GENERATOR_ID_MAX, ID_EPOCH_UNIX_MS, IdGenerator, MessageId, Priorit
 pub use load::{
     KnownNames, LoadedSpec, MAX_SPEC_BYTES, MessagingCheck, SpecError, SpecErrors, SpecFormat,
 };
-pub use message::{JSON_FORMAT, Message, MessageBuilder, Payload, inbox_topic};
+pub use message::{INBOX_PREFIX, JSON_FORMAT, Message, MessageBuilder, Payload, inbox_topic};
 pub use messaging::{
     Capabilities, DeadLetter, Delivery, ERROR_TOPIC, Failure, HistoryQuery, MessagingBackend,
     NoNotify, Notify, Outcome, StartFrom, SubscribeRequest, Subscription,

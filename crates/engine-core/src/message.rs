@@ -196,7 +196,10 @@ impl MessageBuilder {
     }
 }
 
+/// What every inbox topic starts with.
+pub const INBOX_PREFIX: &str = "inbox:";
+
 /// The topic every agent is subscribed to for messages addressed to it alone.
 pub fn inbox_topic(agent_id: &str) -> String {
-    format!("inbox:{agent_id}")
+    format!("{INBOX_PREFIX}{agent_id}")
 }

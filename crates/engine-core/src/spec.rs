@@ -158,6 +158,30 @@ impl ResourceLimits {
     pub fn is_set(&self) -> bool {
         self.memory_bytes.is_some() || self.cpu_seconds.is_some() || self.open_files.is_some()
     }
+
+    /// For an engine that cannot enforce caps: refuses caps that are set unless they
+    /// are marked best effort (then only warns), so no cap is accepted and ignored.
+    pub fn refuse_unenforced(&self, engine: &'static str, agent_id: &str) -> crate::Result<()> {
+        if !self.is_set() {
+            return Ok(());
+        }
+        if self.best_effort {
+            tracing::warn!(
+                agent = agent_id,
+                engine,
+                "resource limits are not enforced on this engine (best effort)"
+            );
+            return Ok(());
+        }
+        Err(crate::Error::new(
+            crate::ErrorKind::InvalidSpec,
+            engine,
+            format!(
+                "agent {agent_id:?} sets resource limits, which the {engine} engine cannot \
+                 enforce: run it on the process engine, or mark the limits best_effort"
+            ),
+        ))
+    }
 }
 
 /// How many deliveries may wait for one client of the bus, and what happens to a

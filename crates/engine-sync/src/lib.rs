@@ -107,9 +107,7 @@ impl ExecutionEngine for SyncEngine {
         if inner.table.is_running(&guild.namespace, &spec.id) {
             return Ok(());
         }
-        if spec.limits.is_set() {
-            tracing::warn!(agent = %spec.id, "the sync engine does not enforce resource limits");
-        }
+        spec.limits.refuse_unenforced(NAME, &spec.id)?;
         let spec = Arc::new(spec);
         let cell = Arc::new(AgentCell::default());
         let host = AgentHost::start(guild, spec.clone(), cell.clone(), Arc::new(NoNotify))?;

@@ -137,9 +137,7 @@ impl ExecutionEngine for ThreadsEngine {
                 self.finish(&guild.namespace, &spec.id, &dead.cell, dead.handle);
             }
         }
-        if spec.limits.is_set() {
-            tracing::warn!(agent = %spec.id, "the threads engine does not enforce resource limits");
-        }
+        spec.limits.refuse_unenforced(NAME, &spec.id)?;
 
         let spec = Arc::new(spec);
         let cell = Arc::new(AgentCell::default());

@@ -148,10 +148,10 @@ fn a_handler_that_never_returns_on_the_sync_engine_ends_the_run() {
     assert!(all.contains("timed out after 1s"), "{all}");
 }
 
-/// A guild that would run for a long time, stopped by `signal`.
-fn stopped_by(signal: nix::sys::signal::Signal) -> Output {
+/// A guild that would run for a long time on `engine`, stopped by `signal`.
+fn stopped_by(engine: &str, signal: nix::sys::signal::Signal) -> Output {
     let spec = CYCLE
-        .replace("engine = \"sync\"", "engine = \"threads\"")
+        .replace("engine = \"sync\"", &format!("engine = \"{engine}\""))
         .replace("timeout_secs = 2", "timeout_secs = 600");
     let mut child = start(&spec, &[]);
     // The run is under way once it has printed its agents.
@@ -172,15 +172,15 @@ fn stopped_by(signal: nix::sys::signal::Signal) -> Output {
 
 #[test]
 fn sigterm_stops_the_run_gracefully_with_143() {
-    let output = stopped_by(nix::sys::signal::Signal::SIGTERM);
+    let output = stopped_by("threads", nix::sys::signal::Signal::SIGTERM);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(143), "{all}");
     assert!(all.contains("summary after"), "{all}");
 }
 
 #[test]
-fn sigint_stops_the_run_gracefully_with_130() {
-    let output = stopped_by(nix::sys::signal::Signal::SIGINT);
+fn sigint_stops_a_cycle_on_the_sync_engine_gracefully_with_130() {
+    let output = stopped_by("sync", nix::sys::signal::Signal::SIGINT);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(130), "{all}");
     assert!(all.contains("summary after"), "{all}");

@@ -73,6 +73,7 @@ fn messaging_urls_are_checked_as_connecting_would() {
         ("redis://127.0.0.1:6379?maxlen=x", "maxlen"),
         ("redis://127.0.0.1:6379?readers=1000000", "readers"),
         ("memory://elsewhere", "takes no settings"),
+        ("rediss://127.0.0.1:6379", "TLS"),
     ] {
         let spec = format!("messaging = \"{url}\"\n{}", one_agent("responder", ""));
         check(&spec, &["messaging", why]);
@@ -196,7 +197,10 @@ fn queue_limits_are_bounded_and_refused_where_the_backend_cannot_keep_them() {
     check(
         &format!(
             "messaging = \"redis://127.0.0.1:6379\"\n{}",
-            one_agent("responder", "queue = { capacity = 10, overflow = \"reject\" }")
+            one_agent(
+                "responder",
+                "queue = { capacity = 10, overflow = \"reject\" }"
+            )
         ),
         &["agents[0].queue", "redis backend does not bound queues"],
     );
