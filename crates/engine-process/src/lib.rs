@@ -7,7 +7,7 @@
 //! An agent process is the engine's own program started again (spawn, not fork) with
 //! [`HOST_VARIABLE`] set; [`run_if_agent_host`], called at the top of `main`, makes it
 //! build the agent from its spec through the registry and serve it. The two processes
-//! talk over a private Unix socket pair, in the versioned frames of [`protocol`]:
+//! talk over a private Unix socket pair, in versioned, length-prefixed frames:
 //! control (launch, ready, stop, crash) and messaging, which the parent serves from the
 //! guild's own backend through the embedded broker, so agents in different processes
 //! share the in-memory bus with its whole delivery contract and no external service.
