@@ -131,6 +131,48 @@ pub fn settle(engines: &[&dyn ExecutionEngine]) {
     });
 }
 
+/// Publishes the numbers `0..count` (as JSON) to `topic` as `publisher`, each retried
+/// as the same message (the same id, so a retry after a lost reply is not stored twice)
+/// until the backend takes it, and runs `fault` on a thread of its own once a third are
+/// published, while publishing goes on. Returns how many publishes were refused. For
+/// the fault tests: fails if the backend refuses for three minutes.
+pub fn publish_numbers_through_fault(
+    messaging: &dyn MessagingBackend,
+    namespace: &str,
+    topic: &str,
+    count: u64,
+    fault: impl FnOnce() + Send + 'static,
+) -> u64 {
+    let published = Arc::new(AtomicU64::new(0));
+    let faulting = {
+        let published = published.clone();
+        std::thread::spawn(move || {
+            while published.load(Ordering::Relaxed) < count / 3 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            fault();
+        })
+    };
+    let ids = IdGenerator::process();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut refused = 0;
+    for number in 0..count {
+        let payload = Payload::json(&number).expect("a number encodes");
+        let message = Message::builder(topic, payload).build(&ids, namespace, "publisher");
+        while let Err(error) = messaging.publish(message.clone()) {
+            refused += 1;
+            assert!(
+                Instant::now() < deadline,
+                "the backend never came back: {error}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        published.store(number + 1, Ordering::Relaxed);
+    }
+    faulting.join().expect("the fault ran");
+    refused
+}
+
 /// A guild context over `messaging` with the scenario agents registered.
 pub fn guild(namespace: &str, messaging: Arc<dyn MessagingBackend>) -> GuildContext {
     GuildContext::new(namespace, messaging, Arc::new(crate::agents::registry()))

@@ -151,6 +151,25 @@ impl<H> AgentTable<H> {
         record
     }
 
+    /// Removes the record of `agent_id` only if it is still the one whose live state is
+    /// `cell`: how an engine takes back an agent whose start failed, unless it was
+    /// stopped (and perhaps started again) meanwhile.
+    pub fn remove_if_same(
+        &mut self,
+        guild: &str,
+        agent_id: &str,
+        cell: &Arc<AgentCell>,
+    ) -> Option<AgentRecord<H>> {
+        let same = self
+            .get(guild, agent_id)
+            .is_some_and(|record| Arc::ptr_eq(&record.cell, cell));
+        if same {
+            self.remove(guild, agent_id)
+        } else {
+            None
+        }
+    }
+
     /// Removes every record, in launch order.
     pub fn drain(&mut self) -> Vec<AgentRecord<H>> {
         let mut all: Vec<_> = self

@@ -438,15 +438,10 @@ impl ExecutionEngine for ProcessEngine {
         let Err((error, kill)) = self.await_ready(&spec.id, &ready) else {
             return Ok(());
         };
-        let ours = {
-            let mut inner = self.lock();
-            let ours = inner
-                .table
-                .get(&guild.namespace, &spec.id)
-                .is_some_and(|record| Arc::ptr_eq(&record.cell, &cell));
-            ours.then(|| inner.table.remove(&guild.namespace, &spec.id))
-                .flatten()
-        };
+        let ours = self
+            .lock()
+            .table
+            .remove_if_same(&guild.namespace, &spec.id, &cell);
         if let Some(record) = ours {
             if kill {
                 record.handle.link.signal(Signal::SIGKILL);

@@ -12,16 +12,15 @@
 //! Like the conformance binary, this one is its own agent host, so it has no standard
 //! test harness.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conformance::harness::unique_namespace;
+use conformance::harness::{publish_numbers_through_fault, unique_namespace};
 use conformance::redis_server::RedisServer;
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, ExecutionEngine, GuildContext,
-    IdGenerator, Message, MessagingBackend, NoNotify, Outcome, Payload, StartFrom,
-    SubscribeRequest,
+    Message, MessagingBackend, NoNotify, Outcome, StartFrom, SubscribeRequest,
 };
 use engine_process::ProcessEngine;
 use libtest_mimic::{Arguments, Trial};
@@ -106,13 +105,9 @@ fn killed_mid_stream() {
         std::thread::spawn(move || count(&*messaging, &namespace, &counts, &finished))
     };
 
-    let published = Arc::new(AtomicU64::new(0));
-    let faulting = {
-        let (server, published) = (server.clone(), published.clone());
-        std::thread::spawn(move || {
-            while published.load(Ordering::Relaxed) < MESSAGES / 3 {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+    let refused = {
+        let server = server.clone();
+        publish_numbers_through_fault(&*messaging, &namespace, "numbers", MESSAGES, move || {
             let mut server = server.lock().unwrap();
             server.kill();
             // Down long enough for publishes to be refused and readers to back off.
@@ -124,23 +119,6 @@ fn killed_mid_stream() {
             server.start_again();
         })
     };
-    let ids = IdGenerator::process();
-    let mut refused = 0u64;
-    let deadline = Instant::now() + HANG;
-    for number in 0..MESSAGES {
-        let message = Message::builder("numbers", Payload::json(&number).unwrap()).build(
-            &ids,
-            &namespace,
-            "publisher",
-        );
-        while let Err(error) = messaging.publish(message.clone()) {
-            refused += 1;
-            assert!(Instant::now() < deadline, "Redis never came back: {error}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        published.store(number + 1, Ordering::Relaxed);
-    }
-    faulting.join().unwrap();
 
     let deadline = Instant::now() + HANG;
     let missing = || counts.lock().unwrap().iter().filter(|&&n| n == 0).count();

@@ -183,15 +183,10 @@ impl ExecutionEngine for ThreadsEngine {
             ))
         });
         if let Err(error) = ready {
-            let ours = {
-                let mut inner = self.lock();
-                let ours = inner
-                    .table
-                    .get(&guild.namespace, &spec.id)
-                    .is_some_and(|record| Arc::ptr_eq(&record.cell, &cell));
-                ours.then(|| inner.table.remove(&guild.namespace, &spec.id))
-                    .flatten()
-            };
+            let ours = self
+                .lock()
+                .table
+                .remove_if_same(&guild.namespace, &spec.id, &cell);
             if let Some(mut record) = ours
                 && let Some(join) = record.handle.join.take()
             {

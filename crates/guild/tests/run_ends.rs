@@ -148,13 +148,9 @@ fn a_handler_that_never_returns_on_the_sync_engine_ends_the_run() {
     assert!(all.contains("timed out after 1s"), "{all}");
 }
 
-/// A guild that would run for a long time on `engine`, stopped by `signal`.
-fn stopped_by(engine: &str, signal: nix::sys::signal::Signal) -> Output {
-    let spec = CYCLE
-        .replace("engine = \"sync\"", &format!("engine = \"{engine}\""))
-        .replace("timeout_secs = 2", "timeout_secs = 600");
-    let mut child = start(&spec, &[]);
-    // The run is under way once it has printed its agents.
+/// Reads the cycle's output until it has started its last agent (the run is then under
+/// way), returning what it read.
+fn wait_for_start(child: &mut Child) -> Vec<u8> {
     let mut seen = Vec::new();
     let stdout = child.stdout.as_mut().unwrap();
     let mut byte = [0u8; 1];
@@ -162,11 +158,20 @@ fn stopped_by(engine: &str, signal: nix::sys::signal::Signal) -> Output {
         assert_eq!(stdout.read(&mut byte).unwrap(), 1, "guild ended early");
         seen.push(byte[0]);
     }
+    seen
+}
+
+/// A guild that would run for a long time on `engine`, stopped by `signal`.
+fn stopped_by(engine: &str, signal: nix::sys::signal::Signal) -> Output {
+    let spec = CYCLE
+        .replace("engine = \"sync\"", &format!("engine = \"{engine}\""))
+        .replace("timeout_secs = 2", "timeout_secs = 600");
+    let mut child = start(&spec, &[]);
+    let seen = wait_for_start(&mut child);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, signal).unwrap();
     let mut output = finish(child);
-    seen.extend(output.stdout);
-    output.stdout = seen;
+    output.stdout = [seen, output.stdout].concat();
     output
 }
 
@@ -239,13 +244,7 @@ fn a_redis_outage_is_named_once_not_per_retry() {
         .replace("engine = \"sync\"", "engine = \"threads\"")
         .replace("timeout_secs = 2", "timeout_secs = 3");
     let mut child = start(&spec, &["--messaging", &server.url()]);
-    let mut seen = Vec::new();
-    let stdout = child.stdout.as_mut().unwrap();
-    let mut byte = [0u8; 1];
-    while !String::from_utf8_lossy(&seen).contains("started pong") {
-        assert_eq!(stdout.read(&mut byte).unwrap(), 1, "guild ended early");
-        seen.push(byte[0]);
-    }
+    wait_for_start(&mut child);
     server.kill();
     let output = finish(child);
     let all = text(&output);

@@ -3,15 +3,14 @@
 //! persistence), or while every client connection is killed; every number is handled
 //! exactly once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conformance::harness::unique_namespace;
+use conformance::harness::{publish_numbers_through_fault, unique_namespace};
 use conformance::redis_server::RedisServer;
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, ExecutionEngine, GuildContext,
-    IdGenerator, Message, MessagingBackend, Payload, StartFrom,
+    Message, MessagingBackend, StartFrom,
 };
 use engine_threads::ThreadsEngine;
 use messaging_redis::RedisMessaging;
@@ -46,34 +45,8 @@ fn run_through(server: &Arc<Mutex<RedisServer>>, fault: impl FnOnce() + Send + '
     tally.start_from = StartFrom::Earliest;
     engine.run_agent(&guild, tally).unwrap();
 
-    let published = Arc::new(AtomicU64::new(0));
-    let faulting = {
-        let published = published.clone();
-        std::thread::spawn(move || {
-            while published.load(Ordering::Relaxed) < MESSAGES / 3 {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            fault();
-        })
-    };
-    let ids = IdGenerator::process();
-    let mut refused = 0u64;
-    for number in 0..MESSAGES {
-        let message = Message::builder("numbers", Payload::json(&number).unwrap()).build(
-            &ids,
-            &namespace,
-            "publisher",
-        );
-        // The same message (same id) until it is taken: a retry after a lost reply is
-        // not stored twice.
-        while let Err(error) = messaging.publish(message.clone()) {
-            refused += 1;
-            assert!(refused < 10_000, "Redis never came back: {error}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        published.store(number + 1, Ordering::Relaxed);
-    }
-    faulting.join().unwrap();
+    let refused =
+        publish_numbers_through_fault(&*messaging, &namespace, "numbers", MESSAGES, fault);
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let handled = || {
