@@ -197,7 +197,7 @@ impl Session {
                         ),
                     ));
                 }
-                self.offer(Held::Publish(message))?;
+                self.offer([Held::Publish(message)])?;
             }
             ToParent::Subscribe {
                 request,
@@ -236,9 +236,7 @@ impl Session {
                         ));
                     }
                 }
-                for outcome in outcomes {
-                    self.offer(Held::Ack(outcome))?;
-                }
+                self.offer(outcomes.into_iter().map(Held::Ack))?;
                 self.wake.notify();
             }
             ToParent::History {
@@ -336,42 +334,49 @@ impl Session {
         Ok(())
     }
 
-    /// Hands `item` to the backend, or holds it behind what is held already. Waits
-    /// for room while too much is held, so an agent that goes on publishing into an
-    /// outage is slowed down by its own socket rather than grow our memory.
-    fn offer(&self, item: Held) -> Result<()> {
+    /// Hands `items` to the backend in order, or holds them behind what is held
+    /// already, under one lock. Waits for room while too much is held, so an agent that
+    /// goes on publishing into an outage is slowed down by its own socket rather than
+    /// grow our memory.
+    fn offer(&self, items: impl IntoIterator<Item = Held>) -> Result<()> {
         let mut state = self.lock();
-        while state.held.len() >= HELD_LIMIT && !state.closed {
-            state = self
-                .room
-                .wait_timeout(state, RETRY_MAX)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        if state.held.is_empty() {
-            match self.apply(&mut state, &item) {
-                Ok(()) => return Ok(()),
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(
-                        agent = %self.agent_id,
-                        %error,
-                        "the messaging backend refuses the agent's messages; holding them and retrying"
-                    );
-                    let now = Instant::now();
-                    state.outage = Some(Outage {
-                        since: now,
-                        reported: now,
-                        why: error.to_string(),
-                    });
-                    self.send(ToChild::Outage(Some(WireError::from(&error))));
-                }
-                Err(error) => return self.refused(item, error),
+        for item in items {
+            while state.held.len() >= HELD_LIMIT && !state.closed {
+                state = self
+                    .room
+                    .wait_timeout(state, RETRY_MAX)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
+            if state.held.is_empty() {
+                match self.apply(&mut state, &item) {
+                    Ok(()) => continue,
+                    Err(error) if error.is_retryable() => {
+                        tracing::warn!(
+                            agent = %self.agent_id,
+                            %error,
+                            "the messaging backend refuses the agent's messages; holding them and retrying"
+                        );
+                        let now = Instant::now();
+                        state.outage = Some(Outage {
+                            since: now,
+                            reported: now,
+                            why: error.to_string(),
+                        });
+                        self.send(ToChild::Outage(Some(WireError::from(&error))));
+                    }
+                    Err(error) => {
+                        self.refused(item, error)?;
+                        continue;
+                    }
+                }
+            }
+            if matches!(item, Held::Ack(_)) {
+                state.held_acks += 1;
+            }
+            state.held.push_back(item);
         }
-        if matches!(item, Held::Ack(_)) {
-            state.held_acks += 1;
-        }
-        state.held.push_back(item);
+        self.cell.set_busy(state.in_flight > 0);
         Ok(())
     }
 
@@ -473,7 +478,6 @@ impl Session {
                 state.in_flight -= 1;
                 self.cell.begin_handling();
                 self.cell.end_handling(failed, subscription.pending());
-                self.cell.set_busy(state.in_flight > 0);
             }
         }
         Ok(())
