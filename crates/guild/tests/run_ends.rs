@@ -230,11 +230,16 @@ fn an_agent_that_dies_ends_the_run_at_once_with_its_reason() {
 
 #[test]
 fn a_spec_may_ask_to_carry_on_when_an_agent_dies() {
-    let spec = dying("continue").replace("timeout_secs = 30", "timeout_secs = 4");
+    // Carrying on, the guild goes quiet once the worker is dead, and that completes it.
+    let spec = dying("continue").replace(
+        "until = { topic = \"counts\", count = 1 }",
+        "until = { quiet_ms = 500 }",
+    );
     let output = finish(start(&spec, &[]));
     let all = text(&output);
+    assert!(all.contains("agent worker was killed by a limit"), "{all}");
     assert!(all.contains("carrying on"), "{all}");
-    assert!(all.contains("timed out after 4s"), "{all}");
+    assert_eq!(output.status.code(), Some(0), "{all}");
 }
 
 #[test]
@@ -255,7 +260,12 @@ fn a_redis_outage_is_named_once_not_per_retry() {
         "{all}"
     );
     let warnings = all.lines().filter(|line| line.contains("WARN")).count();
-    assert!(warnings <= 5, "{warnings} warnings in a 3 s outage:\n{all}");
+    // One for the outage, the rest from handlers and shutdown; a warning per retry
+    // would be hundreds.
+    assert!(
+        warnings <= 10,
+        "{warnings} warnings in a 3 s outage:\n{all}"
+    );
 }
 
 #[test]
