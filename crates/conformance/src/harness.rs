@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use engine_core::{
-    ExecutionEngine, GuildContext, IdGenerator, Message, MessageId, MessagingBackend, NoNotify,
-    Payload, Priority, StartFrom, SubscribeRequest, Subscription,
+    AgentSpec, ExecutionEngine, GuildContext, IdGenerator, Message, MessageId, MessagingBackend,
+    NoNotify, Payload, Priority, StartFrom, SubscribeRequest, Subscription,
 };
 
 /// How long a scenario waits for something that should happen before it fails.
@@ -171,6 +171,36 @@ pub fn publish_numbers_through_fault(
     }
     faulting.join().expect("the fault ran");
     refused
+}
+
+/// Starts `spec` on `engine` from a thread of its own, for tests that act while an
+/// agent starts; [`Starting::finish`] waits (bounded) for `run_agent` to return.
+pub fn start_in_background(
+    engine: Arc<dyn ExecutionEngine>,
+    guild: &GuildContext,
+    spec: AgentSpec,
+) -> Starting {
+    let (done, finished) = std::sync::mpsc::sync_channel(1);
+    let guild = guild.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(engine.run_agent(&guild, spec));
+    });
+    Starting(finished)
+}
+
+/// An agent being started by [`start_in_background`].
+#[derive(Debug)]
+pub struct Starting(std::sync::mpsc::Receiver<engine_core::Result<()>>);
+
+impl Starting {
+    /// Waits until `run_agent` returned, failing the test if it did not by the deadline
+    /// or failed.
+    pub fn finish(self) {
+        self.0
+            .recv_timeout(DEADLINE)
+            .expect("run_agent returned by the deadline")
+            .expect("the agent started");
+    }
 }
 
 /// A guild context over `messaging` with the scenario agents registered.

@@ -14,7 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance::harness::{DEADLINE, guild, publish, settle, unique_namespace, wait_until};
+use conformance::harness::{
+    DEADLINE, guild, publish, settle, start_in_background, unique_namespace, wait_until,
+};
 use conformance::redis_server::RedisServer;
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, AgentState, ErrorKind,
@@ -273,13 +275,7 @@ fn slow_start() {
     let gate = std::env::temp_dir().join(format!("guild-gate-{}", guild.namespace));
     let mut slow = AgentSpec::new("slow", "slow");
     slow.properties = serde_json::json!({ "gate": gate.display().to_string() });
-    let (done, finished) = crossbeam_channel::bounded(1);
-    {
-        let (engine, guild) = (engine.clone(), guild.clone());
-        std::thread::spawn(move || {
-            let _ = done.send(engine.run_agent(&guild, slow));
-        });
-    }
+    let starting = start_in_background(engine.clone(), &guild, slow);
     wait_until(&[], "the slow agent is seen starting", || {
         engine
             .agent_info(&guild.namespace, "slow")
@@ -294,10 +290,7 @@ fn slow_start() {
     assert!(!engine.is_agent_running(&guild.namespace, "slow"));
 
     std::fs::write(&gate, b"open").unwrap();
-    finished
-        .recv_timeout(DEADLINE)
-        .expect("the slow start returned")
-        .expect("the slow agent started");
+    starting.finish();
     assert!(engine.is_agent_running(&guild.namespace, "slow"));
     engine.shutdown().unwrap();
     let _ = std::fs::remove_file(&gate);

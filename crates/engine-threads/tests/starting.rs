@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use conformance::harness::{DEADLINE, guild, unique_namespace, wait_until};
+use conformance::harness::{DEADLINE, guild, start_in_background, unique_namespace, wait_until};
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, AgentState, ExecutionEngine,
     GuildContext, Message,
@@ -83,15 +83,7 @@ fn setup(scenario: &str, registry: AgentRegistry) -> (Arc<ThreadsEngine>, GuildC
 
 /// Runs `run_agent` on another thread, failing if it has not returned by the deadline.
 fn run_bounded(engine: &Arc<ThreadsEngine>, guild: &GuildContext, spec: AgentSpec) {
-    let (done, finished) = crossbeam_channel::bounded(1);
-    let (engine, guild) = (engine.clone(), guild.clone());
-    std::thread::spawn(move || {
-        let _ = done.send(engine.run_agent(&guild, spec));
-    });
-    finished
-        .recv_timeout(DEADLINE)
-        .expect("run_agent returned")
-        .expect("the agent started");
+    start_in_background(engine.clone(), guild, spec).finish();
 }
 
 #[test]
@@ -115,13 +107,7 @@ fn others_are_started_stopped_and_queried_while_one_starts_slowly() {
     registry.register("slow", move |_| Ok(Slow(for_agent.clone())));
     let (engine, guild) = setup("slow", registry);
 
-    let (done, finished) = crossbeam_channel::bounded(1);
-    {
-        let (engine, guild) = (engine.clone(), guild.clone());
-        std::thread::spawn(move || {
-            let _ = done.send(engine.run_agent(&guild, AgentSpec::new("slow", "slow")));
-        });
-    }
+    let slow = start_in_background(engine.clone(), &guild, AgentSpec::new("slow", "slow"));
     wait_until(&[], "the slow agent is seen starting", || {
         engine
             .agent_info(&guild.namespace, "slow")
@@ -140,10 +126,7 @@ fn others_are_started_stopped_and_queried_while_one_starts_slowly() {
     assert_eq!(engine.agents_in_guild(&guild.namespace).len(), 1);
 
     gate.open();
-    finished
-        .recv_timeout(DEADLINE)
-        .expect("the slow start returned")
-        .expect("the slow agent started");
+    slow.finish();
     assert!(engine.is_agent_running(&guild.namespace, "slow"));
     engine.shutdown().unwrap();
 }
