@@ -41,9 +41,10 @@ impl GuildBuilder {
         self
     }
 
-    /// Runs every agent on the engine `name`, whatever the spec says. Without it,
-    /// `GUILD_ENGINE` does the same; without that, the spec's engine is the default and
-    /// each agent may name its own; without any, [`select::DEFAULT_ENGINE`].
+    /// Runs every agent on the engine `name`, whatever the spec says. Without it, the
+    /// spec's engine is the default and each agent may name its own; without any,
+    /// [`select::DEFAULT_ENGINE`]. (The library reads no environment variable: the
+    /// `guild` command passes `GUILD_ENGINE` here.)
     pub fn engine(mut self, name: impl Into<String>) -> Self {
         self.engine = Some(name.into());
         self
@@ -57,10 +58,7 @@ impl GuildBuilder {
 
     /// Connects the messaging backend and builds the guild's resources; launches nothing.
     pub fn build(self) -> Result<Guild> {
-        let forced = self
-            .engine
-            .or_else(|| std::env::var(select::ENGINE_VARIABLE).ok())
-            .filter(|name| !name.is_empty());
+        let forced = self.engine.filter(|name| !name.is_empty());
         let default_engine = forced
             .clone()
             .or_else(|| self.spec.engine.clone())
@@ -144,8 +142,23 @@ impl Guild {
         };
         let id = agent.id.clone();
         engine.run_agent(&self.context, agent)?;
-        self.launched.push((id, engine_name));
+        // Launching a running agent again is one agent, listed once.
+        if !self.launched.iter().any(|(launched, _)| *launched == id) {
+            self.launched.push((id, engine_name));
+        }
         Ok(())
+    }
+
+    /// Stops agent `agent_id`, on whichever engine runs it: after this returns it
+    /// handles nothing more. An id that was never launched is a no-op.
+    pub fn stop(&self, agent_id: &str) -> Result<()> {
+        let Some((_, engine)) = self.launched.iter().find(|(id, _)| id == agent_id) else {
+            return Ok(());
+        };
+        match self.engines.get(engine) {
+            Some(engine) => engine.stop_agent(&self.spec.id, agent_id),
+            None => Ok(()),
+        }
     }
 
     /// Launches every agent of the spec, replicas expanded, in spec order.

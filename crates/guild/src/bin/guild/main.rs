@@ -37,8 +37,8 @@ enum Command {
     Run {
         /// The spec file (TOML or JSON).
         spec: PathBuf,
-        /// The engine for every agent (overrides GUILD_ENGINE and the spec).
-        #[arg(long)]
+        /// The engine for every agent, overriding the spec.
+        #[arg(long, env = guild::select::ENGINE_VARIABLE)]
         engine: Option<String>,
         /// The messaging backend, by name or URL (overrides the spec).
         #[arg(long)]
