@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use engine_core::{Error, ErrorKind, ExecutionEngine, KnownNames, MessagingBackend, Result};
 
-/// The engine used when neither the caller, `GUILD_ENGINE`, nor the spec names one.
+/// The engine used when neither the caller nor the spec names one.
 pub const DEFAULT_ENGINE: &str = "threads";
 
 /// The messaging backend used when neither the caller nor the spec names one.
 pub const DEFAULT_MESSAGING: &str = "memory";
 
-/// The environment variable that chooses the engine for every agent.
+/// The environment variable the `guild` command reads to choose the engine for every
+/// agent (as the default of `--engine`).
 pub const ENGINE_VARIABLE: &str = "GUILD_ENGINE";
 
 /// The engines compiled into this build.
