@@ -158,15 +158,12 @@ impl Session {
             };
             // Retried on time even while the channel is busy.
             if holding && written.is_ok() && Instant::now() >= next_retry {
-                let recovered = self.retry_held();
-                retry = match recovered {
-                    Some(_) => RETRY_FIRST,
-                    None => (retry * 2).min(RETRY_MAX),
+                retry = if self.retry_held() {
+                    RETRY_FIRST
+                } else {
+                    (retry * 2).min(RETRY_MAX)
                 };
                 next_retry = Instant::now() + retry;
-                if let Some(Some(frame)) = recovered {
-                    self.send(frame);
-                }
                 // Acknowledgements taken make room in the window.
                 written = self.push(&mut writer);
             }
@@ -277,7 +274,8 @@ impl Session {
             let mut state = self.lock();
             state.closed = true;
             self.drain_held(&mut state);
-            let lost = state.held.len();
+            // Held acknowledgements are not lost: those deliveries are handed out again.
+            let lost = state.held.len() - state.held_acks;
             state.held.clear();
             state.held_acks = 0;
             self.room.notify_all();
@@ -397,14 +395,10 @@ impl Session {
         }
     }
 
-    /// The writer's retry of what is held. `None` while the backend still refuses;
-    /// `Some(frame)` once everything held is taken, with the frame that tells the agent
-    /// the outage is over (`None` when there was nothing held).
-    fn retry_held(&self) -> Option<Option<ToChild>> {
+    /// The writer's retry of what is held: whether nothing is held any more. When that
+    /// ends an outage, the agent is told.
+    fn retry_held(&self) -> bool {
         let mut state = self.lock();
-        if state.held.is_empty() {
-            return Some(None);
-        }
         self.drain_held(&mut state);
         self.room.notify_all();
         if !state.held.is_empty() {
@@ -421,7 +415,7 @@ impl Session {
                     "the messaging backend is still refusing the agent's messages"
                 );
             }
-            return None;
+            return false;
         }
         if let Some(outage) = state.outage.take() {
             tracing::info!(
@@ -429,8 +423,9 @@ impl Session {
                 outage = ?outage.since.elapsed(),
                 "the messaging backend takes the agent's messages again"
             );
+            self.send(ToChild::Outage(None));
         }
-        Some(Some(ToChild::Outage(None)))
+        true
     }
 
     /// Hands the backend what is held, oldest first, until it refuses one.
