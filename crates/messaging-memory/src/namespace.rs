@@ -150,9 +150,15 @@ impl Namespace {
             };
             match limit.overflow {
                 Overflow::Reject => return Err(full(None)),
-                _ => {
+                // A client that drops its oldest is never reported full.
+                Overflow::Block | Overflow::DropOldest => {
                     let waited = Duration::from_millis(limit.block_ms);
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + waited);
+                    // A limit built in code may ask for a wait past any clock: cap it.
+                    let deadline = *deadline.get_or_insert_with(|| {
+                        let now = Instant::now();
+                        now.checked_add(waited)
+                            .unwrap_or_else(|| now + Duration::from_secs(u32::MAX.into()))
+                    });
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(full(Some(waited)));
