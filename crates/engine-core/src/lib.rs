@@ -1,7 +1,7 @@
 //! # engine-core
 //!
 //! The contracts of guild, written down: what an [`Agent`] is, how it is described as
-//! data ([`AgentSpec`], [`GuildSpec`]) and built from a name ([`AgentRegistry`]), what a
+//! data ([`AgentSpec`]) and built from a name ([`AgentRegistry`]), what a
 //! [`Message`] and its [`MessageId`] are, what every [`MessagingBackend`] promises (the
 //! delivery contract), and what every [`ExecutionEngine`] promises.
 //!
@@ -16,13 +16,11 @@
 
 mod agent;
 mod block_on;
-mod check;
 mod engine;
 mod error;
 mod events;
 mod host;
 mod id;
-mod load;
 mod message;
 mod messaging;
 mod registry;
@@ -30,10 +28,6 @@ mod spec;
 mod table;
 
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
-pub use check::{
-    MAX_BLOCK_MS, MAX_CPU_SECONDS, MAX_MEMORY_BYTES, MAX_NAME_BYTES, MAX_OPEN_FILES,
-    MAX_QUEUE_CAPACITY, MAX_QUIET_MS, MAX_REPLICAS, MAX_TIMEOUT_SECS, MIN_MEMORY_BYTES,
-};
 pub use engine::{
     AgentInfo, AgentState, EngineCapabilities, EngineStats, ExecutionEngine, ExitStatus,
     GuildContext,
@@ -42,17 +36,11 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::{EventHub, EventReceiver, LifecycleEvent, LifecycleKind};
 pub use host::{AgentHost, Step, panic_text};
 pub use id::{GENERATOR_ID_MAX, ID_EPOCH_UNIX_MS, IdGenerator, MessageId, Priority, unix_ms_now};
-pub use load::{
-    KnownNames, LoadedSpec, MAX_SPEC_BYTES, MessagingCheck, SpecError, SpecErrors, SpecFormat,
-};
 pub use message::{INBOX_PREFIX, JSON_FORMAT, Message, MessageBuilder, Payload, inbox_topic};
 pub use messaging::{
     Capabilities, DeadLetter, Delivery, ERROR_TOPIC, Failure, HistoryQuery, MessagingBackend,
     NoNotify, Notify, Outcome, StartFrom, SubscribeRequest, Subscription,
 };
 pub use registry::{AgentRegistry, Resources};
-pub use spec::{
-    AgentExitPolicy, AgentSpec, DependencySpec, GuildSpec, Overflow, QueueLimit, ResourceLimits,
-    RestartPolicy, RunSpec, SendSpec, UntilSpec,
-};
+pub use spec::{AgentSpec, DependencySpec, Overflow, QueueLimit, ResourceLimits, RestartPolicy};
 pub use table::{AgentCell, AgentRecord, AgentTable};

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use engine_core::{
     AgentInfo, AgentRegistry, AgentSpec, EngineStats, EventReceiver, ExecutionEngine, GuildContext,
-    GuildSpec, IdGenerator, LifecycleEvent, MessageBuilder, MessageId, NoNotify, Notify, Result,
-    StartFrom, SubscribeRequest, Subscription,
+    IdGenerator, LifecycleEvent, MessageBuilder, MessageId, NoNotify, Notify, Result, StartFrom,
+    SubscribeRequest, Subscription,
 };
 
-use crate::select;
+use crate::{GuildSpec, select};
 
 /// The sender id of messages the guild itself publishes (run inputs, for example).
 pub const GUILD_SENDER: &str = "guild";

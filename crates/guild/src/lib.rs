@@ -19,9 +19,18 @@
 pub mod builtin;
 mod guild;
 pub mod select;
+mod spec;
 
 pub use engine_core::*;
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
+pub use spec::check::{
+    MAX_BLOCK_MS, MAX_CPU_SECONDS, MAX_MEMORY_BYTES, MAX_NAME_BYTES, MAX_OPEN_FILES,
+    MAX_QUEUE_CAPACITY, MAX_QUIET_MS, MAX_REPLICAS, MAX_TIMEOUT_SECS, MIN_MEMORY_BYTES,
+};
+pub use spec::load::{
+    KnownNames, LoadedSpec, MAX_SPEC_BYTES, MessagingCheck, SpecError, SpecErrors, SpecFormat,
+};
+pub use spec::{AgentExitPolicy, GuildSpec, RunSpec, SendSpec, UntilSpec};
 
 /// The execution engines compiled into this build.
 pub mod engines {

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use engine_core::{Error, ErrorKind, ExecutionEngine, KnownNames, MessagingBackend, Result};
+use crate::KnownNames;
+use engine_core::{Error, ErrorKind, ExecutionEngine, MessagingBackend, Result};
 
 /// The engine used when neither the caller nor the spec names one.
 pub const DEFAULT_ENGINE: &str = "threads";

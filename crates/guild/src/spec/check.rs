@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::load::{bump, locate};
+use super::load::{bump, locate};
 use crate::{
     AgentRegistry, AgentSpec, ERROR_TOPIC, INBOX_PREFIX, KnownNames, LoadedSpec, RestartPolicy,
     SpecError, SpecErrors,

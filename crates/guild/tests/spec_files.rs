@@ -1,6 +1,6 @@
 //! Loading guild specs from TOML and JSON, and the errors bad specs get.
 
-use engine_core::{
+use guild::{
     Agent, AgentContext, AgentRegistry, AgentResult, KnownNames, LoadedSpec, Message, SpecErrors,
     SpecFormat,
 };
