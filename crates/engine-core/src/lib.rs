@@ -16,6 +16,7 @@
 
 mod agent;
 mod block_on;
+mod doorbell;
 mod engine;
 mod error;
 mod events;
@@ -28,6 +29,7 @@ mod spec;
 mod table;
 
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
+pub use doorbell::Doorbell;
 pub use engine::{
     AgentInfo, AgentState, EngineCapabilities, EngineStats, ExecutionEngine, ExitStatus,
     GuildContext,

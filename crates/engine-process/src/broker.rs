@@ -29,11 +29,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use engine_core::{
-    AgentCell, Error, ErrorKind, Message, MessagingBackend, Notify, Outcome, Result,
+    AgentCell, Doorbell, Error, ErrorKind, Message, MessagingBackend, Notify, Outcome, Result,
     SubscribeRequest, Subscription,
 };
 
-use crate::doorbell::Doorbell;
 use crate::protocol::{FrameWriter, Reply, ToChild, ToParent, WireDelivery, WireError};
 
 /// How many deliveries the broker sends ahead of the agent's acknowledgements.
@@ -74,7 +73,7 @@ pub(crate) struct Session {
     state: Mutex<State>,
     /// Signalled when held items are taken, for a watcher waiting for room.
     room: Condvar,
-    wake: Arc<Doorbell<Out>>,
+    wake: Arc<Doorbell>,
 }
 
 impl std::fmt::Debug for Session {
@@ -129,7 +128,12 @@ impl Session {
             namespace: namespace.to_owned(),
             agent_id: agent_id.to_owned(),
             cell,
-            wake: Arc::new(Doorbell::new(out.clone(), Out::Wake)),
+            wake: Arc::new({
+                let out = out.clone();
+                Doorbell::new(move || {
+                    let _ = out.send(Out::Wake);
+                })
+            }),
             out,
             state: Mutex::new(State::default()),
             room: Condvar::new(),

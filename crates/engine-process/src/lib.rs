@@ -20,7 +20,6 @@
 
 mod broker;
 mod client;
-mod doorbell;
 mod exit;
 mod host;
 mod lease;

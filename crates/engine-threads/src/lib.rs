@@ -20,12 +20,12 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use engine_core::{
-    AgentCell, AgentInfo, AgentSpec, AgentState, AgentTable, EngineCapabilities, EngineStats,
-    Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine, GuildContext, LifecycleEvent,
-    LifecycleKind, Result,
+    AgentCell, AgentInfo, AgentSpec, AgentState, AgentTable, Doorbell, EngineCapabilities,
+    EngineStats, Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine, GuildContext,
+    LifecycleEvent, LifecycleKind, Result,
 };
 
-use worker::{Mailbox, Signal, Worker};
+use worker::{Signal, Worker};
 
 /// The engine's name.
 pub const NAME: &str = "threads";
@@ -147,7 +147,12 @@ impl ExecutionEngine for ThreadsEngine {
             guild: guild.clone(),
             spec: spec.clone(),
             cell: cell.clone(),
-            mailbox: Arc::new(Mailbox::new(signals_tx.clone())),
+            mailbox: Arc::new({
+                let signals = signals_tx.clone();
+                Doorbell::new(move || {
+                    let _ = signals.send(Signal::Wake);
+                })
+            }),
             signals: signals_rx,
             events: self.events.clone(),
             runtime: tokio::runtime::Handle::try_current().ok(),

@@ -1,11 +1,10 @@
 //! One agent's thread: its mailbox and the loop that hands it messages.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 use engine_core::{
-    AgentCell, AgentHost, AgentSpec, AgentState, EventHub, GuildContext, LifecycleEvent,
+    AgentCell, AgentHost, AgentSpec, AgentState, Doorbell, EventHub, GuildContext, LifecycleEvent,
     LifecycleKind, Notify, Result, Step,
 };
 
@@ -20,37 +19,13 @@ pub(crate) enum Signal {
     Stop,
 }
 
-/// The agent's mailbox as the messaging backend sees it: a wake-up that is sent at most
-/// once until the thread has taken it, however many messages arrive meanwhile.
-#[derive(Debug)]
-pub(crate) struct Mailbox {
-    signals: Sender<Signal>,
-    wake_pending: AtomicBool,
-}
-
-impl Mailbox {
-    pub(crate) fn new(signals: Sender<Signal>) -> Self {
-        Self {
-            signals,
-            wake_pending: AtomicBool::new(false),
-        }
-    }
-}
-
-impl Notify for Mailbox {
-    fn notify(&self) {
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            let _ = self.signals.send(Signal::Wake);
-        }
-    }
-}
-
 /// Everything an agent's thread needs.
 pub(crate) struct Worker {
     pub(crate) guild: GuildContext,
     pub(crate) spec: Arc<AgentSpec>,
     pub(crate) cell: Arc<AgentCell>,
-    pub(crate) mailbox: Arc<Mailbox>,
+    /// The agent's wake-up as the bus sees it; it sends [`Signal::Wake`].
+    pub(crate) mailbox: Arc<Doorbell>,
     pub(crate) signals: Receiver<Signal>,
     pub(crate) events: Arc<EventHub>,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
@@ -94,7 +69,7 @@ impl Worker {
             loop {
                 match self.signals.try_recv() {
                     Ok(Signal::Stop) => return None,
-                    Ok(Signal::Wake) => self.mailbox.wake_pending.store(false, Ordering::Release),
+                    Ok(Signal::Wake) => self.mailbox.answered(),
                     Err(_) => {}
                 }
                 match host.step() {
@@ -105,7 +80,7 @@ impl Worker {
                 }
             }
             match self.signals.recv() {
-                Ok(Signal::Wake) => self.mailbox.wake_pending.store(false, Ordering::Release),
+                Ok(Signal::Wake) => self.mailbox.answered(),
                 Ok(Signal::Stop) | Err(_) => return None,
             }
         }
