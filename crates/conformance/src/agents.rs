@@ -36,10 +36,10 @@ struct Responder;
 
 impl Agent for Responder {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        let request: serde_json::Value = message.json()?;
+        let request: serde_json::Value = message.decode_json()?;
         ctx.reply(
             message,
-            Payload::json(&serde_json::json!({ "reply": request }))?,
+            Payload::encode_json(&serde_json::json!({ "reply": request }))?,
         )?;
         Ok(())
     }
@@ -61,7 +61,7 @@ struct Fragile;
 
 impl Agent for Fragile {
     async fn handle(&mut self, _ctx: &AgentContext, message: &Message) -> AgentResult {
-        match message.json::<String>()?.as_str() {
+        match message.decode_json::<String>()?.as_str() {
             "fail" => Err("asked to fail".into()),
             "panic" => panic!("asked to panic"),
             _ => Ok(()),
@@ -73,7 +73,7 @@ struct Announcer;
 
 impl Agent for Announcer {
     async fn start(&mut self, ctx: &AgentContext) -> AgentResult {
-        ctx.send("announcements", Payload::json("hello")?)?;
+        ctx.send("announcements", Payload::encode_json("hello")?)?;
         Ok(())
     }
 

@@ -105,7 +105,7 @@ pub fn request_response_observed_from_another_engine(
         .unwrap();
     assert_eq!(replies.len(), 3);
     for reply in &replies {
-        let body: serde_json::Value = reply.json().unwrap();
+        let body: serde_json::Value = reply.decode_json().unwrap();
         let request = body["reply"]
             .as_str()
             .expect("the reply echoes the request");
@@ -284,7 +284,11 @@ pub fn a_panic_crashes_only_its_agent(
         .messaging
         .history(&ns, &HistoryQuery::Topic(ERROR_TOPIC.into()))
         .unwrap();
-    let letter: DeadLetter = letters.first().expect("a dead letter").json().unwrap();
+    let letter: DeadLetter = letters
+        .first()
+        .expect("a dead letter")
+        .decode_json()
+        .unwrap();
     assert_eq!(
         (letter.client.as_str(), letter.failure.kind.as_str()),
         ("fragile", "panic")
@@ -323,7 +327,7 @@ pub fn a_handler_error_is_dead_lettered_and_the_agent_goes_on(
         .history(&ns, &HistoryQuery::Topic(ERROR_TOPIC.into()))
         .unwrap();
     assert_eq!(letters.len(), 1);
-    let letter: DeadLetter = letters[0].json().unwrap();
+    let letter: DeadLetter = letters[0].decode_json().unwrap();
     assert_eq!(text(&letter.message), "fail");
     assert_eq!(letter.failure.text, "asked to fail");
     engine.shutdown().unwrap();

@@ -55,8 +55,11 @@ pub fn publish_with(
     text: &str,
     priority: Priority,
 ) -> MessageId {
-    let mut builder = Message::builder(topics[0], Payload::json(text).expect("a string encodes"))
-        .priority(priority);
+    let mut builder = Message::builder(
+        topics[0],
+        Payload::encode_json(text).expect("a string encodes"),
+    )
+    .priority(priority);
     for topic in &topics[1..] {
         builder = builder.topic(*topic);
     }
@@ -90,7 +93,9 @@ pub fn subscribe(
 
 /// The JSON string payload of a message.
 pub fn text(message: &Message) -> String {
-    message.json::<String>().expect("a json string payload")
+    message
+        .decode_json::<String>()
+        .expect("a json string payload")
 }
 
 /// Polls `condition` (driving `engines` first, for engines that run on the caller's
@@ -157,7 +162,7 @@ pub fn publish_numbers_through_fault(
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut refused = 0;
     for number in 0..count {
-        let payload = Payload::json(&number).expect("a number encodes");
+        let payload = Payload::encode_json(&number).expect("a number encodes");
         let message = Message::builder(topic, payload).build(&ids, namespace, "publisher");
         while let Err(error) = messaging.publish(message.clone()) {
             refused += 1;

@@ -211,7 +211,7 @@ pub fn a_failure_is_dead_lettered_and_the_position_advances(make: MakeMessaging<
 
     wait_queued(&*watcher, 1);
     let letter = watcher.next().unwrap().expect("a dead letter");
-    let letter: DeadLetter = letter.message.json().expect("a dead letter payload");
+    let letter: DeadLetter = letter.message.decode_json().expect("a dead letter payload");
     assert_eq!(letter.client, "c");
     assert_eq!(letter.topic, "t");
     assert_eq!(letter.message.id, bad);
@@ -376,8 +376,8 @@ pub fn a_message_published_after_a_newer_one_is_delivered_and_found(make: MakeMe
     let ns = unique_namespace("late");
     let mut client = subscribe(&*bus, &ns, "c", &["t"], StartFrom::Latest);
     let ids = IdGenerator::process();
-    let older = Message::builder("t", Payload::json("older").unwrap()).build(&ids, &ns, "p");
-    let newer = Message::builder("t", Payload::json("newer").unwrap()).build(&ids, &ns, "p");
+    let older = Message::builder("t", Payload::encode_json("older").unwrap()).build(&ids, &ns, "p");
+    let newer = Message::builder("t", Payload::encode_json("newer").unwrap()).build(&ids, &ns, "p");
     let (older_id, newer_id) = (older.id, newer.id);
     bus.publish(newer).unwrap();
     wait_queued(&*client, 1);

@@ -26,6 +26,8 @@ pub enum ErrorKind {
     Closed,
     /// A configured limit (agent cap, size cap, resource limit) was reached.
     LimitExceeded,
+    /// An operation did not finish in the time it was given (a request without a reply).
+    TimedOut,
     /// A frame, payload or value could not be encoded or decoded.
     Codec,
     /// An agent's handler returned an error.
@@ -47,6 +49,7 @@ impl fmt::Display for ErrorKind {
             Self::Unavailable => "unavailable",
             Self::Closed => "closed",
             Self::LimitExceeded => "limit exceeded",
+            Self::TimedOut => "timed out",
             Self::Codec => "codec",
             Self::Handler => "handler",
             Self::Io => "io",
@@ -76,7 +79,7 @@ impl Error {
         component: impl Into<Cow<'static, str>>,
         message: impl Into<String>,
     ) -> Self {
-        let retryable = matches!(kind, ErrorKind::Unavailable);
+        let retryable = matches!(kind, ErrorKind::Unavailable | ErrorKind::TimedOut);
         Self {
             kind,
             component: component.into(),

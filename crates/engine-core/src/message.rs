@@ -29,8 +29,9 @@ impl Payload {
         }
     }
 
-    /// Encodes `value` as JSON.
-    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+    /// Encodes `value` as a JSON payload ([`decode_json`](Self::decode_json) is the
+    /// way back).
+    pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
         let bytes = serde_json::to_vec(value).map_err(|e| {
             Error::new(
                 ErrorKind::Codec,
@@ -113,8 +114,8 @@ impl Message {
         self.id.priority()
     }
 
-    /// Decodes a JSON payload into `T`.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+    /// Decodes the message's JSON payload into `T`.
+    pub fn decode_json<T: DeserializeOwned>(&self) -> Result<T> {
         self.payload.decode_json()
     }
 

@@ -182,7 +182,7 @@ impl DeadLetter {
             message: Message::clone(&delivery.message),
             failure,
         };
-        let message = Message::builder(ERROR_TOPIC, Payload::json(&letter)?)
+        let message = Message::builder(ERROR_TOPIC, Payload::encode_json(&letter)?)
             .priority(Priority::Normal)
             .build(ids, namespace, client);
         Ok(Some(message))

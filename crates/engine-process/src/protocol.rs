@@ -347,7 +347,7 @@ mod tests {
     const CASES: u32 = 10_000;
 
     fn message(text: &str) -> Message {
-        Message::builder("topic", Payload::json(text).unwrap())
+        Message::builder("topic", Payload::encode_json(text).unwrap())
             .priority(Priority::High)
             .header("trace", "abc")
             .build(&IdGenerator::new(7).unwrap(), "guild", "sender")

@@ -202,13 +202,13 @@ struct Prober;
 
 impl Agent for Prober {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        let address: String = message.json()?;
+        let address: String = message.decode_json()?;
         let outcome =
             match std::net::TcpStream::connect_timeout(&address.parse()?, Duration::from_secs(2)) {
                 Ok(_) => "connected".to_owned(),
                 Err(error) => format!("failed: {error}"),
             };
-        ctx.reply(message, Payload::json(&outcome)?)?;
+        ctx.reply(message, Payload::encode_json(&outcome)?)?;
         Ok(())
     }
 }
@@ -655,7 +655,7 @@ fn network_isolation() {
     let mut outcomes = std::collections::BTreeMap::new();
     wait_until(&[], "both probers reply", || {
         while let Some(delivery) = replies.next().unwrap() {
-            let outcome: String = delivery.message.json().unwrap();
+            let outcome: String = delivery.message.decode_json().unwrap();
             outcomes.insert(delivery.message.sender.clone(), outcome);
             replies.complete(engine_core::Outcome::Handled).unwrap();
         }

@@ -178,7 +178,7 @@ fn count(
     while !finished.load(Ordering::Relaxed) {
         match subscription.next() {
             Ok(Some(delivery)) => {
-                let number: u64 = delivery.message.json().unwrap();
+                let number: u64 = delivery.message.decode_json().unwrap();
                 counts.lock().unwrap()[number as usize] += 1;
                 // Completing may fail while Redis is down; the delivery is then handed
                 // out again, which counts as a duplicate, never as a loss.

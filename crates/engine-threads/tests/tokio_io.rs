@@ -23,11 +23,11 @@ impl Agent for Caller {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
         tokio::time::sleep(Duration::from_millis(1)).await;
         let mut stream = TcpStream::connect(&self.address).await?;
-        let text: String = message.json()?;
+        let text: String = message.decode_json()?;
         stream.write_all(format!("{text}\n").as_bytes()).await?;
         let mut answer = String::new();
         BufReader::new(stream).read_line(&mut answer).await?;
-        ctx.send("answers", Payload::json(answer.trim())?)?;
+        ctx.send("answers", Payload::encode_json(answer.trim())?)?;
         Ok(())
     }
 }
@@ -72,7 +72,7 @@ fn a_handler_awaits_tokio_io() {
             )
             .unwrap();
     }
-    let question = Message::builder("questions", Payload::json("hello").unwrap()).build(
+    let question = Message::builder("questions", Payload::encode_json("hello").unwrap()).build(
         &IdGenerator::process(),
         &namespace,
         "test",
@@ -92,7 +92,7 @@ fn a_handler_awaits_tokio_io() {
     let answer: String = answers
         .first()
         .expect("an answer before the deadline")
-        .json()
+        .decode_json()
         .unwrap();
     assert_eq!(answer, "HELLO");
     assert_eq!(engine.agent_info(&namespace, "caller").unwrap().errors, 0);

@@ -1,27 +1,61 @@
 //! A running guild: its messaging, its engines, and the agents it launched on them.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use engine_core::{
-    AgentInfo, AgentRegistry, AgentSpec, EngineStats, EventReceiver, ExecutionEngine, GuildContext,
-    IdGenerator, LifecycleEvent, MessageBuilder, MessageId, NoNotify, Notify, Result, StartFrom,
-    SubscribeRequest, Subscription,
+    AgentInfo, AgentRegistry, AgentSpec, EngineStats, Error, ErrorKind, EventReceiver,
+    ExecutionEngine, GuildContext, IdGenerator, LifecycleEvent, Message, MessageBuilder, MessageId,
+    MessagingBackend, Priority, Result, StartFrom, inbox_topic,
 };
 
-use crate::{GuildSpec, select};
+use crate::observer::{DrivenEngines, Observer};
+use crate::{GuildSpec, LoadedSpec, select};
+
+/// How long one request waits on the shared reply inbox before letting another look.
+const REQUEST_SLICE: Duration = Duration::from_millis(20);
 
 /// The sender id of messages the guild itself publishes (run inputs, for example).
 pub const GUILD_SENDER: &str = "guild";
 
 /// Builds a [`Guild`] from a spec.
-#[derive(Debug)]
 #[must_use]
 pub struct GuildBuilder {
     spec: GuildSpec,
     registry: AgentRegistry,
     engine: Option<String>,
-    messaging: Option<String>,
+    engines: Vec<Arc<dyn ExecutionEngine>>,
+    messaging: Option<Messaging>,
+}
+
+/// The messaging backend a builder was given.
+enum Messaging {
+    Url(String),
+    Instance(Arc<dyn MessagingBackend>),
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(url) => write!(f, "Url({url:?})"),
+            Self::Instance(backend) => write!(f, "Instance({:?})", backend.name()),
+        }
+    }
+}
+
+impl std::fmt::Debug for GuildBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuildBuilder")
+            .field("spec", &self.spec.id)
+            .field("engine", &self.engine)
+            .field(
+                "engines",
+                &self.engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            )
+            .field("messaging", &self.messaging)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GuildBuilder {
@@ -31,6 +65,7 @@ impl GuildBuilder {
             spec,
             registry: AgentRegistry::new(),
             engine: None,
+            engines: Vec::new(),
             messaging: None,
         }
     }
@@ -50,24 +85,50 @@ impl GuildBuilder {
         self
     }
 
-    /// Uses the messaging backend `url` instead of the spec's.
-    pub fn messaging(mut self, url: impl Into<String>) -> Self {
-        self.messaging = Some(url.into());
+    /// Runs the agents that are to run on an engine called `engine.name()` on this
+    /// instance (configured by the caller, and perhaps shared with other guilds)
+    /// instead of a new one with default settings. The guild stops its own agents on
+    /// it when it shuts down, and leaves the engine running.
+    pub fn with_engine(mut self, engine: Arc<dyn ExecutionEngine>) -> Self {
+        self.engines.retain(|known| known.name() != engine.name());
+        self.engines.push(engine);
         self
     }
 
-    /// Connects the messaging backend and builds the guild's resources; launches nothing.
+    /// Uses the messaging backend `url` instead of the spec's (replacing any backend
+    /// given before).
+    pub fn messaging(mut self, url: impl Into<String>) -> Self {
+        self.messaging = Some(Messaging::Url(url.into()));
+        self
+    }
+
+    /// Uses this messaging backend instance instead of the spec's (replacing any
+    /// backend given before), for a backend configured in code or shared.
+    pub fn with_messaging(mut self, backend: Arc<dyn MessagingBackend>) -> Self {
+        self.messaging = Some(Messaging::Instance(backend));
+        self
+    }
+
+    /// Checks the spec as `guild validate` does, against the registry and the engines
+    /// and backend chosen here, then connects the messaging backend and builds the
+    /// guild's resources; launches nothing.
     pub fn build(self) -> Result<Guild> {
-        let forced = self.engine.filter(|name| !name.is_empty());
+        let forced = self.engine.clone().filter(|name| !name.is_empty());
+        self.check(forced.as_deref())?;
         let default_engine = forced
             .clone()
             .or_else(|| self.spec.engine.clone())
             .unwrap_or_else(|| select::DEFAULT_ENGINE.to_owned());
-        let messaging_url = self
-            .messaging
-            .or_else(|| self.spec.messaging.clone())
-            .unwrap_or_else(|| select::DEFAULT_MESSAGING.to_owned());
-        let messaging = select::messaging(&messaging_url)?;
+        let messaging = match self.messaging {
+            Some(Messaging::Instance(backend)) => backend,
+            Some(Messaging::Url(url)) => select::messaging(&url)?,
+            None => select::messaging(
+                self.spec
+                    .messaging
+                    .as_deref()
+                    .unwrap_or(select::DEFAULT_MESSAGING),
+            )?,
+        };
         let resources = self.registry.build_resources(&self.spec.dependencies)?;
         let context = GuildContext {
             namespace: self.spec.id.as_str().into(),
@@ -81,10 +142,56 @@ impl GuildBuilder {
             context,
             forced_engine: forced,
             default_engine,
+            supplied: self.engines,
             engines: BTreeMap::new(),
-            events: Vec::new(),
+            driven: DrivenEngines::default(),
+            events: Mutex::default(),
             launched: Vec::new(),
+            replies: Mutex::new(Replies::default()),
         })
+    }
+
+    /// The spec as it will run (with the engine and backend chosen here), checked
+    /// against the registry and what this build and the supplied instances can do.
+    fn check(&self, forced_engine: Option<&str>) -> Result<()> {
+        let mut spec = self.spec.clone();
+        let mut known = select::known_names();
+        if let Some(engine) = forced_engine {
+            spec.engine = Some(engine.to_owned());
+            for agent in &mut spec.agents {
+                agent.engine = None;
+            }
+        }
+        for engine in &self.engines {
+            let name = engine.name().to_owned();
+            if engine.capabilities().enforces_limits && !known.enforcing_limits.contains(&name) {
+                known.enforcing_limits.push(name.clone());
+            }
+            if !known.engines.contains(&name) {
+                known.engines.push(name);
+            }
+        }
+        match &self.messaging {
+            Some(Messaging::Url(url)) => spec.messaging = Some(url.clone()),
+            Some(Messaging::Instance(backend)) => {
+                // The instance is connected already: its name stands for it.
+                let name = backend.name().to_owned();
+                known.check_messaging = None;
+                known.queue_limits.retain(|scheme| *scheme != name);
+                if backend.capabilities().queue_limits {
+                    known.queue_limits.push(name.clone());
+                }
+                if !known.messaging.contains(&name) {
+                    known.messaging.push(name.clone());
+                }
+                spec.messaging = Some(name);
+            }
+            None => {}
+        }
+        let file = format!("guild spec {:?}", spec.id);
+        LoadedSpec::unparsed(file, spec)
+            .check(&self.registry, &known)
+            .map_err(Error::from)
     }
 }
 
@@ -94,10 +201,24 @@ pub struct Guild {
     context: GuildContext,
     forced_engine: Option<String>,
     default_engine: String,
+    /// Engines the caller supplied; the guild does not shut them down.
+    supplied: Vec<Arc<dyn ExecutionEngine>>,
     engines: BTreeMap<String, Arc<dyn ExecutionEngine>>,
+    /// The engines that run agents on the caller's thread, which waiting drives.
+    driven: DrivenEngines,
     /// Each engine's lifecycle events, subscribed to before it ran anything.
-    events: Vec<EventReceiver>,
+    events: Mutex<Vec<EventReceiver>>,
     launched: Vec<(String, String)>,
+    replies: Mutex<Replies>,
+}
+
+/// The guild's own inbox for replies to [`Guild::request`], made on first use.
+#[derive(Default)]
+struct Replies {
+    observer: Option<Observer>,
+    topic: String,
+    /// Requests still waiting, with the reply that came for one while another waited.
+    waiting: HashMap<MessageId, Option<Message>>,
 }
 
 impl std::fmt::Debug for Guild {
@@ -128,14 +249,27 @@ impl Guild {
             .unwrap_or_else(|| self.default_engine.clone())
     }
 
-    /// Launches one agent on its engine; returns once it is ready.
+    /// Launches one agent on its engine; returns once it is ready. Launching an agent
+    /// that runs already is a no-op.
     pub fn launch(&mut self, agent: AgentSpec) -> Result<()> {
         let engine_name = self.engine_for(&agent);
         let engine = match self.engines.get(&engine_name) {
             Some(engine) => engine.clone(),
             None => {
-                let engine = select::engine(&engine_name)?;
-                self.events.push(engine.events());
+                let engine = match self.supplied.iter().find(|e| e.name() == engine_name) {
+                    Some(supplied) => supplied.clone(),
+                    None => select::engine(&engine_name)?,
+                };
+                self.events
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(engine.events());
+                if engine.capabilities().driven_by_caller {
+                    self.driven
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(engine.clone());
+                }
                 self.engines.insert(engine_name.clone(), engine.clone());
                 engine
             }
@@ -149,23 +283,25 @@ impl Guild {
         Ok(())
     }
 
-    /// Stops agent `agent_id`, on whichever engine runs it: after this returns it
-    /// handles nothing more. An id that was never launched is a no-op.
-    pub fn stop(&self, agent_id: &str) -> Result<()> {
-        let Some((_, engine)) = self.launched.iter().find(|(id, _)| id == agent_id) else {
-            return Ok(());
-        };
-        match self.engines.get(engine) {
-            Some(engine) => engine.stop_agent(&self.spec.id, agent_id),
-            None => Ok(()),
-        }
-    }
-
     /// Launches every agent of the spec, replicas expanded, in spec order.
     pub fn launch_all(&mut self) -> Result<()> {
         for agent in self.spec.expanded_agents() {
             self.launch(agent)?;
         }
+        Ok(())
+    }
+
+    /// Stops agent `agent_id`, on whichever engine runs it: after this returns it
+    /// handles nothing more and [`agents`](Self::agents) no longer lists it. An id that
+    /// was never launched is a no-op.
+    pub fn stop(&mut self, agent_id: &str) -> Result<()> {
+        let Some(at) = self.launched.iter().position(|(id, _)| id == agent_id) else {
+            return Ok(());
+        };
+        if let Some(engine) = self.engines.get(&self.launched[at].1) {
+            engine.stop_agent(&self.spec.id, agent_id)?;
+        }
+        self.launched.remove(at);
         Ok(())
     }
 
@@ -177,19 +313,74 @@ impl Guild {
         Ok(id)
     }
 
-    /// Subscribes an observer (not an agent) to topics of the guild.
-    pub fn observe(&self, client_id: &str, topics: Vec<String>) -> Result<Box<dyn Subscription>> {
-        let notify: Arc<dyn Notify> = Arc::new(NoNotify);
-        self.context.messaging.subscribe(
-            SubscribeRequest {
-                namespace: self.context.namespace.to_string(),
-                client_id: client_id.to_owned(),
-                topics,
-                start: StartFrom::Latest,
-                limit: None,
-            },
-            notify,
-        )
+    /// Publishes a message and waits up to `timeout` for the first reply to it, which
+    /// is returned. The reply goes to the guild's own inbox, whatever `reply_to` the
+    /// builder set.
+    ///
+    /// Fails with [`ErrorKind::TimedOut`] when no reply comes in time; the request may
+    /// still have been handled, so retry only what is safe to repeat. A reply that
+    /// comes later is dropped.
+    pub fn request(&self, builder: MessageBuilder, timeout: Duration) -> Result<Message> {
+        let deadline = Instant::now().checked_add(timeout);
+        let id = {
+            let mut replies = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
+            if replies.observer.is_none() {
+                // Unique to this guild handle, so two handles never take each other's
+                // replies, even in two processes on one Redis.
+                let unique = self.context.ids.next(Priority::default());
+                replies.topic = inbox_topic(&format!("{GUILD_SENDER}.requests.{unique}"));
+                let topic = replies.topic.clone();
+                replies.observer = Some(self.observe(&topic, vec![topic.clone()])?);
+            }
+            let id = self.publish(builder.reply_to(replies.topic.clone()))?;
+            replies.waiting.insert(id, None);
+            id
+        };
+        loop {
+            let mut replies = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(Some(reply)) = replies.waiting.get_mut(&id).map(Option::take) {
+                replies.waiting.remove(&id);
+                return Ok(reply);
+            }
+            let remaining = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if remaining.is_zero() {
+                replies.waiting.remove(&id);
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    "guild",
+                    format!("no reply to request {id} within {timeout:?}"),
+                ));
+            }
+            // Wait in slices, so other requests waiting on the same inbox get a turn.
+            let Some(observer) = replies.observer.as_mut() else {
+                continue;
+            };
+            if let Some(delivery) = observer.recv_timeout(remaining.min(REQUEST_SLICE))?
+                && let Some(original) = delivery.message.in_reply_to
+                && let Some(slot @ None) = replies.waiting.get_mut(&original)
+            {
+                *slot = Some(Message::clone(&delivery.message));
+            }
+        }
+    }
+
+    /// Subscribes an observer (not an agent) to topics of the guild, from messages
+    /// published after this call on.
+    pub fn observe(&self, client_id: &str, topics: Vec<String>) -> Result<Observer> {
+        self.observe_from(client_id, topics, StartFrom::Latest)
+    }
+
+    /// Subscribes an observer to topics of the guild, starting where `start` says:
+    /// [`StartFrom::Earliest`] hands out the retained backlog first.
+    pub fn observe_from(
+        &self,
+        client_id: &str,
+        topics: Vec<String>,
+        start: StartFrom,
+    ) -> Result<Observer> {
+        Observer::subscribe(&self.context, self.driven.clone(), client_id, topics, start)
     }
 
     /// Handles what is queued for agents on engines that run on the caller's thread.
@@ -199,7 +390,7 @@ impl Guild {
 
     /// Like [`drive`](Self::drive), but returns once `slice` has passed even if work
     /// remains.
-    pub fn drive_for(&self, slice: std::time::Duration) -> usize {
+    pub fn drive_for(&self, slice: Duration) -> usize {
         self.engines
             .values()
             .map(|engine| engine.drive_for(slice))
@@ -210,13 +401,16 @@ impl Guild {
     /// killed by a limit) since the last call, on every engine, without waiting.
     pub fn take_events(&self) -> Vec<LifecycleEvent> {
         self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .flat_map(|events| events.try_iter())
             .filter(|event| event.guild == self.spec.id)
             .collect()
     }
 
-    /// Every agent launched, in launch order, with what its engine knows of it.
+    /// Every agent launched and not stopped through [`stop`](Self::stop), in launch
+    /// order, with what its engine knows of it.
     pub fn agents(&self) -> Vec<AgentInfo> {
         self.launched
             .iter()
@@ -236,11 +430,20 @@ impl Guild {
             .map(|(name, engine)| (name.as_str(), engine))
     }
 
-    /// Stops every agent and shuts every engine down.
+    /// Stops every agent: shuts down the engines the guild made, and stops this
+    /// guild's agents on the engines it was given (which keep running).
     pub fn shutdown(&self) -> Result<()> {
         let mut first_error = None;
-        for engine in self.engines.values() {
-            if let Err(error) = engine.shutdown() {
+        for (name, engine) in &self.engines {
+            let result = if self.supplied.iter().any(|s| Arc::ptr_eq(s, engine)) {
+                self.launched
+                    .iter()
+                    .filter(|(_, on)| on == name)
+                    .try_for_each(|(id, _)| engine.stop_agent(&self.spec.id, id))
+            } else {
+                engine.shutdown()
+            };
+            if let Err(error) = result {
                 first_error.get_or_insert(error);
             }
         }

@@ -14,15 +14,17 @@
 //! | `messaging-redis` | Redis Streams, [`messaging::RedisMessaging`], from `redis://` or `rediss://` URLs |
 //! | `cli` | the `guild` program |
 #![doc = ""]
-#![doc = include_str!("../README.md")]
+#![doc = include_str!("../../../README.md")]
 
 pub mod builtin;
 mod guild;
+mod observer;
 pub mod select;
 mod spec;
 
 pub use engine_core::*;
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
+pub use observer::Observer;
 pub use spec::check::{
     MAX_BLOCK_MS, MAX_CPU_SECONDS, MAX_MEMORY_BYTES, MAX_NAME_BYTES, MAX_OPEN_FILES,
     MAX_QUEUE_CAPACITY, MAX_QUIET_MS, MAX_REPLICAS, MAX_TIMEOUT_SECS, MIN_MEMORY_BYTES,

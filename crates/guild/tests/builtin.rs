@@ -1,8 +1,6 @@
 //! The built-in agent types, run on the sync engine so every step is deterministic.
 
-use guild::{
-    AgentSpec, GuildBuilder, GuildSpec, Message, Outcome, Payload, builtin::builtin_registry,
-};
+use guild::{AgentSpec, GuildBuilder, GuildSpec, Message, Payload, builtin::builtin_registry};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,9 +24,8 @@ fn check(agents: Vec<AgentSpec>, topic: &str, inputs: &[Value], watch: &str) -> 
     }
     guild.drive();
     let mut payloads = Vec::new();
-    while let Some(delivery) = seen.next().unwrap() {
-        payloads.push(delivery.message.json().unwrap());
-        seen.complete(Outcome::Handled).unwrap();
+    while let Some(delivery) = seen.try_recv().unwrap() {
+        payloads.push(delivery.message.decode_json().unwrap());
     }
     guild.shutdown().unwrap();
     payloads
@@ -120,12 +117,13 @@ fn bad_properties_are_an_error_that_names_the_agent_and_field() {
         "in",
         json!({ "expect": "two", "to": "out" }),
     ));
-    let mut guild = GuildBuilder::new(spec)
+    // Building the guild checks the spec, which builds each agent once.
+    let error = GuildBuilder::new(spec)
         .registry(builtin_registry())
         .engine("sync")
         .build()
-        .unwrap();
-    let error = guild.launch_all().unwrap_err().to_string();
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("agent \"agg\""), "{error}");
     assert!(
         error.contains("properties.expect: invalid type: string \"two\""),

@@ -1,19 +1,38 @@
-//! The `Guild` facade: an agent launched twice is one agent, listed once, and
-//! `Guild::stop` stops one agent on whichever engine runs it.
+//! The `Guild` facade: launching, stopping, asking and observing, engines and backends
+//! given as instances, and the spec checked when the guild is built.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use guild::{AgentSpec, GuildBuilder, GuildSpec, builtin::builtin_registry};
+use guild::engines::{ProcessConfig, ProcessEngine, ThreadsEngine};
+use guild::messaging::MemoryMessaging;
+use guild::{
+    AgentSpec, ErrorKind, ExecutionEngine, GuildBuilder, GuildSpec, Message, MessagingBackend,
+    Payload, StartFrom, builtin::builtin_registry, inbox_topic,
+};
 
-fn guild() -> guild::Guild {
+/// A guild id no other test uses.
+fn unique_spec() -> GuildSpec {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let spec = GuildSpec::new(format!("facade-{}-{n}", std::process::id()));
-    GuildBuilder::new(spec)
+    GuildSpec::new(format!("facade-{}-{n}", std::process::id()))
+}
+
+fn guild_on(engine: &str) -> guild::Guild {
+    GuildBuilder::new(unique_spec())
         .registry(builtin_registry())
-        .engine("threads")
+        .engine(engine)
         .build()
         .unwrap()
+}
+
+fn guild() -> guild::Guild {
+    guild_on("threads")
+}
+
+fn text(text: &str) -> Payload {
+    Payload::encode_json(text).unwrap()
 }
 
 #[test]
@@ -46,4 +65,194 @@ fn stop_ends_one_agent_and_leaves_the_others() {
     assert!(!running("a"), "a was stopped");
     assert!(running("b"), "b runs on");
     guild.shutdown().unwrap();
+}
+
+#[test]
+fn stopped_agents_are_no_longer_listed() {
+    let mut guild = guild();
+    guild.launch(AgentSpec::new("a", "responder")).unwrap();
+    guild.launch(AgentSpec::new("b", "responder")).unwrap();
+    guild.stop("a").unwrap();
+    let left: Vec<String> = guild.agents().into_iter().map(|a| a.id).collect();
+    assert_eq!(left, ["b"]);
+    guild.shutdown().unwrap();
+}
+
+#[test]
+fn request_returns_the_reply_on_every_engine() {
+    // The process engine's agents run in the `guild` program, which hosts the
+    // built-in types; it is passed in configured, as an instance.
+    let process: Arc<dyn ExecutionEngine> = Arc::new(ProcessEngine::with_config(ProcessConfig {
+        program: Some(env!("CARGO_BIN_EXE_guild").into()),
+        ..ProcessConfig::default()
+    }));
+    for engine in ["sync", "threads", "process"] {
+        let mut guild = GuildBuilder::new(unique_spec())
+            .registry(builtin_registry())
+            .engine(engine)
+            .with_engine(process.clone())
+            .build()
+            .unwrap();
+        guild.launch(AgentSpec::new("r", "responder")).unwrap();
+        for question in ["one", "two"] {
+            let message = Message::builder(inbox_topic("r"), text(question));
+            let reply = guild.request(message, Duration::from_secs(30)).unwrap();
+            assert_eq!(reply.decode_json::<String>().unwrap(), question, "{engine}");
+        }
+        guild.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn request_without_a_reply_times_out() {
+    let mut guild = guild();
+    guild.launch(AgentSpec::new("r", "responder")).unwrap();
+    // Nobody listens on this topic.
+    let message = Message::builder("nowhere", text("hello?"));
+    let error = guild
+        .request(message, Duration::from_millis(50))
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+    assert!(error.is_retryable());
+    // The inbox still works for the next request.
+    let message = Message::builder(inbox_topic("r"), text("still there?"));
+    let reply = guild.request(message, Duration::from_secs(30)).unwrap();
+    assert_eq!(reply.decode_json::<String>().unwrap(), "still there?");
+    guild.shutdown().unwrap();
+}
+
+#[test]
+fn requests_from_several_threads_each_get_their_own_reply() {
+    let mut guild = guild();
+    guild.launch(AgentSpec::new("r", "responder")).unwrap();
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let guild = &guild;
+            scope.spawn(move || {
+                for n in 0..25 {
+                    let question = format!("{thread}/{n}");
+                    let message = Message::builder(inbox_topic("r"), text(&question));
+                    let reply = guild.request(message, Duration::from_secs(30)).unwrap();
+                    assert_eq!(reply.decode_json::<String>().unwrap(), question);
+                }
+            });
+        }
+    });
+    guild.shutdown().unwrap();
+}
+
+#[test]
+fn an_observer_waits_acknowledges_and_can_start_from_the_backlog() {
+    let guild = guild();
+    guild
+        .publish(Message::builder("news", text("before")))
+        .unwrap();
+    let mut latest = guild.observe("latest", vec!["news".into()]).unwrap();
+    let mut backlog = guild
+        .observe_from("backlog", vec!["news".into()], StartFrom::Earliest)
+        .unwrap();
+    assert!(latest.try_recv().unwrap().is_none());
+    let publisher = std::thread::scope(|scope| {
+        let guild = &guild;
+        let waiting = scope.spawn(move || latest.recv_timeout(Duration::from_secs(30)));
+        guild
+            .publish(Message::builder("news", text("after")))
+            .unwrap();
+        let seen = waiting
+            .join()
+            .unwrap()
+            .unwrap()
+            .expect("the message published after");
+        seen.message.decode_json::<String>().unwrap()
+    });
+    assert_eq!(publisher, "after");
+    let mut from_backlog = Vec::new();
+    while let Some(delivery) = backlog.recv_timeout(Duration::ZERO).unwrap() {
+        from_backlog.push(delivery.message.decode_json::<String>().unwrap());
+    }
+    assert_eq!(from_backlog, ["before", "after"]);
+    // Each was acknowledged as it was handed out.
+    assert_eq!(backlog.pending(), 0);
+    guild.shutdown().unwrap();
+}
+
+#[test]
+fn an_engine_instance_is_shared_and_outlives_each_guild() {
+    let engine: Arc<dyn ExecutionEngine> = Arc::new(ThreadsEngine::new());
+    let build = || {
+        GuildBuilder::new(unique_spec())
+            .registry(builtin_registry())
+            .with_engine(engine.clone())
+            .build()
+            .unwrap()
+    };
+    let (mut first, mut second) = (build(), build());
+    first.launch(AgentSpec::new("r", "responder")).unwrap();
+    second.launch(AgentSpec::new("r", "responder")).unwrap();
+    assert_eq!(
+        engine.stats().running,
+        2,
+        "both guilds run on the one engine"
+    );
+    first.shutdown().unwrap();
+    assert!(!engine.is_agent_running(&first.spec().id, "r"));
+    assert!(engine.is_agent_running(&second.spec().id, "r"));
+    let message = Message::builder(inbox_topic("r"), text("alive?"));
+    let reply = second.request(message, Duration::from_secs(30)).unwrap();
+    assert_eq!(reply.decode_json::<String>().unwrap(), "alive?");
+    drop(second);
+    assert_eq!(engine.stats().running, 0);
+    engine.shutdown().unwrap();
+}
+
+#[test]
+fn a_backend_instance_is_shared_between_guilds() {
+    let bus: Arc<dyn MessagingBackend> = Arc::new(MemoryMessaging::new());
+    let spec = unique_spec();
+    let build = || {
+        GuildBuilder::new(spec.clone())
+            .registry(builtin_registry())
+            .with_messaging(bus.clone())
+            .build()
+            .unwrap()
+    };
+    let (mut answering, asking) = (build(), build());
+    answering.launch(AgentSpec::new("r", "responder")).unwrap();
+    let message = Message::builder(inbox_topic("r"), text("across"));
+    let reply = asking.request(message, Duration::from_secs(30)).unwrap();
+    assert_eq!(reply.decode_json::<String>().unwrap(), "across");
+}
+
+#[test]
+fn build_checks_the_spec() {
+    let mut spec = unique_spec();
+    spec.agents.push(AgentSpec::new("a", "no-such-type"));
+    spec.agents.push(AgentSpec::new("a", "responder"));
+    let error = GuildBuilder::new(spec)
+        .registry(builtin_registry())
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidSpec);
+    let text = error.to_string();
+    assert!(text.contains("no-such-type"), "{text}");
+    assert!(text.contains("\"a\""), "names the duplicate id: {text}");
+
+    // The engine chosen in code is the one checked: limits the threads engine cannot
+    // keep are refused when it is forced, though the spec names the process engine.
+    let mut spec = unique_spec();
+    spec.engine = Some("process".into());
+    let mut agent = AgentSpec::new("a", "responder");
+    agent.limits.memory_bytes = Some(256 * 1024 * 1024);
+    spec.agents.push(agent);
+    let forced = GuildBuilder::new(spec.clone())
+        .registry(builtin_registry())
+        .engine("threads")
+        .build();
+    assert_eq!(forced.unwrap_err().kind(), ErrorKind::InvalidSpec);
+    assert!(
+        GuildBuilder::new(spec)
+            .registry(builtin_registry())
+            .build()
+            .is_ok()
+    );
 }

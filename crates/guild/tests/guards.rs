@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use guild::{
     Agent, AgentContext, AgentResult, AgentSpec, ERROR_TOPIC, ErrorKind, GuildBuilder, GuildSpec,
-    Message, Outcome, Payload, ResourceLimits, builtin::builtin_registry,
+    Message, Payload, ResourceLimits, builtin::builtin_registry,
 };
 
 /// Tries to publish to the dead-letter topic, and replies with how that went.
@@ -14,11 +14,11 @@ struct Forger;
 
 impl Agent for Forger {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        let outcome = match ctx.send(ERROR_TOPIC, Payload::json("forged")?) {
+        let outcome = match ctx.send(ERROR_TOPIC, Payload::encode_json("forged")?) {
             Ok(_) => "accepted".to_owned(),
             Err(error) => format!("{:?}: {error}", error.kind()),
         };
-        ctx.reply(message, Payload::json(&outcome)?)?;
+        ctx.reply(message, Payload::encode_json(&outcome)?)?;
         Ok(())
     }
 }
@@ -46,16 +46,15 @@ fn an_agent_may_not_publish_dead_letters() {
         .observe("watcher", vec![ERROR_TOPIC.into(), "replies".into()])
         .unwrap();
     guild
-        .publish(Message::builder("in", Payload::json("go").unwrap()).reply_to("replies"))
+        .publish(Message::builder("in", Payload::encode_json("go").unwrap()).reply_to("replies"))
         .unwrap();
     guild.drive();
     let mut seen = Vec::new();
-    while let Some(delivery) = errors.next().unwrap() {
+    while let Some(delivery) = errors.try_recv().unwrap() {
         seen.push((
             delivery.topic.to_string(),
-            delivery.message.json::<String>().ok(),
+            delivery.message.decode_json::<String>().ok(),
         ));
-        errors.complete(Outcome::Handled).unwrap();
     }
     assert_eq!(
         seen.len(),

@@ -30,7 +30,7 @@ fn shutdown_joins_every_agent_thread() {
         "one thread per agent"
     );
     guild
-        .publish(Message::builder("in", Payload::json("ping").unwrap()).reply_to("out"))
+        .publish(Message::builder("in", Payload::encode_json("ping").unwrap()).reply_to("out"))
         .unwrap();
     guild.shutdown().unwrap();
     // A joined thread can stay listed in /proc for a moment after `join` returns (the

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use guild::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, DependencySpec, GuildBuilder,
-    GuildSpec, Message, Outcome, Payload,
+    GuildSpec, Message, Payload,
 };
 use serde_json::json;
 
@@ -21,8 +21,11 @@ impl Agent for Greeter {
             .as_str()
             .unwrap_or_default();
         let greeting = ctx.resource::<Greeting>(name)?;
-        let who: String = message.json()?;
-        ctx.reply(message, Payload::json(&format!("{} {who}", greeting.0))?)?;
+        let who: String = message.decode_json()?;
+        ctx.reply(
+            message,
+            Payload::encode_json(&format!("{} {who}", greeting.0))?,
+        )?;
         Ok(())
     }
 }
@@ -75,16 +78,22 @@ fn an_agent_uses_the_resources_it_lists_and_no_others() {
     guild.launch_all().unwrap();
     let mut replies = guild.observe("test", vec!["replies".into()]).unwrap();
     for topic in ["polite", "nosy"] {
-        let message = Message::builder(topic, Payload::json("world").unwrap()).reply_to("replies");
+        let message =
+            Message::builder(topic, Payload::encode_json("world").unwrap()).reply_to("replies");
         guild.publish(message).unwrap();
     }
     guild.drive();
 
-    let reply = replies.next().unwrap().expect("the polite agent replies");
-    assert_eq!(reply.message.json::<String>().unwrap(), "hello world");
-    replies.complete(Outcome::Handled).unwrap();
+    let reply = replies
+        .try_recv()
+        .unwrap()
+        .expect("the polite agent replies");
+    assert_eq!(
+        reply.message.decode_json::<String>().unwrap(),
+        "hello world"
+    );
     assert!(
-        replies.next().unwrap().is_none(),
+        replies.try_recv().unwrap().is_none(),
         "the nosy agent gets no resource it did not list"
     );
     let nosy = guild.agents().into_iter().find(|a| a.id == "nosy").unwrap();

@@ -11,7 +11,7 @@ use engine_core::{
 use messaging_memory::{MemoryConfig, MemoryMessaging};
 
 fn publish(bus: &MemoryMessaging, namespace: &str, topic: &str, n: u64) {
-    let message = Message::builder(topic, Payload::json(&n).unwrap()).build(
+    let message = Message::builder(topic, Payload::encode_json(&n).unwrap()).build(
         &IdGenerator::process(),
         namespace,
         "publisher",
@@ -32,7 +32,7 @@ fn history(bus: &MemoryMessaging, namespace: &str, topic: &str) -> Vec<u64> {
     bus.history(namespace, &HistoryQuery::Topic(topic.into()))
         .unwrap()
         .iter()
-        .map(|m| m.json().unwrap())
+        .map(|m| m.decode_json().unwrap())
         .collect()
 }
 
@@ -82,7 +82,7 @@ fn a_detached_client_keeps_only_the_newest_messages_up_to_its_limit() {
     let mut back = subscribe(&bus, "ns", "away", "t");
     let mut seen = Vec::new();
     while let Some(delivery) = back.next().unwrap() {
-        seen.push(delivery.message.json::<u64>().unwrap());
+        seen.push(delivery.message.decode_json::<u64>().unwrap());
         back.complete(Outcome::Handled).unwrap();
     }
     assert_eq!(seen, [7, 8, 9]);

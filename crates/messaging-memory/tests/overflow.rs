@@ -15,7 +15,7 @@ fn bus() -> MemoryMessaging {
 }
 
 fn publish(bus: &MemoryMessaging, topic: &str, n: u64) -> Result<()> {
-    let message = Message::builder(topic, Payload::json(&n).unwrap()).build(
+    let message = Message::builder(topic, Payload::encode_json(&n).unwrap()).build(
         &IdGenerator::process(),
         "overflow",
         "publisher",
@@ -54,7 +54,7 @@ fn limit(capacity: usize, overflow: Overflow, block_ms: u64) -> Option<QueueLimi
 fn drain(subscription: &mut Box<dyn Subscription>) -> Vec<u64> {
     let mut seen = Vec::new();
     while let Some(delivery) = subscription.next().unwrap() {
-        seen.push(delivery.message.json().unwrap());
+        seen.push(delivery.message.decode_json().unwrap());
         subscription.complete(Outcome::Handled).unwrap();
     }
     seen
@@ -89,12 +89,12 @@ fn drop_oldest_makes_room_and_dead_letters_what_it_drops() {
     assert_eq!(drain(&mut small), [2, 3, 4]);
     let mut letters = Vec::new();
     while let Some(delivery) = errors.next().unwrap() {
-        letters.push(delivery.message.json::<DeadLetter>().unwrap());
+        letters.push(delivery.message.decode_json::<DeadLetter>().unwrap());
         errors.complete(Outcome::Handled).unwrap();
     }
     let dropped: Vec<u64> = letters
         .iter()
-        .map(|letter| letter.message.json().unwrap())
+        .map(|letter| letter.message.decode_json().unwrap())
         .collect();
     assert_eq!(dropped, [0, 1]);
     assert!(
@@ -116,7 +116,7 @@ fn block_waits_for_room_then_fails_when_none_comes() {
         std::thread::spawn(move || publish(&bus, "t", 2))
     };
     let first = small.next().unwrap().unwrap();
-    assert_eq!(first.message.json::<u64>().unwrap(), 0);
+    assert_eq!(first.message.decode_json::<u64>().unwrap(), 0);
     small.complete(Outcome::Handled).unwrap();
     blocked.join().unwrap().unwrap();
     assert_eq!(drain(&mut small), [1, 2]);

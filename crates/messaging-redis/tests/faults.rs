@@ -22,7 +22,7 @@ struct Tally(Arc<Mutex<Vec<u32>>>);
 
 impl Agent for Tally {
     async fn handle(&mut self, _ctx: &AgentContext, message: &Message) -> AgentResult {
-        let number: u64 = message.json()?;
+        let number: u64 = message.decode_json()?;
         self.0.lock().unwrap()[number as usize] += 1;
         Ok(())
     }

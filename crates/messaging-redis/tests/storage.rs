@@ -107,7 +107,7 @@ fn retention_by_age_trims_old_messages() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let mut old = Message::builder("t", Payload::json("old").unwrap()).build(
+    let mut old = Message::builder("t", Payload::encode_json("old").unwrap()).build(
         &IdGenerator::process(),
         &ns,
         "p",

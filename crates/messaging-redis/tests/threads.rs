@@ -65,11 +65,8 @@ fn no_thread_outlives_the_backend_and_its_subscriptions() {
     assert_eq!(threads(), before, "joined by close");
     let refused = bus
         .publish(
-            engine_core::Message::builder("t", engine_core::Payload::json("late").unwrap()).build(
-                &engine_core::IdGenerator::process(),
-                &ns,
-                "p",
-            ),
+            engine_core::Message::builder("t", engine_core::Payload::encode_json("late").unwrap())
+                .build(&engine_core::IdGenerator::process(), &ns, "p"),
         )
         .unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Closed);

@@ -106,7 +106,7 @@ impl Aggregator {
 
 impl Agent for Aggregator {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        if let Some(summary) = self.add(message.json()?) {
+        if let Some(summary) = self.add(message.decode_json()?) {
             ctx.send(self.config.to.clone(), Payload::from(summary))?;
         }
         Ok(())

@@ -51,7 +51,7 @@ impl MonteCarlo {
 
 impl Agent for MonteCarlo {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        let task: Value = message.json()?;
+        let task: Value = message.decode_json()?;
         let samples = task
             .get("samples")
             .and_then(Value::as_u64)

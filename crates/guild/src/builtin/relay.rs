@@ -62,7 +62,7 @@ impl Agent for Relay {
         let Some((first, rest)) = self.config.to.split_first() else {
             return Ok(());
         };
-        let value = self.reshape(message.json()?)?;
+        let value = self.reshape(message.decode_json()?)?;
         let mut forward = Message::builder(first.clone(), Payload::from(value))
             .reply_to(message.reply_topic())
             .priority(message.priority());

@@ -31,7 +31,7 @@ impl Responder {
 
 impl Agent for Responder {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        let request: Value = message.json()?;
+        let request: Value = message.decode_json()?;
         let reply = match request {
             Value::String(text) => {
                 let text = if self.config.uppercase {

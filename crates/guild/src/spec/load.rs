@@ -157,6 +157,15 @@ impl LoadedSpec {
         Self::parse(path, source, format)
     }
 
+    /// A spec built in code rather than read: checks name `file` and give no lines.
+    pub fn unparsed(file: impl Into<PathBuf>, spec: GuildSpec) -> Self {
+        Self {
+            file: file.into(),
+            source: String::new(),
+            spec,
+        }
+    }
+
     /// Parses `source` in `format`, naming it `file` in errors.
     pub fn parse(
         file: impl Into<PathBuf>,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use guild::{
     AgentExitPolicy, DeadLetter, ERROR_TOPIC, GuildBuilder, LifecycleKind, LoadedSpec, Message,
-    Outcome, Payload, builtin,
+    Payload, builtin,
 };
 
 use crate::report;
@@ -24,11 +24,9 @@ pub struct RunOptions {
 /// The client id under which the command follows the guild.
 const OBSERVER: &str = "guild-cli";
 
-/// How often the loop looks at the guild.
-const TICK: Duration = Duration::from_millis(5);
-
-/// How long agents on the caller's thread (the sync engine) run between two looks.
-const DRIVE_SLICE: Duration = Duration::from_millis(20);
+/// The longest the loop waits for a message before it looks at the guild again (for
+/// a signal, a dead agent, quiet, the deadline). Messages wake it at once.
+const TICK: Duration = Duration::from_millis(20);
 
 /// How long running handlers get to finish once the run is over, before the command
 /// exits without them (a thread that cannot be stopped dies with the process).
@@ -108,12 +106,13 @@ pub fn run(
     let mut errors = 0;
     let mut quiet_since: Option<(Instant, u64)> = None;
     let end = loop {
-        guild.drive_for(DRIVE_SLICE);
-        while let Some(delivery) = observer.next()? {
+        // Waiting on the observer drives the sync engine's agents meanwhile.
+        let mut next = observer.recv_timeout(TICK)?;
+        while let Some(delivery) = next {
             let message = &delivery.message;
             if &*delivery.topic == ERROR_TOPIC {
                 errors += 1;
-                match message.json::<DeadLetter>() {
+                match message.decode_json::<DeadLetter>() {
                     Ok(letter) => say!(
                         "  error in {} on {}: {}",
                         letter.client,
@@ -135,7 +134,7 @@ pub fn run(
                     completions += 1;
                 }
             }
-            observer.complete(Outcome::Handled)?;
+            next = observer.try_recv()?;
         }
 
         let signal = stop_signal.load(Ordering::SeqCst);
@@ -167,7 +166,6 @@ pub fn run(
             break End::TimedOut;
         }
         progress.tick(started, PROGRESS_EVERY, guild.stats().messages_in);
-        std::thread::sleep(TICK);
     };
     progress.finish();
     drop(watchdog);
