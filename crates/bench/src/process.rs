@@ -27,13 +27,13 @@ use messaging_memory::{MemoryConfig, MemoryMessaging};
 use crate::Sample;
 
 /// Set in the environment of a raw baseline's child: what it does.
-pub const RAW_CHILD: &str = "BENCH_RAW_CHILD";
+pub(crate) const RAW_CHILD: &str = "BENCH_RAW_CHILD";
 
 /// Agent processes started per `spawn` repetition.
-pub const SPAWNS: usize = 20;
+pub(crate) const SPAWNS: usize = 20;
 
 /// The agent types agent processes of this benchmark run.
-pub fn registry() -> AgentRegistry {
+pub(crate) fn registry() -> AgentRegistry {
     let mut registry = AgentRegistry::new();
     registry
         .register("echo", |_| Ok(Echo))
@@ -82,7 +82,7 @@ impl Agent for Sink {
 }
 
 /// Runs a raw baseline's child when this process is one; returns otherwise.
-pub fn run_if_raw_child() {
+pub(crate) fn run_if_raw_child() {
     let Ok(role) = std::env::var(RAW_CHILD) else {
         return;
     };
@@ -135,7 +135,7 @@ fn raw_child(role: &str) -> (Child, UnixStream) {
 }
 
 /// The raw baselines.
-pub fn raw(workload: &str, n: u64) -> Sample {
+pub(crate) fn raw(workload: &str, n: u64) -> Sample {
     match workload {
         "spawn" => {
             let started = Instant::now();
@@ -202,7 +202,7 @@ struct Bench {
 impl Bench {
     fn new() -> Self {
         let messaging: Arc<dyn MessagingBackend> =
-            Arc::new(MemoryMessaging::private(MemoryConfig::default()));
+            Arc::new(MemoryMessaging::with_config(MemoryConfig::default()));
         let guild = GuildContext::new("bench", messaging, Arc::new(registry()));
         let engine = ProcessEngine::with_config(ProcessConfig::default());
         Self { engine, guild }
@@ -255,7 +255,7 @@ fn receive(inbox: &mut Box<dyn engine_core::Subscription>, ping: &Receiver<()>) 
 }
 
 /// The process engine's workloads.
-pub fn guild(workload: &str, n: u64) -> Sample {
+pub(crate) fn guild(workload: &str, n: u64) -> Sample {
     let bench = Bench::new();
     let sample = match workload {
         "spawn" => {

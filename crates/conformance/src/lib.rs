@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! // crates/messaging-memory/tests/conformance.rs
-//! conformance::messaging_suite!(|| std::sync::Arc::new(messaging_memory::MemoryMessaging::new()));
+//! conformance::messaging_suite!(|| std::sync::Arc::new(messaging_memory::MemoryMessaging::process_wide(Default::default())));
 //! ```
 
 pub mod agents;

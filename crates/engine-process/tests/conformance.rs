@@ -41,7 +41,9 @@ fn main() {
     for (name, scenario) in conformance::engine::scenarios() {
         trials.push(Trial::test(format!("memory::{name}"), move || {
             let engine = || -> Arc<dyn ExecutionEngine> { Arc::new(ProcessEngine::new()) };
-            let messaging = || -> Arc<dyn MessagingBackend> { Arc::new(MemoryMessaging::new()) };
+            let messaging = || -> Arc<dyn MessagingBackend> {
+                Arc::new(MemoryMessaging::process_wide(Default::default()))
+            };
             scenario(&engine, &messaging);
             Ok(())
         }));
@@ -307,7 +309,13 @@ fn spec(id: &str, agent_type: &str, topics: &[&str]) -> AgentSpec {
 fn setup(scenario: &str) -> (ProcessEngine, GuildContext) {
     let namespace = unique_namespace(scenario);
     let engine = ProcessEngine::new();
-    (engine, guild(&namespace, Arc::new(MemoryMessaging::new())))
+    (
+        engine,
+        guild(
+            &namespace,
+            Arc::new(MemoryMessaging::process_wide(Default::default())),
+        ),
+    )
 }
 
 fn handled(engine: &ProcessEngine, guild: &GuildContext, agent: &str) -> u64 {
@@ -506,7 +514,10 @@ fn process_cap() {
         max_processes: 2,
         ..ProcessConfig::default()
     });
-    let guild = guild(&namespace, Arc::new(MemoryMessaging::new()));
+    let guild = guild(
+        &namespace,
+        Arc::new(MemoryMessaging::process_wide(Default::default())),
+    );
     engine
         .run_agent(&guild, spec("a", "counter", &["t"]))
         .unwrap();
@@ -625,7 +636,10 @@ fn network_isolation() {
         isolate_network: true,
         ..ProcessConfig::default()
     });
-    let guild = guild(&namespace, Arc::new(MemoryMessaging::new()));
+    let guild = guild(
+        &namespace,
+        Arc::new(MemoryMessaging::process_wide(Default::default())),
+    );
     let launched = engine.run_agent(&guild, spec("prober", "prober", &["probe"]));
     if !nix::unistd::Uid::effective().is_root() {
         let refused = launched.unwrap_err();

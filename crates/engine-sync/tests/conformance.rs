@@ -8,7 +8,7 @@ mod memory {
 
     conformance::engine_suite!(
         engine: || Arc::new(SyncEngine::new()),
-        messaging: || Arc::new(MemoryMessaging::new()),
+        messaging: || Arc::new(MemoryMessaging::process_wide(Default::default())),
     );
 }
 

@@ -112,7 +112,10 @@ pub fn messaging(url: &str) -> Result<Arc<dyn MessagingBackend>> {
     check_messaging(url).map_err(|why| Error::new(ErrorKind::InvalidSpec, "guild", why))?;
     match scheme {
         #[cfg(feature = "messaging-memory")]
-        "memory" => Ok(Arc::new(messaging_memory::MemoryMessaging::new())),
+        // "memory" names the process's one bus, as a Redis URL names one server.
+        "memory" => Ok(Arc::new(messaging_memory::MemoryMessaging::process_wide(
+            Default::default(),
+        ))),
         #[cfg(feature = "messaging-redis")]
         "redis" | "rediss" => Ok(Arc::new(messaging_redis::RedisMessaging::connect(url)?)),
         _ => Err(Error::new(

@@ -3,10 +3,11 @@
 //! The in-memory messaging backend: the reference implementation of guild's delivery
 //! contract (see [`engine_core::MessagingBackend`]) for agents in one process.
 //!
-//! All instances made with [`MemoryMessaging::new`] share one process-wide bus, so
-//! agents on different engine instances of one process can talk; guilds are kept apart
-//! by namespace, and nothing an instance or a client does removes another's data.
-//! [`MemoryMessaging::private`] makes a bus of its own.
+//! [`MemoryMessaging::new`] makes a bus of its own, shared by the handle's clones and
+//! no one else. [`MemoryMessaging::process_wide`] is a handle on the one bus of the
+//! process, which every such handle shares (that is what the name `"memory"` means to
+//! `guild`). On either, guilds are kept apart by namespace, and nothing an instance or a
+//! client does removes another's data.
 //!
 //! Messages are stored once and shared (`Arc`) by every topic log and client queue that
 //! holds them. History is bounded per topic ([`MemoryConfig`]).
@@ -55,26 +56,28 @@ impl Default for MemoryMessaging {
 }
 
 impl MemoryMessaging {
-    /// A handle on this process's shared bus, with the default configuration.
+    /// A new bus that no other handle shares (except this one's clones), with the
+    /// default configuration.
     pub fn new() -> Self {
         Self::with_config(MemoryConfig::default())
     }
 
-    /// A handle on this process's shared bus. `config` applies to the namespaces this
-    /// handle is the first to use.
+    /// A new bus that no other handle shares (except this one's clones).
     pub fn with_config(config: MemoryConfig) -> Self {
-        static SHARED: OnceLock<Arc<Bus>> = OnceLock::new();
         Self {
-            bus: SHARED.get_or_init(Arc::default).clone(),
+            bus: Arc::default(),
             config,
             ids: IdGenerator::process(),
         }
     }
 
-    /// A handle on a new bus that no other handle shares (except its clones).
-    pub fn private(config: MemoryConfig) -> Self {
+    /// A handle on this process's one shared bus. `config` applies to the namespaces
+    /// this handle is the first to use; a namespace that exists keeps the settings it
+    /// was made with.
+    pub fn process_wide(config: MemoryConfig) -> Self {
+        static SHARED: OnceLock<Arc<Bus>> = OnceLock::new();
         Self {
-            bus: Arc::default(),
+            bus: SHARED.get_or_init(Arc::default).clone(),
             config,
             ids: IdGenerator::process(),
         }

@@ -4,4 +4,4 @@ use std::sync::Arc;
 
 use messaging_memory::MemoryMessaging;
 
-conformance::messaging_suite!(|| Arc::new(MemoryMessaging::new()));
+conformance::messaging_suite!(|| Arc::new(MemoryMessaging::process_wide(Default::default())));

@@ -43,7 +43,7 @@ fn retention_is_bounded_per_topic() {
         topic_retention: HashMap::from([("short".to_owned(), 2)]),
         ..MemoryConfig::default()
     };
-    let bus = MemoryMessaging::private(config);
+    let bus = MemoryMessaging::with_config(config);
     for n in 0..20 {
         publish(&bus, "ns", "long", n);
         publish(&bus, "ns", "short", n);
@@ -54,7 +54,7 @@ fn retention_is_bounded_per_topic() {
         .history("ns", &HistoryQuery::Topic("long".into()))
         .unwrap()[0]
         .id;
-    let old = MemoryMessaging::private(MemoryConfig::default());
+    let old = MemoryMessaging::with_config(MemoryConfig::default());
     assert!(
         old.history("ns", &HistoryQuery::Ids(vec![trimmed]))
             .unwrap()
@@ -74,7 +74,7 @@ fn a_detached_client_keeps_only_the_newest_messages_up_to_its_limit() {
         detached_queue_limit: 3,
         ..MemoryConfig::default()
     };
-    let bus = MemoryMessaging::private(config);
+    let bus = MemoryMessaging::with_config(config);
     subscribe(&bus, "ns", "away", "t").close().unwrap();
     for n in 0..10 {
         publish(&bus, "ns", "t", n);
@@ -90,7 +90,7 @@ fn a_detached_client_keeps_only_the_newest_messages_up_to_its_limit() {
 
 #[test]
 fn subscribers_share_one_copy_of_each_message() {
-    let bus = MemoryMessaging::private(MemoryConfig::default());
+    let bus = MemoryMessaging::with_config(MemoryConfig::default());
     let mut one = subscribe(&bus, "ns", "one", "t");
     let mut two = subscribe(&bus, "ns", "two", "t");
     publish(&bus, "ns", "t", 1);
@@ -102,12 +102,20 @@ fn subscribers_share_one_copy_of_each_message() {
 }
 
 #[test]
-fn handles_made_with_new_share_the_process_bus_and_private_ones_do_not() {
+fn process_wide_handles_share_one_bus_and_new_ones_do_not() {
     let namespace = format!("shared-bus-{}", std::process::id());
-    let first = MemoryMessaging::new();
-    let second = MemoryMessaging::new();
-    let private = MemoryMessaging::private(MemoryConfig::default());
+    let first = MemoryMessaging::process_wide(MemoryConfig::default());
+    let second = MemoryMessaging::process_wide(MemoryConfig::default());
+    let private = MemoryMessaging::new();
+    let clone = private.clone();
     publish(&first, &namespace, "t", 1);
     assert_eq!(history(&second, &namespace, "t"), [1]);
     assert!(history(&private, &namespace, "t").is_empty());
+    publish(&private, &namespace, "t", 2);
+    assert_eq!(
+        history(&clone, &namespace, "t"),
+        [2],
+        "clones share their bus"
+    );
+    assert_eq!(history(&first, &namespace, "t"), [1]);
 }

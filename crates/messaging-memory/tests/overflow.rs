@@ -11,7 +11,7 @@ use engine_core::{
 use messaging_memory::{MemoryConfig, MemoryMessaging};
 
 fn bus() -> MemoryMessaging {
-    MemoryMessaging::private(MemoryConfig::default())
+    MemoryMessaging::with_config(MemoryConfig::default())
 }
 
 fn publish(bus: &MemoryMessaging, topic: &str, n: u64) -> Result<()> {
