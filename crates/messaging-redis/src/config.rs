@@ -217,7 +217,7 @@ impl RedisConfig {
 }
 
 /// `url` with any password replaced, for messages.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -13,14 +13,14 @@ use crate::NAME;
 use crate::config::RedisConfig;
 
 /// Makes connections to one Redis server.
-pub struct Connector {
+pub(crate) struct Connector {
     client: Client,
     config: RedisConfig,
 }
 
 impl Connector {
     /// A connector for `config` (nothing is connected yet).
-    pub fn new(config: RedisConfig) -> Result<Self> {
+    pub(crate) fn new(config: RedisConfig) -> Result<Self> {
         let client = Client::open(config.connection_info()?).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidSpec,
@@ -32,7 +32,7 @@ impl Connector {
     }
 
     /// A new connection, with the configured timeouts.
-    pub fn connect(&self) -> Result<Connection> {
+    pub(crate) fn connect(&self) -> Result<Connection> {
         let connection = self
             .client
             .get_connection_with_timeout(self.config.connect_timeout)
@@ -45,7 +45,7 @@ impl Connector {
     }
 
     /// The error for a failure to talk to the server, naming it.
-    pub fn unavailable(&self, error: &RedisError) -> Error {
+    pub(crate) fn unavailable(&self, error: &RedisError) -> Error {
         Error::new(
             ErrorKind::Unavailable,
             NAME,
@@ -55,13 +55,13 @@ impl Connector {
     }
 
     /// The settings.
-    pub fn config(&self) -> &RedisConfig {
+    pub(crate) fn config(&self) -> &RedisConfig {
         &self.config
     }
 }
 
 /// Whether `error` means the connection is broken (rather than the command wrong).
-pub fn is_broken(error: &RedisError) -> bool {
+pub(crate) fn is_broken(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -70,13 +70,13 @@ pub fn is_broken(error: &RedisError) -> bool {
 }
 
 /// One connection for commands, remade when it breaks.
-pub struct Commands {
+pub(crate) struct Commands {
     slot: Mutex<Option<Connection>>,
 }
 
 impl Commands {
     /// No connection yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             slot: Mutex::new(None),
         }
@@ -85,7 +85,7 @@ impl Commands {
     /// Runs `command` on the connection. Every command guild sends is idempotent, so a
     /// command whose connection broke is sent once more on a new connection; if that
     /// fails too, the error names the server.
-    pub fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         connector: &Connector,
         mut command: impl FnMut(&mut Connection) -> RedisResult<T>,
@@ -125,7 +125,7 @@ impl Commands {
 /// Exponential backoff with jitter: 50 ms doubling up to 2 s, each wait drawn from half
 /// to one and a half times the step, so that many clients do not retry in step.
 #[derive(Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     step: Duration,
     random: RandomState,
     draws: u64,
@@ -136,7 +136,7 @@ impl Backoff {
     const MAX: Duration = Duration::from_secs(2);
 
     /// A backoff at its first step.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             step: Self::FIRST,
             random: RandomState::new(),
@@ -145,12 +145,12 @@ impl Backoff {
     }
 
     /// Back to the first step, after a success.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.step = Self::FIRST;
     }
 
     /// The next wait.
-    pub fn next_wait(&mut self) -> Duration {
+    pub(crate) fn next_wait(&mut self) -> Duration {
         self.draws += 1;
         let mut hasher = self.random.build_hasher();
         hasher.write_u64(self.draws);

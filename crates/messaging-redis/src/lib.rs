@@ -10,10 +10,10 @@
 //!   nothing dropped, errors to the caller while Redis is down. Each backend instance
 //!   numbers its publishes and the script keeps the last number stored, so a batch
 //!   retried after a lost reply is not stored twice. A message's stream entry id is
-//!   derived from its message id, which is how it is found by id ([`history`]).
+//!   derived from its message id, which is how it is found by id (`history.rs`).
 //! - **Live delivery** is read by a small, fixed number of reader threads per backend
 //!   instance (`readers`, default 1), each with one blocking `XREAD` connection shared
-//!   by every subscription of the instance: not a connection per agent ([`reader`]).
+//!   by every subscription of the instance: not a connection per agent (`reader.rs`).
 //! - **Positions** are stored per client in a hash (`<prefix>:<guild>:pos:<client>`),
 //!   so a client restarted anywhere resumes where it left off.
 //! - **Faults.** A broken connection is remade (readers back off exponentially with
@@ -21,21 +21,23 @@
 //!   twice while the process lives. Publishing while Redis is down returns the error.
 //!
 //! What remains at-least-once: a client that *restarts* gets again what it completed
-//! after its positions were last stored (at most [`subscription::FLUSH_EVERY`]
+//! after its positions were last stored (at most [`FLUSH_EVERY`]
 //! completions, or since it last ran out of work), and anything it completed out of
 //! stream order because a more urgent message overtook it. Handlers that must not see a
 //! message twice deduplicate on its [`MessageId`](engine_core::MessageId), which is
 //! stable across redeliveries.
 
-pub mod config;
+mod config;
 mod conn;
 mod frame;
-pub mod history;
+mod history;
+mod keys;
 mod outage;
-pub mod outbox;
-pub mod reader;
-pub mod subscription;
-pub mod writer;
+mod outbox;
+mod position;
+mod reader;
+mod subscription;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,8 +53,11 @@ use redis::{Connection, RedisResult};
 pub use config::RedisConfig;
 use conn::{Commands, Connector};
 use frame::encode;
+use keys::Keys;
 use outbox::{Outbox, Publish};
-use subscription::{ClientState, EntryId, Pos, RedisSubscription};
+use position::{EntryId, Pos};
+use subscription::{ClientState, RedisSubscription};
+pub use subscription::{FETCH_AHEAD, FLUSH_EVERY};
 
 /// Whether this build speaks TLS (`rediss://` URLs): the `tls` feature.
 pub const TLS: bool = cfg!(feature = "tls");
@@ -70,40 +75,8 @@ type Subscribers = HashMap<String, Vec<(usize, Weak<ClientState>)>>;
 /// Entries fetched from one stream, each with the messages it holds, by stream key.
 pub(crate) type Batch = (String, Vec<(EntryId, Vec<Arc<Message>>)>);
 
-/// The key names of one backend instance.
-pub struct Keys {
-    prefix: String,
-    /// This instance's record as a publisher.
-    publisher: String,
-}
-
-impl Keys {
-    fn stream(&self, namespace: &str, topic: &str) -> String {
-        format!("{}:{namespace}:topic:{topic}", self.prefix)
-    }
-
-    fn positions(&self, namespace: &str, client: &str) -> String {
-        format!("{}:{namespace}:pos:{client}", self.prefix)
-    }
-
-    /// The prefix of every key of one guild.
-    fn guild(&self, namespace: &str) -> String {
-        format!("{}:{namespace}", self.prefix)
-    }
-
-    /// The set of a guild's topic streams.
-    fn topics(&self, namespace: &str) -> String {
-        format!("{}:{namespace}:topics", self.prefix)
-    }
-
-    /// Where a guild records the messages of one hour that were stored late.
-    fn late(&self, namespace: &str, unix_ms: u64) -> String {
-        format!("{}:{namespace}:late:{}", self.prefix, unix_ms / 3_600_000)
-    }
-}
-
 /// What the backend's handles, subscriptions and reader threads share.
-pub struct Shared {
+pub(crate) struct Shared {
     connector: Connector,
     commands: Commands,
     keys: Keys,

@@ -17,17 +17,17 @@ use std::time::{Duration, Instant};
 use engine_core::{Error, ErrorKind, Result};
 
 use crate::NAME;
-use crate::subscription::EntryId;
+use crate::position::EntryId;
 
 /// Publishes queued at most before `publish` waits for room.
-pub const LIMIT: usize = 65_536;
+pub(crate) const LIMIT: usize = 65_536;
 
 /// Publishes sent in one batch at most.
-pub const BATCH: usize = 512;
+pub(crate) const BATCH: usize = 512;
 
 /// One queued publish: where and under which entry id to store which message.
 #[derive(Debug, Clone)]
-pub struct Publish {
+pub(crate) struct Publish {
     /// Its number among this instance's publishes, from 1, set when it is queued: after
     /// a failure the writer leaves out what the publisher's record says is stored.
     pub seq: u64,
@@ -43,7 +43,7 @@ pub struct Publish {
 
 /// The queue between publishers and the writer.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -62,7 +62,7 @@ struct State {
 impl Outbox {
     /// Queues a publish; fails while Redis is down, or when the queue stays full for
     /// `timeout`.
-    pub fn push(&self, mut publish: Publish, timeout: Duration) -> Result<()> {
+    pub(crate) fn push(&self, mut publish: Publish, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         loop {
@@ -91,7 +91,7 @@ impl Outbox {
     }
 
     /// Waits until everything queued before the call is stored.
-    pub fn settle(&self, timeout: Duration) -> Result<()> {
+    pub(crate) fn settle(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         let target = state.queued;
@@ -116,7 +116,7 @@ impl Outbox {
     }
 
     /// The writer's next batch, waiting up to `wait` for one.
-    pub fn take(&self, wait: Duration) -> Vec<Publish> {
+    pub(crate) fn take(&self, wait: Duration) -> Vec<Publish> {
         let mut state = self.lock();
         if state.queue.is_empty() {
             state = self.wait(state, wait);
@@ -127,7 +127,7 @@ impl Outbox {
     }
 
     /// The writer stored `batch`.
-    pub fn stored(&self, batch: Vec<Publish>) {
+    pub(crate) fn stored(&self, batch: Vec<Publish>) {
         let mut state = self.lock();
         state.sending -= batch.len();
         state.stored += batch.len() as u64;
@@ -137,7 +137,7 @@ impl Outbox {
 
     /// The writer failed to store `batch`: it goes back to the front, and Redis counts
     /// as down until a batch is stored.
-    pub fn failed(&self, batch: Vec<Publish>, why: String) {
+    pub(crate) fn failed(&self, batch: Vec<Publish>, why: String) {
         let mut state = self.lock();
         state.sending -= batch.len();
         for publish in batch.into_iter().rev() {
@@ -148,7 +148,7 @@ impl Outbox {
     }
 
     /// How many publishes are queued or being sent.
-    pub fn unsent(&self) -> usize {
+    pub(crate) fn unsent(&self) -> usize {
         let state = self.lock();
         state.queue.len() + state.sending
     }

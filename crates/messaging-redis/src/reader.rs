@@ -8,7 +8,8 @@ use redis::{Connection, RedisResult};
 
 use crate::conn::Backoff;
 use crate::frame::decode_fields;
-use crate::subscription::{ClientState, EntryId};
+use crate::position::EntryId;
+use crate::subscription::ClientState;
 use crate::{Batch, READ_BLOCK, Shared};
 
 /// Entries one `XREAD` fetches per stream at most (each holds one or more messages).

@@ -19,6 +19,7 @@ use engine_core::{
     Subscription,
 };
 
+use crate::position::{EntryId, Pos};
 use crate::{NAME, Shared};
 
 /// Completions between two writes of a busy client's positions.
@@ -27,97 +28,6 @@ pub const FLUSH_EVERY: u64 = 256;
 /// Deliveries fetched ahead for one client at most; beyond this the readers leave the
 /// rest in Redis until the client catches up, so a slow agent holds bounded memory.
 pub const FETCH_AHEAD: usize = 8_192;
-
-/// A stream entry id, `ms-seq`, ordered as Redis orders them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct EntryId(pub u64, pub u64);
-
-impl EntryId {
-    /// Parses `ms-seq`.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (ms, seq) = text.split_once('-')?;
-        Some(Self(ms.parse().ok()?, seq.parse().ok()?))
-    }
-
-    /// The entry just before this one.
-    fn before(self) -> Self {
-        match self {
-            Self(ms, 0) => Self(ms.saturating_sub(1), u64::MAX),
-            Self(ms, seq) => Self(ms, seq - 1),
-        }
-    }
-}
-
-impl std::fmt::Display for EntryId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
-    }
-}
-
-/// A message's place in a topic stream: its entry, and its index among the messages of
-/// that entry, where the entry's last message has index [`Pos::LAST`]. So `(e, LAST)`
-/// also means "all of entry `e`", and places order as the messages do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Pos {
-    /// The stream entry.
-    pub entry: EntryId,
-    /// The index within the entry.
-    pub index: u32,
-}
-
-impl Pos {
-    /// The index of an entry's last message.
-    pub const LAST: u32 = u32::MAX;
-
-    /// All of entry `entry`.
-    pub fn whole(entry: EntryId) -> Self {
-        Self {
-            entry,
-            index: Self::LAST,
-        }
-    }
-
-    /// Parses `ms-seq` (a whole entry) or `ms-seq/index`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.split_once('/') {
-            None => Some(Self::whole(EntryId::parse(text)?)),
-            Some((entry, index)) => Some(Self {
-                entry: EntryId::parse(entry)?,
-                index: index.parse().ok()?,
-            }),
-        }
-    }
-
-    /// The place just before this one.
-    fn before(self) -> Self {
-        match self.index {
-            0 => Self::whole(self.entry.before()),
-            index => Self {
-                entry: self.entry,
-                index: index - 1,
-            },
-        }
-    }
-
-    /// The entry to read after so that a read returns what comes after this place:
-    /// this entry once it is wholly behind, else the one before it.
-    pub fn read_after(self) -> EntryId {
-        if self.index == Self::LAST {
-            self.entry
-        } else {
-            self.entry.before()
-        }
-    }
-}
-
-impl std::fmt::Display for Pos {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.index {
-            Self::LAST => write!(f, "{}", self.entry),
-            index => write!(f, "{}/{index}", self.entry),
-        }
-    }
-}
 
 /// A delivery fetched for a client and not yet completed.
 #[derive(Debug, Clone)]
@@ -160,7 +70,7 @@ impl Ord for ByMessageId {
 }
 
 /// What the readers and the subscription share about one client.
-pub struct ClientState {
+pub(crate) struct ClientState {
     pub(crate) namespace: String,
     pub(crate) client_id: String,
     /// The topic names, by index.
@@ -187,7 +97,7 @@ struct Inner {
 
 impl ClientState {
     /// A client starting at `start` (one position per topic).
-    pub fn new(
+    pub(crate) fn new(
         namespace: &str,
         client_id: &str,
         topics: Vec<Arc<str>>,
@@ -216,13 +126,13 @@ impl ClientState {
 
     /// The entry after which the readers should read `topic` for this client, or
     /// `None` while it has [`FETCH_AHEAD`] deliveries waiting already.
-    pub fn wants(&self, topic: usize) -> Option<EntryId> {
+    pub(crate) fn wants(&self, topic: usize) -> Option<EntryId> {
         let inner = self.lock();
         (inner.queue.len() < FETCH_AHEAD).then(|| inner.cursor[topic].read_after())
     }
 
     /// Takes entries the readers fetched from `topic`'s stream, in stream order.
-    pub fn receive(&self, topic: usize, entries: &[(EntryId, Vec<Arc<Message>>)]) {
+    pub(crate) fn receive(&self, topic: usize, entries: &[(EntryId, Vec<Arc<Message>>)]) {
         let mut inner = self.lock();
         let mut queued = false;
         'entries: for (entry, messages) in entries {
@@ -307,7 +217,7 @@ impl Inner {
 }
 
 /// A live subscription to the Redis backend.
-pub struct RedisSubscription {
+pub(crate) struct RedisSubscription {
     pub(crate) shared: Arc<Shared>,
     pub(crate) state: Arc<ClientState>,
     pub(crate) attached: bool,

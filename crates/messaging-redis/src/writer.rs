@@ -29,7 +29,7 @@ use redis::Connection;
 
 use crate::conn::Backoff;
 use crate::outbox::Publish;
-use crate::subscription::EntryId;
+use crate::position::EntryId;
 use crate::{READ_BLOCK, Shared};
 use std::fmt::Write as _;
 
@@ -47,7 +47,7 @@ const FRAME_SPAN_MS: u64 = 1_000;
 /// The stream entry id a message is stored under when its stream allows: its Unix
 /// milliseconds, then the low 20 bits of its id (generator and sequence), which are
 /// unique within a millisecond for one generator whatever the priority.
-pub fn entry_of(id: MessageId) -> EntryId {
+pub(crate) fn entry_of(id: MessageId) -> EntryId {
     EntryId(id.unix_ms(), id.time_key() & 0xF_FFFF)
 }
 

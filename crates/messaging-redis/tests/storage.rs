@@ -175,7 +175,7 @@ fn a_slow_client_fetches_a_bounded_window() {
     });
     let expected: Vec<String> = (0..MESSAGES).map(|n| n.to_string()).collect();
     assert_eq!(seen, expected);
-    let window = messaging_redis::subscription::FETCH_AHEAD;
+    let window = messaging_redis::FETCH_AHEAD;
     assert!(
         (window / 2..=window).contains(&most),
         "{most} deliveries were held at once; the window is {window}"
