@@ -29,7 +29,7 @@ use engine_core::{
 use crate::protocol::{FrameError, FrameReader, FrameWriter, Reply, ToChild, ToParent, WireError};
 
 /// The backend's name.
-pub const NAME: &str = "broker";
+pub(crate) const NAME: &str = "broker";
 
 /// Acknowledgements sent together at most.
 const ACK_BATCH: usize = 1024;
@@ -39,7 +39,7 @@ const STOP_CHECK: Duration = Duration::from_millis(1);
 
 /// What the agent's loop is to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Deliveries are queued.
     Work,
     /// Stop after the current message.
@@ -50,7 +50,7 @@ pub enum Next {
 
 /// The messaging backend of an agent process.
 #[derive(Clone)]
-pub struct BrokerClient {
+pub(crate) struct BrokerClient {
     shared: Arc<Shared>,
 }
 
@@ -105,7 +105,7 @@ struct State {
 impl BrokerClient {
     /// A client writing to `stream` and reading frames through `reader` (the same
     /// connection, after its launch frame).
-    pub fn new(stream: UnixStream, reader: FrameReader<UnixStream>) -> Self {
+    pub(crate) fn new(stream: UnixStream, reader: FrameReader<UnixStream>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 output: Mutex::new(Output {
@@ -122,7 +122,7 @@ impl BrokerClient {
     }
 
     /// Sends everything buffered, then `frame`, at once.
-    pub fn send_now(&self, frame: &ToParent) -> Result<()> {
+    pub(crate) fn send_now(&self, frame: &ToParent) -> Result<()> {
         let mut output = lock(&self.shared.output);
         output
             .flush()
@@ -131,14 +131,14 @@ impl BrokerClient {
     }
 
     /// Sends everything buffered.
-    pub fn flush(&self) -> Result<()> {
+    pub(crate) fn flush(&self) -> Result<()> {
         lock(&self.shared.output)
             .flush()
             .map_err(|e| e.into_error(NAME))
     }
 
     /// Waits until deliveries are queued, a stop is requested, or the connection ends.
-    pub fn wait_for_work(&self) -> Next {
+    pub(crate) fn wait_for_work(&self) -> Next {
         self.read_until(|state| !state.queue.is_empty());
         let state = lock(&self.shared.state);
         if let Some(why) = &state.disconnected {
@@ -154,7 +154,7 @@ impl BrokerClient {
     /// most once a millisecond it also sends what is buffered (so a slow agent's
     /// acknowledgements and messages leave within about a millisecond of its handler)
     /// and looks at the connection without blocking.
-    pub fn stop_requested(&self) -> bool {
+    pub(crate) fn stop_requested(&self) -> bool {
         self.poll();
         let state = lock(&self.shared.state);
         state.stop || state.disconnected.is_some()

@@ -9,7 +9,7 @@ use crate::host::exit_code;
 
 /// What the engine learned about an agent process's end, besides its exit status.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Last {
+pub(crate) struct Last {
     /// The agent process reported a crash, with this reason.
     pub crash: Option<String>,
     /// The engine had asked it to stop.
@@ -20,7 +20,7 @@ pub struct Last {
 
 /// The state, exit status and lifecycle event for an agent process that ended with
 /// `status`.
-pub fn classify(
+pub(crate) fn classify(
     status: std::process::ExitStatus,
     last: &Last,
     limits: &ResourceLimits,

@@ -26,18 +26,18 @@ mod lease;
 mod link;
 mod procfs;
 mod protocol;
+mod spawn;
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine_core::{
     AgentCell, AgentInfo, AgentSpec, AgentTable, EngineCapabilities, EngineStats, Error, ErrorKind,
     EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
@@ -52,6 +52,7 @@ use broker::Session;
 use lease::Lease;
 use link::{Link, Watch};
 use protocol::{FrameReader, FrameWriter, Launch, ToChild};
+use spawn::Spawner;
 
 /// The engine's name.
 pub const NAME: &str = "process";
@@ -212,7 +213,7 @@ impl ProcessEngine {
         // Each agent process mints message ids under a generator id of its own, held
         // until it is reaped.
         let lease = Lease::take(guild.ids.generator_id())?;
-        let mut command = self.command(&lease)?;
+        let mut command = spawn::command(&self.config, &lease)?;
         command.stdin(Stdio::from(OwnedFd::from(theirs)));
         let mut child = self
             .spawner
@@ -322,30 +323,6 @@ impl ProcessEngine {
                 false,
             )),
         }
-    }
-
-    /// The command that starts one agent process of `guild`.
-    fn command(&self, lease: &Lease) -> Result<Command> {
-        let program = match &self.config.program {
-            Some(program) => program.clone(),
-            None => std::env::current_exe().map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    NAME,
-                    format!("cannot find this program to start agent processes: {e}"),
-                )
-            })?,
-        };
-        let mut command = Command::new(program);
-        command
-            .args(&self.config.args)
-            .env(HOST_VARIABLE, "1")
-            .env(PARENT_VARIABLE, std::process::id().to_string())
-            .env("GUILD_GENERATOR_ID", lease.id().to_string())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        Ok(command)
     }
 
     /// Stops an agent process: a stop request, then `SIGTERM`, then `SIGKILL`, each
@@ -509,54 +486,5 @@ impl ExecutionEngine for ProcessEngine {
 impl Drop for ProcessEngine {
     fn drop(&mut self) {
         let _ = self.shutdown();
-    }
-}
-
-/// Starts agent processes from one long-lived thread: a parent-death signal fires
-/// when the *thread* that spawned the process ends, so spawning from whichever thread
-/// calls `run_agent` (a short-lived one, say) would kill agents early.
-#[derive(Debug)]
-struct Spawner {
-    requests: Option<Sender<(Command, Sender<std::io::Result<Child>>)>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Spawner {
-    fn start() -> Self {
-        let (requests, incoming) =
-            crossbeam_channel::unbounded::<(Command, Sender<std::io::Result<Child>>)>();
-        let thread = std::thread::Builder::new()
-            .name("agent-spawner".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                for (mut command, reply) in incoming {
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .ok();
-        Self {
-            requests: Some(requests),
-            thread,
-        }
-    }
-
-    fn spawn(&self, command: Command) -> std::io::Result<Child> {
-        let gone = || std::io::Error::other("the spawner thread is gone");
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.requests
-            .as_ref()
-            .ok_or_else(gone)?
-            .send((command, reply))
-            .map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?
-    }
-}
-
-impl Drop for Spawner {
-    fn drop(&mut self) {
-        self.requests.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

@@ -36,7 +36,7 @@ const ALLOCATION_FAILED: &str = "memory allocation of ";
 
 /// The engine's hold on one agent process.
 #[derive(Debug)]
-pub struct Link {
+pub(crate) struct Link {
     pid: u32,
     out: Sender<Out>,
     stop_requested: AtomicBool,
@@ -48,7 +48,7 @@ pub struct Link {
 
 impl Link {
     /// A link to process `pid`, whose connection's writer takes frames from `out`.
-    pub fn new(pid: u32, out: Sender<Out>) -> Self {
+    pub(crate) fn new(pid: u32, out: Sender<Out>) -> Self {
         Self {
             pid,
             out,
@@ -60,12 +60,12 @@ impl Link {
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Asks the agent to stop after its current message.
-    pub fn request_stop(&self) {
+    pub(crate) fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::Release);
         // Queued, never waited for: the agent may not be reading.
         if self.out.send(Out::Frame(ToChild::Stop)).is_err() {
@@ -77,7 +77,7 @@ impl Link {
     }
 
     /// Sends `signal` to the agent's process group, unless the process is reaped.
-    pub fn signal(&self, signal: Signal) {
+    pub(crate) fn signal(&self, signal: Signal) {
         let reaped = lock(&self.reaped);
         if !*reaped {
             let _ = killpg(Pid::from_raw(self.pid as i32), signal);
@@ -85,14 +85,14 @@ impl Link {
     }
 
     /// The last lines the process wrote to standard error.
-    pub fn last_words(&self) -> String {
+    pub(crate) fn last_words(&self) -> String {
         let lines = lock(&self.last_lines);
         lines.iter().cloned().collect::<Vec<_>>().join(" | ")
     }
 
     /// Forwards the process's standard error to ours, one line at a time, each marked
     /// with the agent's id; keeps the last lines and notes an allocation failure.
-    pub fn forward_stderr(&self, agent_id: &str, stderr: ChildStderr) {
+    pub(crate) fn forward_stderr(&self, agent_id: &str, stderr: ChildStderr) {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             eprintln!("[agent {agent_id}] {line}");
@@ -109,7 +109,7 @@ impl Link {
 }
 
 /// Everything the watcher of one agent process needs.
-pub struct Watch {
+pub(crate) struct Watch {
     /// The link.
     pub link: Arc<Link>,
     /// The process.
@@ -139,7 +139,7 @@ pub struct Watch {
 impl Watch {
     /// Reads the agent process's frames until its connection ends, then reaps it and
     /// reports how it ended. Runs on a thread of its own.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut ready = Some(self.ready.clone());
         let mut last = Last::default();
         let broken = loop {

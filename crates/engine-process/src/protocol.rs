@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version every frame carries.
-pub const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 
 /// The largest frame accepted or sent, version byte and body included.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 /// bincode's settings; the limit stops a hostile length inside a body from allocating
 /// more than a frame may hold.
@@ -28,7 +28,7 @@ fn config() -> impl bincode::config::Config {
 
 /// What is wrong with a frame or the connection it came on.
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// Reading or writing the socket failed.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -59,7 +59,7 @@ pub enum FrameError {
 
 impl FrameError {
     /// This error as a guild error from `component`.
-    pub fn into_error(self, component: &'static str) -> Error {
+    pub(crate) fn into_error(self, component: &'static str) -> Error {
         let kind = match self {
             FrameError::Io(_) | FrameError::Truncated => ErrorKind::Io,
             FrameError::TooLarge { .. } => ErrorKind::LimitExceeded,
@@ -70,7 +70,7 @@ impl FrameError {
 }
 
 /// Decodes one frame's version byte and body (everything after the length prefix).
-pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
+pub(crate) fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
     let (&version, body) = frame.split_first().ok_or(FrameError::Empty)?;
     if version != VERSION {
         return Err(FrameError::Version { found: version });
@@ -87,7 +87,7 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
 }
 
 /// Appends `value` to `out` as one frame.
-pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+pub(crate) fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0, 0, 0, 0, VERSION]);
     if let Err(error) = bincode::serde::encode_into_std_write(value, out, config()) {
@@ -108,14 +108,14 @@ pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), FrameErr
 
 /// Reads frames off a byte stream.
 #[derive(Debug)]
-pub struct FrameReader<R> {
+pub(crate) struct FrameReader<R> {
     reader: BufReader<R>,
     frame: Vec<u8>,
 }
 
 impl<R: Read> FrameReader<R> {
     /// A reader of frames from `reader`.
-    pub fn new(reader: R) -> Self {
+    pub(crate) fn new(reader: R) -> Self {
         Self {
             reader: BufReader::with_capacity(64 * 1024, reader),
             frame: Vec::new(),
@@ -123,17 +123,17 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// Whether bytes of a frame are buffered already (so reading will not block long).
-    pub fn has_buffered(&self) -> bool {
+    pub(crate) fn has_buffered(&self) -> bool {
         !self.reader.buffer().is_empty()
     }
 
     /// The stream frames are read from.
-    pub fn get_ref(&self) -> &R {
+    pub(crate) fn get_ref(&self) -> &R {
         self.reader.get_ref()
     }
 
     /// The next frame, or `None` when the stream ends cleanly between frames.
-    pub fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub(crate) fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         let mut prefix = [0u8; 4];
         match read_full(&mut self.reader, &mut prefix)? {
             0 => return Ok(None),
@@ -172,14 +172,14 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Writes frames to a socket through a buffer; nothing reaches the peer before
 /// [`flush`](Self::flush) (or a full buffer).
 #[derive(Debug)]
-pub struct FrameWriter {
+pub(crate) struct FrameWriter {
     writer: BufWriter<UnixStream>,
     scratch: Vec<u8>,
 }
 
 impl FrameWriter {
     /// A writer of frames to `stream`.
-    pub fn new(stream: UnixStream) -> Self {
+    pub(crate) fn new(stream: UnixStream) -> Self {
         Self {
             writer: BufWriter::with_capacity(64 * 1024, stream),
             scratch: Vec::new(),
@@ -187,7 +187,7 @@ impl FrameWriter {
     }
 
     /// Buffers one frame.
-    pub fn send<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
+    pub(crate) fn send<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
         self.scratch.clear();
         encode(value, &mut self.scratch)?;
         self.writer.write_all(&self.scratch)?;
@@ -195,13 +195,13 @@ impl FrameWriter {
     }
 
     /// Sends everything buffered.
-    pub fn flush(&mut self) -> Result<(), FrameError> {
+    pub(crate) fn flush(&mut self) -> Result<(), FrameError> {
         self.writer.flush()?;
         Ok(())
     }
 
     /// Buffers one frame and sends everything buffered.
-    pub fn send_now<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
+    pub(crate) fn send_now<T: Serialize>(&mut self, value: &T) -> Result<(), FrameError> {
         self.send(value)?;
         self.flush()
     }
@@ -209,7 +209,7 @@ impl FrameWriter {
 
 /// An error as it crosses the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireError {
+pub(crate) struct WireError {
     /// What kind of error.
     pub kind: ErrorKind,
     /// The error's text, as the side that had it wrote it.
@@ -230,14 +230,14 @@ impl From<&Error> for WireError {
 
 impl WireError {
     /// The guild error this stands for, reported by `component`.
-    pub fn into_error(self, component: &'static str) -> Error {
+    pub(crate) fn into_error(self, component: &'static str) -> Error {
         Error::new(self.kind, component, self.message).retryable(self.retryable)
     }
 }
 
 /// What the engine tells an agent process to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Launch {
+pub(crate) struct Launch {
     /// The guild namespace.
     pub namespace: String,
     /// The agent's spec, as JSON (data, never code).
@@ -248,7 +248,7 @@ pub struct Launch {
 
 /// One delivery as it crosses the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireDelivery {
+pub(crate) struct WireDelivery {
     /// The topic it was delivered on.
     pub topic: Arc<str>,
     /// The message.
@@ -257,7 +257,7 @@ pub struct WireDelivery {
 
 /// The answer to a request an agent process made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// The subscription is live.
     Subscribed,
     /// The messages a history query found.
@@ -266,7 +266,7 @@ pub enum Reply {
 
 /// Frames from the engine to an agent process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ToChild {
+pub(crate) enum ToChild {
     /// Build, subscribe and start this agent. Always the first frame.
     Launch(Launch),
     /// Stop after the current message.
@@ -295,7 +295,7 @@ pub enum ToChild {
 
 /// Frames from an agent process to the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ToParent {
+pub(crate) enum ToParent {
     /// The agent is subscribed and started.
     Ready,
     /// The agent could not be launched; the text is the agent process's own.
