@@ -98,7 +98,7 @@ struct Figures {
     bytes_per_agent: Option<f64>,
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let runs: usize = match args.iter().position(|a| a == "--runs") {
         Some(i) => args.get(i + 1).context("--runs needs a number")?.parse()?,

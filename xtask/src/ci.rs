@@ -4,7 +4,7 @@ use crate::{cmd, conformance};
 
 /// Formatting, lints, the dependency policy of `deny.toml`, the documentation, every
 /// test (unit, integration, doc and policy tests), then the conformance matrix.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     cmd::run(&["fmt", "--all", "--", "--check"])?;
     cmd::run(&[
         "clippy",

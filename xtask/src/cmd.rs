@@ -6,26 +6,26 @@ use std::process::{Command, Output, Stdio};
 use anyhow::{Context, bail};
 
 /// The repository root (the parent of this crate).
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
 /// A `cargo` command run from the repository root.
-pub fn cargo(args: &[&str]) -> Command {
+pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.args(args).current_dir(root());
     command
 }
 
 /// Runs `cargo args`, streaming its output; fails if it fails.
-pub fn run(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn run(args: &[&str]) -> anyhow::Result<()> {
     run_with_env(args, &[])
 }
 
 /// Runs `cargo args` with extra environment variables, streaming its output; fails if it
 /// fails.
-pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+pub(crate) fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let shown_env: String = env.iter().map(|(k, v)| format!("{k}={v:?} ")).collect();
     println!("$ {shown_env}cargo {}", args.join(" "));
     let status = cargo(args)
@@ -39,7 +39,7 @@ pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
 }
 
 /// Runs `cargo args` and captures its output (stderr still streams), whatever the outcome.
-pub fn capture(args: &[&str]) -> anyhow::Result<Output> {
+pub(crate) fn capture(args: &[&str]) -> anyhow::Result<Output> {
     cargo(args)
         .stderr(Stdio::inherit())
         .output()

@@ -73,7 +73,7 @@ struct Counts {
     failed: u32,
 }
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for cell in CELLS {
         let args = [

@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::{Sample, System, resident_bytes};
 
 /// guild's threads engine over the in-memory bus.
-pub struct Guild;
+pub(crate) struct Guild;
 
 /// Counts messages and says when it has seen `expect` of them.
 struct Sink {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use crate::{RingSeat, Sample, System as Workloads, resident_bytes};
 
 /// actix on its own single-threaded system.
-pub struct Actix;
+pub(crate) struct Actix;
 
 struct Node {
     expect: u64,

@@ -14,12 +14,12 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use crate::{RingSeat, Sample, System, resident_bytes};
 
 /// kameo on a tokio runtime with the default number of workers.
-pub struct Kameo {
+pub(crate) struct Kameo {
     runtime: Runtime,
 }
 
 impl Kameo {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             runtime: crate::tokio_runtime(),
         }

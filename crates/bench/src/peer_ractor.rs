@@ -11,12 +11,12 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use crate::{RingSeat, Sample, System, resident_bytes};
 
 /// ractor on a tokio runtime with the default number of workers.
-pub struct Ractor {
+pub(crate) struct Ractor {
     runtime: Runtime,
 }
 
 impl Ractor {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             runtime: crate::tokio_runtime(),
         }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{Sample, System, resident_bytes};
 
 /// A thread per consumer, crossbeam channels between them.
-pub struct Crossbeam;
+pub(crate) struct Crossbeam;
 
 impl System for Crossbeam {
     fn tell(&self, n: u64) -> Sample {
@@ -144,12 +144,12 @@ impl System for Crossbeam {
 }
 
 /// A task per consumer on a multi-threaded tokio runtime, tokio mpsc channels between them.
-pub struct Tokio {
+pub(crate) struct Tokio {
     runtime: Runtime,
 }
 
 impl Tokio {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             runtime: crate::tokio_runtime(),
         }

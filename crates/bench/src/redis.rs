@@ -43,7 +43,7 @@ fn payload() -> Payload {
 }
 
 /// guild over Redis: a publisher and a counting agent on the threads engine.
-pub fn guild(workload: &str, n: u64) -> Sample {
+pub(crate) fn guild(workload: &str, n: u64) -> Sample {
     let server = RedisServer::start();
     let messaging: Arc<dyn MessagingBackend> =
         Arc::new(RedisMessaging::connect(&server.url()).expect("connect"));
@@ -94,7 +94,7 @@ pub fn guild(workload: &str, n: u64) -> Sample {
 }
 
 /// The `redis` crate alone: pipelined `XADD`s, and `PUBLISH` to a subscriber.
-pub fn raw(workload: &str, n: u64) -> Sample {
+pub(crate) fn raw(workload: &str, n: u64) -> Sample {
     let server = RedisServer::start();
     let client = redis::Client::open(server.url()).expect("client");
     let mut connection = client.get_connection().expect("connect");

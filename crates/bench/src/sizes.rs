@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use crate::{Sample, median};
 
 /// Workload sizes; `--quick` divides the message counts by ten.
-pub struct Sizes {
+pub(crate) struct Sizes {
     pub tell: u64,
     pub ask: u64,
     pub fanout_agents: usize,
@@ -20,7 +20,7 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    pub fn new(quick: bool) -> Self {
+    pub(crate) fn new(quick: bool) -> Self {
         let scale = if quick { 10 } else { 1 };
         Self {
             tell: 2_000_000 / scale,
@@ -39,7 +39,7 @@ impl Sizes {
 
     /// The JSON line for one cell: the median rate over the repetitions, and for `ask`
     /// the median p50 and p99 latencies, for `start` bytes per agent.
-    pub fn report(&self, system: &str, workload: &str, samples: &[Sample]) -> Value {
+    pub(crate) fn report(&self, system: &str, workload: &str, samples: &[Sample]) -> Value {
         let work = match workload {
             "tell" => self.tell as f64,
             "ask" => self.ask as f64,

@@ -150,6 +150,6 @@ fn with_runtime(
 
 /// The numbers of the signals that stop a run (the same on every Unix).
 mod libc_signal {
-    pub const SIGINT: i32 = 2;
-    pub const SIGTERM: i32 = 15;
+    pub(crate) const SIGINT: i32 = 2;
+    pub(crate) const SIGTERM: i32 = 15;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use guild::{AgentInfo, AgentState, JSON_FORMAT, Message};
 
 /// A payload as one line of text.
-pub fn payload_text(message: &Message) -> String {
+pub(crate) fn payload_text(message: &Message) -> String {
     let payload = &message.payload;
     if payload.format == JSON_FORMAT {
         String::from_utf8_lossy(&payload.bytes).into_owned()
@@ -17,14 +17,14 @@ pub fn payload_text(message: &Message) -> String {
 
 /// A live count of handled messages, once a run lasts longer than a moment: rewritten in
 /// place on a terminal, one line per report otherwise.
-pub struct Progress {
+pub(crate) struct Progress {
     terminal: bool,
     last: Option<Instant>,
     shown: bool,
 }
 
 impl Progress {
-    pub fn new(terminal: bool) -> Self {
+    pub(crate) fn new(terminal: bool) -> Self {
         Self {
             terminal,
             last: None,
@@ -32,7 +32,7 @@ impl Progress {
         }
     }
 
-    pub fn tick(&mut self, started: Instant, every: Duration, handled: u64) {
+    pub(crate) fn tick(&mut self, started: Instant, every: Duration, handled: u64) {
         let now = Instant::now();
         let due = self
             .last
@@ -56,7 +56,7 @@ impl Progress {
         }
     }
 
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if self.shown {
             eprintln!();
         }
@@ -64,7 +64,7 @@ impl Progress {
 }
 
 /// The table printed at the end of a run.
-pub fn summary(agents: &[AgentInfo], elapsed: Duration, errors_seen: u64) {
+pub(crate) fn summary(agents: &[AgentInfo], elapsed: Duration, errors_seen: u64) {
     let width = agents.iter().map(|a| a.id.len()).max().unwrap_or(5).max(5);
     say!("summary after {:.2}s:", elapsed.as_secs_f64());
     say!(

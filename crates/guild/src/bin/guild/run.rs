@@ -15,7 +15,7 @@ use guild::{
 use crate::report;
 
 /// Command-line choices that override the spec.
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub engine: Option<String>,
     pub messaging: Option<String>,
     pub quiet: bool,
@@ -45,7 +45,7 @@ enum End {
     AgentEnded(String),
 }
 
-pub fn run(
+pub(crate) fn run(
     loaded: LoadedSpec,
     options: RunOptions,
     stop_signal: &AtomicI32,
