@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::message::MessageBuilder;
 use crate::{
-    AgentCell, AgentSpec, Error, ErrorKind, GuildContext, HistoryQuery, Message, MessageId,
-    Payload, Result,
+    AgentCell, AgentSpec, Error, ErrorKind, GuildContext, HistoryOrder, HistoryQuery, Message,
+    MessageId, Payload, Result,
 };
 
 /// The error an agent's hook may return: any error type, boxed.
@@ -158,9 +158,9 @@ impl AgentContext {
         self.publish(Message::builder(message.reply_topic(), payload).in_reply_to(message))
     }
 
-    /// Queries the guild's message history.
-    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<Arc<Message>>> {
-        self.guild.messaging.history(&self.guild.namespace, query)
+    /// Queries the guild's message history, arranged in `order`.
+    pub fn history(&self, query: &HistoryQuery, order: HistoryOrder) -> Result<Vec<Arc<Message>>> {
+        self.guild.history(query, order)
     }
 
     /// The shared resource `name`, which the agent's spec must list as a dependency.

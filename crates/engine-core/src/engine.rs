@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    AgentRegistry, AgentSpec, EventReceiver, IdGenerator, MessagingBackend, Resources, Result,
+    AgentRegistry, AgentSpec, EventReceiver, HistoryOrder, HistoryQuery, IdGenerator, Message,
+    MessagingBackend, Resources, Result,
 };
 
 /// Everything an engine needs to run agents of one guild. Cheap to clone.
@@ -37,6 +38,15 @@ impl GuildContext {
             resources: Arc::new(Resources::default()),
             ids: IdGenerator::process(),
         }
+    }
+}
+
+impl GuildContext {
+    /// Queries the guild's retained messages, arranged in `order`.
+    pub fn history(&self, query: &HistoryQuery, order: HistoryOrder) -> Result<Vec<Arc<Message>>> {
+        let mut messages = self.messaging.history(&self.namespace, query)?;
+        order.arrange(&mut messages);
+        Ok(messages)
     }
 }
 

@@ -40,8 +40,8 @@ pub use host::{AgentHost, Step, panic_text};
 pub use id::{GENERATOR_ID_MAX, ID_EPOCH_UNIX_MS, IdGenerator, MessageId, Priority, unix_ms_now};
 pub use message::{INBOX_PREFIX, JSON_FORMAT, Message, MessageBuilder, Payload, inbox_topic};
 pub use messaging::{
-    Capabilities, DeadLetter, Delivery, ERROR_TOPIC, Failure, HistoryQuery, MessagingBackend,
-    NoNotify, Notify, Outcome, StartFrom, SubscribeRequest, Subscription,
+    Capabilities, DeadLetter, Delivery, ERROR_TOPIC, Failure, HistoryOrder, HistoryQuery,
+    MessagingBackend, NoNotify, Notify, Outcome, StartFrom, SubscribeRequest, Subscription,
 };
 pub use registry::{AgentRegistry, Resources};
 pub use spec::{AgentSpec, DependencySpec, Overflow, QueueLimit, ResourceLimits, RestartPolicy};

@@ -238,6 +238,34 @@ pub enum HistoryQuery {
     Ids(Vec<MessageId>),
 }
 
+/// The order a history answer is arranged in, once the backend has answered in
+/// publish order.
+///
+/// Publish order is the default because it is what a topic's log is: what a reader
+/// replaying it, or comparing two backends, expects, and the only order in which two
+/// answers for the same topic line up. Priority order (most urgent first, publish order
+/// within a priority) is what the system guild re-implements returns, and what a
+/// reader catching up on what matters most wants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryOrder {
+    /// As published (for [`HistoryQuery::Ids`], as asked).
+    #[default]
+    Published,
+    /// Most urgent first; within one priority, as published.
+    Priority,
+}
+
+impl HistoryOrder {
+    /// Arranges an answer given in publish order (or, for ids, the order asked).
+    pub fn arrange(self, messages: &mut [Arc<Message>]) {
+        if self == Self::Priority {
+            // Stable, so one priority keeps publish order.
+            messages.sort_by_key(|message| message.priority());
+        }
+    }
+}
+
 /// What a backend supports, declared as data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

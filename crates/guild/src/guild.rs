@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use engine_core::{
     AgentInfo, AgentRegistry, AgentSpec, EngineStats, Error, ErrorKind, EventReceiver,
-    ExecutionEngine, GuildContext, IdGenerator, LifecycleEvent, Message, MessageBuilder, MessageId,
-    MessagingBackend, Priority, Result, StartFrom, inbox_topic,
+    ExecutionEngine, GuildContext, HistoryOrder, HistoryQuery, IdGenerator, LifecycleEvent,
+    Message, MessageBuilder, MessageId, MessagingBackend, Priority, Result, StartFrom, inbox_topic,
 };
 
 use crate::observer::{DrivenEngines, Observer};
@@ -364,6 +364,12 @@ impl Guild {
                 *slot = Some(Message::clone(&delivery.message));
             }
         }
+    }
+
+    /// Queries the guild's retained messages, arranged in `order` (see
+    /// [`HistoryOrder`] for why publish order is the default).
+    pub fn history(&self, query: &HistoryQuery, order: HistoryOrder) -> Result<Vec<Arc<Message>>> {
+        self.context.history(query, order)
     }
 
     /// Subscribes an observer (not an agent) to topics of the guild, from messages

@@ -8,8 +8,9 @@ use std::time::Duration;
 use guild::engines::{ProcessConfig, ProcessEngine, ThreadsEngine};
 use guild::messaging::MemoryMessaging;
 use guild::{
-    AgentSpec, ErrorKind, ExecutionEngine, GuildBuilder, GuildSpec, Message, MessagingBackend,
-    Payload, StartFrom, builtin::builtin_registry, inbox_topic,
+    AgentSpec, ErrorKind, ExecutionEngine, GuildBuilder, GuildSpec, HistoryOrder, HistoryQuery,
+    Message, MessagingBackend, Payload, Priority, StartFrom, builtin::builtin_registry,
+    inbox_topic,
 };
 
 /// A guild id no other test uses.
@@ -255,4 +256,42 @@ fn build_checks_the_spec() {
             .build()
             .is_ok()
     );
+}
+
+#[test]
+fn history_comes_in_publish_order_or_in_priority_order() {
+    let guild = guild();
+    let published = [
+        Priority::Normal,
+        Priority::High,
+        Priority::Low,
+        Priority::Normal,
+        Priority::Urgent,
+        Priority::Low,
+    ];
+    let mut ids = Vec::new();
+    for (n, priority) in published.iter().enumerate() {
+        let message = Message::builder("h", Payload::encode_json(&n).unwrap()).priority(*priority);
+        ids.push(guild.publish(message).unwrap());
+    }
+    let numbers = |query: &HistoryQuery, order| -> Vec<usize> {
+        guild
+            .history(query, order)
+            .unwrap()
+            .iter()
+            .map(|message| message.decode_json().unwrap())
+            .collect()
+    };
+    let topic = HistoryQuery::Topic("h".into());
+    assert_eq!(numbers(&topic, HistoryOrder::Published), [0, 1, 2, 3, 4, 5]);
+    // Urgent, high, normal, normal, low, low.
+    assert_eq!(numbers(&topic, HistoryOrder::Priority), [4, 1, 0, 3, 2, 5]);
+    let since = HistoryQuery::After {
+        topic: "h".into(),
+        after: ids[1],
+    };
+    assert_eq!(numbers(&since, HistoryOrder::Published), [2, 3, 4, 5]);
+    // The newer urgent message comes first.
+    assert_eq!(numbers(&since, HistoryOrder::Priority), [4, 3, 2, 5]);
+    guild.shutdown().unwrap();
 }
