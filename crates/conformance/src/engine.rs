@@ -8,8 +8,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
 
 use engine_core::{
-    AgentSpec, AgentState, DeadLetter, ERROR_TOPIC, ErrorKind, ExecutionEngine, GuildContext,
-    HistoryQuery, LifecycleKind, StartFrom,
+    AgentSpec, AgentState, DeadLetter, ERROR_TOPIC, ErrorKind, ExecutionEngine, ExecutionEngineExt,
+    GuildContext, HistoryQuery, LifecycleKind, StartFrom,
 };
 
 use crate::harness::{

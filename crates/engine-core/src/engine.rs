@@ -88,12 +88,6 @@ pub trait ExecutionEngine: Send + Sync {
     /// The agents of a guild (running, or dead and not yet cleaned up), in launch order.
     fn agents_in_guild(&self, guild: &str) -> Vec<AgentInfo>;
 
-    /// The agents of a guild with the given name.
-    fn find_agents_by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo>;
-
-    /// Whether the agent is started, subscribed, and neither stopped nor dead.
-    fn is_agent_running(&self, guild: &str, agent_id: &str) -> bool;
-
     /// What is known about one agent.
     fn agent_info(&self, guild: &str, agent_id: &str) -> Option<AgentInfo>;
 
@@ -125,6 +119,25 @@ pub trait ExecutionEngine: Send + Sync {
         0
     }
 }
+
+/// What every engine can answer from the methods it implements: conveniences, written
+/// once here rather than in each engine (as object_store's `ObjectStoreExt`).
+pub trait ExecutionEngineExt: ExecutionEngine {
+    /// The agents of a guild with the given name, in launch order.
+    fn find_agents_by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo> {
+        let mut found = self.agents_in_guild(guild);
+        found.retain(|agent| agent.name == name);
+        found
+    }
+
+    /// Whether the agent is started, subscribed, and neither stopped nor dead.
+    fn is_agent_running(&self, guild: &str, agent_id: &str) -> bool {
+        self.agent_info(guild, agent_id)
+            .is_some_and(|agent| agent.state == AgentState::Running)
+    }
+}
+
+impl<E: ExecutionEngine + ?Sized> ExecutionEngineExt for E {}
 
 /// What an engine provides, declared as data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

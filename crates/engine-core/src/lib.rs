@@ -31,8 +31,8 @@ mod table;
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
 pub use doorbell::Doorbell;
 pub use engine::{
-    AgentInfo, AgentState, EngineCapabilities, EngineStats, ExecutionEngine, ExitStatus,
-    GuildContext,
+    AgentInfo, AgentState, EngineCapabilities, EngineStats, ExecutionEngine, ExecutionEngineExt,
+    ExitStatus, GuildContext,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use events::{EventHub, EventReceiver, LifecycleEvent, LifecycleKind};
@@ -45,4 +45,4 @@ pub use messaging::{
 };
 pub use registry::{AgentRegistry, Resources};
 pub use spec::{AgentSpec, DependencySpec, Overflow, QueueLimit, ResourceLimits, RestartPolicy};
-pub use table::{AgentCell, AgentRecord, AgentTable};
+pub use table::{Admission, AgentCell, AgentRecord, AgentTable};

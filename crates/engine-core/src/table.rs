@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::{AgentInfo, AgentSpec, AgentState, EngineStats, ExitStatus};
+use crate::{AgentInfo, AgentSpec, AgentState, EngineStats, Error, ErrorKind, ExitStatus, Result};
 
 /// The live state of one agent, shared by the host that runs it (which counts and
 /// reports) and the engine that answers queries about it.
@@ -102,6 +102,18 @@ pub struct AgentTable<H> {
     engine: String,
     guilds: HashMap<String, HashMap<String, AgentRecord<H>>>,
     launched: u64,
+    /// Set by [`close`](Self::close): the engine runs nothing more.
+    closed: bool,
+}
+
+/// What [`AgentTable::admit`] decided about an agent asked to run.
+#[derive(Debug)]
+pub enum Admission<H> {
+    /// It runs (or is starting) already: running it again is a no-op.
+    Running,
+    /// It may be started. The record of an earlier run that has ended, if there was
+    /// one, is handed back for the engine to finish (join its thread, reap its process).
+    Start(Option<AgentRecord<H>>),
 }
 
 impl<H> AgentTable<H> {
@@ -111,7 +123,38 @@ impl<H> AgentTable<H> {
             engine: engine.into(),
             guilds: HashMap::new(),
             launched: 0,
+            closed: false,
         }
+    }
+
+    /// The one place every engine decides whether an agent may be started: refused
+    /// once the engine is shut down, a no-op for an agent that is not dead, and a
+    /// fresh start (handing back the old record) for one that ended.
+    pub fn admit(&mut self, guild: &str, agent_id: &str) -> Result<Admission<H>> {
+        if self.closed {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                self.engine.clone(),
+                format!("agent {agent_id:?} not started: the engine is shut down"),
+            ));
+        }
+        match self.get(guild, agent_id) {
+            Some(record) if !record.cell.state().is_dead() => Ok(Admission::Running),
+            Some(_) => Ok(Admission::Start(self.remove(guild, agent_id))),
+            None => Ok(Admission::Start(None)),
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Shuts the table: [`admit`](Self::admit) refuses from now on. Returns every
+    /// record, in launch order, for the engine to stop.
+    pub fn close(&mut self) -> Vec<AgentRecord<H>> {
+        self.closed = true;
+        self.drain()
     }
 
     /// The record of one agent.
@@ -212,19 +255,6 @@ impl<H> AgentTable<H> {
         let mut records: Vec<_> = agents.values().collect();
         records.sort_by_key(|record| record.order);
         records.into_iter().map(|r| self.describe(r)).collect()
-    }
-
-    /// The agents of a guild with the given name, in launch order.
-    pub fn by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo> {
-        let mut found = self.in_guild(guild);
-        found.retain(|info| info.name == name);
-        found
-    }
-
-    /// Whether the agent is running.
-    pub fn is_running(&self, guild: &str, agent_id: &str) -> bool {
-        self.get(guild, agent_id)
-            .is_some_and(|r| r.cell.state() == AgentState::Running)
     }
 
     /// Totals over every agent.

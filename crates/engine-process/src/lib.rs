@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine_core::{
-    AgentCell, AgentInfo, AgentSpec, AgentTable, EngineCapabilities, EngineStats, Error, ErrorKind,
-    EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
+    Admission, AgentCell, AgentInfo, AgentSpec, AgentTable, EngineCapabilities, EngineStats, Error,
+    ErrorKind, EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
 };
 use nix::sys::signal::Signal;
 
@@ -103,7 +103,6 @@ pub struct ProcessEngine {
 #[derive(Debug)]
 struct Inner {
     table: AgentTable<AgentProcess>,
-    closed: bool,
 }
 
 /// The engine's handle on one agent process.
@@ -135,7 +134,6 @@ impl ProcessEngine {
             config,
             inner: Mutex::new(Inner {
                 table: AgentTable::new(NAME),
-                closed: false,
             }),
             events: Arc::new(EventHub::new()),
             spawner: Spawner::start(),
@@ -148,13 +146,6 @@ impl ProcessEngine {
 
     /// Refuses what cannot be started, before anything is spawned.
     fn check_launch(&self, inner: &Inner, spec: &AgentSpec) -> Result<()> {
-        if inner.closed {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                NAME,
-                "the engine is shut down",
-            ));
-        }
         if is_agent_host() {
             return Err(Error::new(
                 ErrorKind::Internal,
@@ -388,13 +379,10 @@ impl ExecutionEngine for ProcessEngine {
 
     fn run_agent(&self, guild: &GuildContext, spec: AgentSpec) -> Result<()> {
         let mut inner = self.lock();
-        if let Some(existing) = inner.table.get(&guild.namespace, &spec.id) {
-            if !existing.cell.state().is_dead() {
-                return Ok(());
-            }
-            if let Some(dead) = inner.table.remove(&guild.namespace, &spec.id) {
-                self.finish(dead.handle);
-            }
+        match inner.table.admit(&guild.namespace, &spec.id)? {
+            Admission::Running => return Ok(()),
+            Admission::Start(Some(ended)) => self.finish(ended.handle),
+            Admission::Start(None) => {}
         }
         self.check_launch(&inner, &spec)?;
         let spec = Arc::new(spec);
@@ -441,15 +429,6 @@ impl ExecutionEngine for ProcessEngine {
         infos.into_iter().map(Self::with_usage).collect()
     }
 
-    fn find_agents_by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo> {
-        let infos = self.lock().table.by_name(guild, name);
-        infos.into_iter().map(Self::with_usage).collect()
-    }
-
-    fn is_agent_running(&self, guild: &str, agent_id: &str) -> bool {
-        self.lock().table.is_running(guild, agent_id)
-    }
-
     fn agent_info(&self, guild: &str, agent_id: &str) -> Option<AgentInfo> {
         let info = self.lock().table.info(guild, agent_id);
         info.map(Self::with_usage)
@@ -464,11 +443,7 @@ impl ExecutionEngine for ProcessEngine {
     }
 
     fn shutdown(&self) -> Result<()> {
-        let records = {
-            let mut inner = self.lock();
-            inner.closed = true;
-            inner.table.drain()
-        };
+        let records = { self.lock().table.close() };
         for record in &records {
             record.handle.link.request_stop();
         }

@@ -20,8 +20,8 @@ use conformance::harness::{
 use conformance::redis_server::RedisServer;
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, AgentState, ErrorKind,
-    ExecutionEngine, GuildContext, HistoryQuery, LifecycleKind, Message, MessagingBackend, Payload,
-    ResourceLimits,
+    ExecutionEngine, ExecutionEngineExt, GuildContext, HistoryQuery, LifecycleKind, Message,
+    MessagingBackend, Payload, ResourceLimits,
 };
 use engine_process::{ProcessConfig, ProcessEngine};
 use libtest_mimic::{Arguments, Failed, Trial};

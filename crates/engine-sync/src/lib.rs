@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use engine_core::{AgentRegistry, AgentSpec, ExecutionEngine, GuildContext};
+//! use engine_core::{AgentRegistry, AgentSpec, ExecutionEngine, ExecutionEngineExt, GuildContext};
 //! use engine_sync::SyncEngine;
 //! # use engine_core::{Agent, AgentContext, AgentResult, Message};
 //! # struct Quiet;
@@ -30,8 +30,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use engine_core::{
-    AgentCell, AgentHost, AgentInfo, AgentSpec, AgentState, AgentTable, EngineCapabilities,
-    EngineStats, Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine, GuildContext,
+    Admission, AgentCell, AgentHost, AgentInfo, AgentSpec, AgentState, AgentTable,
+    EngineCapabilities, EngineStats, EventHub, EventReceiver, ExecutionEngine, GuildContext,
     LifecycleEvent, LifecycleKind, NoNotify, Result, Step,
 };
 
@@ -49,7 +49,6 @@ pub struct SyncEngine {
 struct Inner {
     /// A running agent has a host; a crashed one keeps its record without one.
     table: AgentTable<Option<AgentHost>>,
-    closed: bool,
 }
 
 impl Default for SyncEngine {
@@ -64,7 +63,6 @@ impl SyncEngine {
         Self {
             inner: Mutex::new(Inner {
                 table: AgentTable::new(NAME),
-                closed: false,
             }),
             events: EventHub::new(),
         }
@@ -97,14 +95,8 @@ impl ExecutionEngine for SyncEngine {
 
     fn run_agent(&self, guild: &GuildContext, spec: AgentSpec) -> Result<()> {
         let mut inner = self.lock();
-        if inner.closed {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                NAME,
-                "the engine is shut down",
-            ));
-        }
-        if inner.table.is_running(&guild.namespace, &spec.id) {
+        // An ended run's record holds no host: dropping it is all there is to finish.
+        if let Admission::Running = inner.table.admit(&guild.namespace, &spec.id)? {
             return Ok(());
         }
         spec.limits.refuse_unenforced(NAME, &spec.id)?;
@@ -139,14 +131,6 @@ impl ExecutionEngine for SyncEngine {
         self.lock().table.in_guild(guild)
     }
 
-    fn find_agents_by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo> {
-        self.lock().table.by_name(guild, name)
-    }
-
-    fn is_agent_running(&self, guild: &str, agent_id: &str) -> bool {
-        self.lock().table.is_running(guild, agent_id)
-    }
-
     fn agent_info(&self, guild: &str, agent_id: &str) -> Option<AgentInfo> {
         self.lock().table.info(guild, agent_id)
     }
@@ -160,11 +144,7 @@ impl ExecutionEngine for SyncEngine {
     }
 
     fn shutdown(&self) -> Result<()> {
-        let records = {
-            let mut inner = self.lock();
-            inner.closed = true;
-            inner.table.drain()
-        };
+        let records = { self.lock().table.close() };
         for record in records {
             if let Some(host) = record.handle {
                 if let Err(error) = host.stop() {

@@ -20,9 +20,9 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use engine_core::{
-    AgentCell, AgentInfo, AgentSpec, AgentState, AgentTable, Doorbell, EngineCapabilities,
-    EngineStats, Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine, GuildContext,
-    LifecycleEvent, LifecycleKind, Result,
+    Admission, AgentCell, AgentInfo, AgentSpec, AgentState, AgentTable, Doorbell,
+    EngineCapabilities, EngineStats, Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine,
+    GuildContext, LifecycleEvent, LifecycleKind, Result,
 };
 
 use worker::{Signal, Worker};
@@ -48,7 +48,6 @@ pub struct ThreadsEngine {
 #[derive(Debug)]
 struct Inner {
     table: AgentTable<Thread>,
-    closed: bool,
 }
 
 /// The engine's handle on one agent's thread.
@@ -76,7 +75,6 @@ impl ThreadsEngine {
             config,
             inner: Mutex::new(Inner {
                 table: AgentTable::new(NAME),
-                closed: false,
             }),
             events: Arc::new(EventHub::new()),
         }
@@ -122,20 +120,12 @@ impl ExecutionEngine for ThreadsEngine {
 
     fn run_agent(&self, guild: &GuildContext, spec: AgentSpec) -> Result<()> {
         let mut inner = self.lock();
-        if inner.closed {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                NAME,
-                "the engine is shut down",
-            ));
-        }
-        if let Some(existing) = inner.table.get(&guild.namespace, &spec.id) {
-            if !existing.cell.state().is_dead() {
-                return Ok(());
+        match inner.table.admit(&guild.namespace, &spec.id)? {
+            Admission::Running => return Ok(()),
+            Admission::Start(Some(ended)) => {
+                self.finish(&guild.namespace, &spec.id, &ended.cell, ended.handle);
             }
-            if let Some(dead) = inner.table.remove(&guild.namespace, &spec.id) {
-                self.finish(&guild.namespace, &spec.id, &dead.cell, dead.handle);
-            }
+            Admission::Start(None) => {}
         }
         spec.limits.refuse_unenforced(NAME, &spec.id)?;
 
@@ -215,14 +205,6 @@ impl ExecutionEngine for ThreadsEngine {
         self.lock().table.in_guild(guild)
     }
 
-    fn find_agents_by_name(&self, guild: &str, name: &str) -> Vec<AgentInfo> {
-        self.lock().table.by_name(guild, name)
-    }
-
-    fn is_agent_running(&self, guild: &str, agent_id: &str) -> bool {
-        self.lock().table.is_running(guild, agent_id)
-    }
-
     fn agent_info(&self, guild: &str, agent_id: &str) -> Option<AgentInfo> {
         self.lock().table.info(guild, agent_id)
     }
@@ -236,11 +218,7 @@ impl ExecutionEngine for ThreadsEngine {
     }
 
     fn shutdown(&self) -> Result<()> {
-        let records = {
-            let mut inner = self.lock();
-            inner.closed = true;
-            inner.table.drain()
-        };
+        let records = { self.lock().table.close() };
         for record in &records {
             let _ = record.handle.signals.send(Signal::Stop);
         }

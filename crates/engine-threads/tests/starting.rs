@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use conformance::harness::{DEADLINE, guild, start_in_background, unique_namespace, wait_until};
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, AgentState, ExecutionEngine,
-    GuildContext, Message,
+    ExecutionEngineExt, GuildContext, Message,
 };
 use engine_threads::ThreadsEngine;
 use messaging_memory::MemoryMessaging;

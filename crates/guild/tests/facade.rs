@@ -8,9 +8,9 @@ use std::time::Duration;
 use guild::engines::{ProcessConfig, ProcessEngine, ThreadsEngine};
 use guild::messaging::MemoryMessaging;
 use guild::{
-    AgentSpec, ErrorKind, ExecutionEngine, GuildBuilder, GuildSpec, HistoryOrder, HistoryQuery,
-    Message, MessagingBackend, Payload, Priority, StartFrom, builtin::builtin_registry,
-    inbox_topic,
+    AgentSpec, ErrorKind, ExecutionEngine, ExecutionEngineExt, GuildBuilder, GuildSpec,
+    HistoryOrder, HistoryQuery, Message, MessagingBackend, Payload, Priority, StartFrom,
+    builtin::builtin_registry, inbox_topic,
 };
 
 /// A guild id no other test uses.
