@@ -12,6 +12,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum ErrorKind {
     /// A spec (guild or agent) is malformed or inconsistent.
     InvalidSpec,
+    /// A setting of an engine or backend (a URL, a generator id, a size) is malformed
+    /// or out of range.
+    InvalidConfig,
+    /// An argument of a call is malformed (a message without a topic, say).
+    InvalidInput,
+    /// The engine or backend cannot do what was asked, with any settings.
+    Unsupported,
+    /// The operating system refused for want of a privilege (root, a capability).
+    PermissionDenied,
     /// No agent type is registered under the requested name.
     UnknownAgentType,
     /// An agent's start hook failed, so the agent never became ready.
@@ -42,6 +51,10 @@ impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {
             Self::InvalidSpec => "invalid spec",
+            Self::InvalidConfig => "invalid config",
+            Self::InvalidInput => "invalid input",
+            Self::Unsupported => "unsupported",
+            Self::PermissionDenied => "permission denied",
             Self::UnknownAgentType => "unknown agent type",
             Self::StartFailed => "start failed",
             Self::NotFound => "not found",

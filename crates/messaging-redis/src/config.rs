@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use engine_core::{Error, ErrorKind, Result};
+use engine_core::{Error, Result};
 
-use crate::NAME;
+use crate::error::BackendError;
 
 /// Settings of a [`RedisMessaging`](crate::RedisMessaging).
 ///
@@ -84,11 +84,10 @@ impl RedisConfig {
     /// Settings from a `redis://` or `rediss://` URL.
     pub fn from_url(url: &str) -> Result<Self> {
         let invalid = |why: &str| {
-            Error::new(
-                ErrorKind::InvalidSpec,
-                NAME,
-                format!("invalid Redis URL {:?}: {why}", redact(url)),
-            )
+            Error::from(BackendError::BadUrl {
+                url: redact(url),
+                why: why.to_owned(),
+            })
         };
         let (scheme, rest) = url
             .split_once("://")
@@ -189,11 +188,7 @@ impl RedisConfig {
     pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo> {
         let addr = if self.scheme == "rediss" {
             if !cfg!(feature = "tls") {
-                return Err(Error::new(
-                    ErrorKind::InvalidSpec,
-                    NAME,
-                    "rediss:// needs TLS, which this build lacks: enable the `tls` feature of messaging-redis",
-                ));
+                return Err(BackendError::NoTls.into());
             }
             redis::ConnectionAddr::TcpTls {
                 host: self.host.clone(),

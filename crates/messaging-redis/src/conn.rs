@@ -6,11 +6,11 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use engine_core::{Error, ErrorKind, Result};
+use engine_core::{Error, Result};
 use redis::{Client, Connection, RedisError, RedisResult};
 
-use crate::NAME;
 use crate::config::RedisConfig;
+use crate::error::BackendError;
 
 /// Makes connections to one Redis server.
 pub(crate) struct Connector {
@@ -21,13 +21,7 @@ pub(crate) struct Connector {
 impl Connector {
     /// A connector for `config` (nothing is connected yet).
     pub(crate) fn new(config: RedisConfig) -> Result<Self> {
-        let client = Client::open(config.connection_info()?).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidSpec,
-                NAME,
-                format!("invalid Redis settings: {e}"),
-            )
-        })?;
+        let client = Client::open(config.connection_info()?).map_err(BackendError::Settings)?;
         Ok(Self { client, config })
     }
 
@@ -41,17 +35,16 @@ impl Connector {
                 connection.set_write_timeout(Some(self.config.io_timeout))?;
                 Ok(connection)
             });
-        connection.map_err(|e| self.unavailable(&e))
+        connection.map_err(|e| self.unavailable(e))
     }
 
     /// The error for a failure to talk to the server, naming it.
-    pub(crate) fn unavailable(&self, error: &RedisError) -> Error {
-        Error::new(
-            ErrorKind::Unavailable,
-            NAME,
-            format!("cannot reach Redis at {}: {error}", self.config.address()),
-        )
-        .retryable(true)
+    pub(crate) fn unavailable(&self, error: redis::RedisError) -> Error {
+        BackendError::Unreachable {
+            address: self.config.address(),
+            source: error,
+        }
+        .into()
     }
 
     /// The settings.
@@ -101,16 +94,12 @@ impl Commands {
                 Err(error) if is_broken(&error) => {
                     *slot = None;
                     if attempt == 1 {
-                        return Err(connector.unavailable(&error));
+                        return Err(connector.unavailable(error));
                     }
                     tracing::debug!(%error, "a Redis connection broke; reconnecting");
                 }
                 Err(error) => {
-                    return Err(Error::new(
-                        ErrorKind::Internal,
-                        NAME,
-                        format!("Redis refused a command: {error}"),
-                    ));
+                    return Err(BackendError::Refused(error).into());
                 }
             }
         }

@@ -5,23 +5,16 @@
 
 use std::sync::Arc;
 
-use engine_core::{Error, ErrorKind, Message, MessageId, Result};
+use engine_core::{Error, Message, MessageId, Result};
 
-use crate::NAME;
+use crate::error::BackendError;
 
 /// `message` encoded as one frame member: its length, then its bincode encoding.
 pub(crate) fn encode(message: &Message) -> Result<Vec<u8>> {
     let mut bytes = vec![0; 4];
     bincode::serde::encode_into_std_write(message, &mut bytes, bincode::config::standard())
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Codec,
-                NAME,
-                format!("cannot encode a message: {e}"),
-            )
-        })?;
-    let length = u32::try_from(bytes.len() - 4)
-        .map_err(|_| Error::new(ErrorKind::Codec, NAME, "a message over 4 GiB"))?;
+        .map_err(BackendError::Encode)?;
+    let length = u32::try_from(bytes.len() - 4).map_err(|_| BackendError::TooLarge)?;
     bytes[..4].copy_from_slice(&length.to_le_bytes());
     Ok(bytes)
 }
@@ -46,7 +39,7 @@ pub(crate) fn find_in_fields(fields: &[Vec<u8>], id: MessageId) -> Result<Option
         // The id is the first field of the encoding.
         let (first, _): (MessageId, _) =
             bincode::serde::decode_from_slice(member, bincode::config::standard())
-                .map_err(|e| corrupt(&e.to_string()))?;
+                .map_err(corrupt_decode)?;
         if first == id {
             return decode_member(member).map(Some);
         }
@@ -83,10 +76,22 @@ fn frame_members(fields: &[Vec<u8>]) -> Result<impl Iterator<Item = Result<&[u8]
 
 fn decode_member(member: &[u8]) -> Result<Arc<Message>> {
     let (message, _) = bincode::serde::decode_from_slice(member, bincode::config::standard())
-        .map_err(|e| corrupt(&e.to_string()))?;
+        .map_err(corrupt_decode)?;
     Ok(Arc::new(message))
 }
 
 fn corrupt(why: &str) -> Error {
-    Error::new(ErrorKind::Codec, NAME, format!("a corrupt entry: {why}"))
+    BackendError::Corrupt {
+        why: why.to_owned(),
+        source: None,
+    }
+    .into()
+}
+
+fn corrupt_decode(error: bincode::error::DecodeError) -> Error {
+    BackendError::Corrupt {
+        why: error.to_string(),
+        source: Some(error),
+    }
+    .into()
 }

@@ -29,6 +29,7 @@
 
 mod config;
 mod conn;
+mod error;
 mod frame;
 mod history;
 mod keys;
@@ -45,13 +46,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use engine_core::{
-    Capabilities, Error, ErrorKind, HistoryQuery, IdGenerator, Message, MessagingBackend, Notify,
-    Result, StartFrom, SubscribeRequest, Subscription,
+    Capabilities, Error, HistoryQuery, IdGenerator, Message, MessagingBackend, Notify, Result,
+    StartFrom, SubscribeRequest, Subscription,
 };
 use redis::{Connection, RedisResult};
 
 pub use config::RedisConfig;
 use conn::{Commands, Connector};
+use error::BackendError;
 use frame::encode;
 use keys::Keys;
 use outbox::{Outbox, Publish};
@@ -162,12 +164,10 @@ impl RedisMessaging {
                 .name(name.clone())
                 .spawn(run)
                 .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Io,
-                        NAME,
-                        format!("cannot start the {name} thread: {e}"),
-                    )
-                    .with_source(e)
+                    Error::from(BackendError::Thread {
+                        name: name.to_owned(),
+                        source: e,
+                    })
                 })?;
             lock(&backend.threads).push(thread);
             Ok::<(), Error>(())
@@ -243,11 +243,7 @@ impl Shared {
     /// Queues `message` for the writer.
     fn publish_message(&self, message: &Message) -> Result<()> {
         if message.topics.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidSpec,
-                NAME,
-                "a message needs at least one topic",
-            ));
+            return Err(BackendError::NoTopic.into());
         }
         let namespace = &message.namespace;
         let publish = Publish {
@@ -349,11 +345,7 @@ impl MessagingBackend for RedisMessaging {
 
     fn publish(&self, message: Message) -> Result<()> {
         if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                NAME,
-                "the Redis backend is closed",
-            ));
+            return Err(BackendError::Closed.into());
         }
         self.shared.publish_message(&message)
     }
@@ -365,26 +357,18 @@ impl MessagingBackend for RedisMessaging {
     ) -> Result<Box<dyn Subscription>> {
         let shared = &self.shared;
         if request.limit.is_some() {
-            return Err(Error::new(
-                ErrorKind::InvalidSpec,
-                NAME,
-                format!(
-                    "client {:?} asks for a queue limit; on Redis what waits is bounded by \
-                     each stream's retention (maxlen, maxage) instead",
-                    request.client_id
-                ),
-            ));
+            return Err(BackendError::QueueLimit {
+                client: request.client_id,
+            }
+            .into());
         }
         let who = (request.namespace.clone(), request.client_id.clone());
         if !lock(&shared.live).insert(who.clone()) {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                NAME,
-                format!(
-                    "client {:?} of guild {:?} is subscribed already",
-                    request.client_id, request.namespace
-                ),
-            ));
+            return Err(BackendError::Subscribed {
+                client: request.client_id,
+                namespace: request.namespace,
+            }
+            .into());
         }
         let subscribed = (|| {
             shared.settle()?;

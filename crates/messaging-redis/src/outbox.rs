@@ -14,9 +14,9 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use engine_core::{Error, ErrorKind, Result};
+use engine_core::{Error, Result};
 
-use crate::NAME;
+use crate::error::BackendError;
 use crate::position::EntryId;
 
 /// Publishes queued at most before `publish` waits for room.
@@ -74,12 +74,7 @@ impl Outbox {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    NAME,
-                    format!("Redis is not keeping up: {LIMIT} publishes are waiting"),
-                )
-                .retryable(true));
+                return Err(BackendError::Backlogged { waiting: LIMIT }.into());
             }
             state = self.wait(state, left);
         }
@@ -101,14 +96,11 @@ impl Outbox {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    NAME,
-                    format!(
-                        "{} publishes still unsent after {timeout:?}",
-                        target - state.stored
-                    ),
-                ));
+                return Err(BackendError::Unsent {
+                    unsent: target - state.stored,
+                    timeout,
+                }
+                .into());
             }
             state = self.wait(state, left);
         }
@@ -166,7 +158,10 @@ impl Outbox {
 }
 
 fn unavailable(why: &str) -> Error {
-    Error::new(ErrorKind::Unavailable, NAME, why.to_owned()).retryable(true)
+    BackendError::Down {
+        why: why.to_owned(),
+    }
+    .into()
 }
 
 #[cfg(test)]

@@ -15,12 +15,12 @@ use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use engine_core::{
-    DeadLetter, Delivery, Error, ErrorKind, Message, MessageId, Notify, Outcome, Result,
-    Subscription,
+    DeadLetter, Delivery, Message, MessageId, Notify, Outcome, Result, Subscription,
 };
 
+use crate::Shared;
+use crate::error::BackendError;
 use crate::position::{EntryId, Pos};
-use crate::{NAME, Shared};
 
 /// Completions between two writes of a busy client's positions.
 pub const FLUSH_EVERY: u64 = 256;
@@ -299,14 +299,10 @@ impl Subscription for RedisSubscription {
 
     fn complete(&mut self, outcome: Outcome) -> Result<()> {
         let Some(fetched) = self.state.lock().in_flight.front().cloned() else {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                NAME,
-                format!(
-                    "client {:?} completed a delivery it was not handed",
-                    self.state.client_id
-                ),
-            ));
+            return Err(BackendError::NotHanded {
+                client: self.state.client_id.clone(),
+            }
+            .into());
         };
         if let Outcome::Failed(failure) = outcome {
             let delivery = self.to_delivery(&fetched);

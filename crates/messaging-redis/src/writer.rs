@@ -113,7 +113,7 @@ fn write(shared: &Shared, writer: &mut Writer, batch: &[Publish], retrying: bool
                 .arg("LOAD")
                 .arg(PUBLISH)
                 .query::<String>(&mut fresh)
-                .map_err(|e| shared.connector.unavailable(&e))?;
+                .map_err(|e| shared.connector.unavailable(e))?;
             writer.connection.insert(fresh)
         }
     };
@@ -123,7 +123,7 @@ fn write(shared: &Shared, writer: &mut Writer, batch: &[Publish], retrying: bool
         let stored: Option<u64> = redis::cmd("GET")
             .arg(&shared.keys.publisher)
             .query(live)
-            .map_err(|e| shared.connector.unavailable(&e))?;
+            .map_err(|e| shared.connector.unavailable(e))?;
         let stored = stored.unwrap_or(0);
         batch = &batch[batch.partition_point(|p| p.seq <= stored)..];
     }
@@ -153,7 +153,7 @@ fn write(shared: &Shared, writer: &mut Writer, batch: &[Publish], retrying: bool
     }
     let refused: Vec<String> = command
         .query(live)
-        .map_err(|e| shared.connector.unavailable(&e))?;
+        .map_err(|e| shared.connector.unavailable(e))?;
     for frame in &frames {
         writer.listed.insert(frame.stream.to_owned());
     }
