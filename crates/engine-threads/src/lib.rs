@@ -13,6 +13,7 @@
 //! When `run_agent` is called from inside a tokio runtime, the agent's thread enters
 //! that runtime, so handlers can await tokio IO and timers.
 
+mod error;
 mod worker;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,10 +22,11 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 use engine_core::{
     Admission, AgentCell, AgentInfo, AgentSpec, AgentState, AgentTable, Doorbell,
-    EngineCapabilities, EngineStats, Error, ErrorKind, EventHub, EventReceiver, ExecutionEngine,
-    GuildContext, LifecycleEvent, LifecycleKind, Result,
+    EngineCapabilities, EngineStats, Error, EventHub, EventReceiver, ExecutionEngine, GuildContext,
+    LifecycleEvent, LifecycleKind, Result,
 };
 
+use error::ThreadsError;
 use worker::{Signal, Worker};
 
 /// The engine's name.
@@ -152,12 +154,10 @@ impl ExecutionEngine for ThreadsEngine {
             builder = builder.stack_size(stack_size);
         }
         let join = builder.spawn(move || worker.run(ready_tx)).map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                NAME,
-                format!("agent {:?}: cannot start its thread: {e}", spec.id),
-            )
-            .with_source(e)
+            Error::from(ThreadsError::Spawn {
+                agent: spec.id.clone(),
+                source: e,
+            })
         })?;
         // Recorded as starting, and the table let go of while the start hook runs: it
         // may query the engine, and other agents may be started and stopped meanwhile.
@@ -171,11 +171,10 @@ impl ExecutionEngine for ThreadsEngine {
             .insert(&guild.namespace, spec.clone(), cell.clone(), thread);
         drop(inner);
         let ready = ready_rx.recv().unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Internal,
-                NAME,
-                format!("agent {:?}: its thread ended before reporting", spec.id),
-            ))
+            Err(ThreadsError::Vanished {
+                agent: spec.id.clone(),
+            }
+            .into())
         });
         if let Err(error) = ready {
             let ours = self

@@ -15,6 +15,7 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod error;
 mod fast_hash;
 mod namespace;
 mod subscription;
@@ -23,13 +24,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use engine_core::{
-    Capabilities, DeadLetter, Error, ErrorKind, Failure, HistoryQuery, IdGenerator, Message,
-    MessagingBackend, Notify, Result, SubscribeRequest, Subscription,
+    Capabilities, DeadLetter, Error, Failure, HistoryQuery, IdGenerator, Message, MessagingBackend,
+    Notify, Result, SubscribeRequest, Subscription,
 };
 
 pub use config::MemoryConfig;
 pub use subscription::MemorySubscription;
 
+use error::MemoryError;
 use fast_hash::FastMap;
 use namespace::{Namespace, SubscribeError};
 
@@ -114,29 +116,16 @@ impl MessagingBackend for MemoryMessaging {
 
     fn publish(&self, message: Message) -> Result<()> {
         if message.topics.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidSpec,
-                NAME,
-                format!("message {} has no topic", message.id),
-            ));
+            return Err(MemoryError::NoTopic { id: message.id }.into());
         }
         let message = Arc::new(message);
         let namespace = self.namespace(&message.namespace);
         let pushed_out = namespace.publish(message.clone()).map_err(|full| {
-            let waited = full
-                .waited
-                .map(|waited| format!(" for {}ms", waited.as_millis()))
-                .unwrap_or_default();
-            Error::new(
-                ErrorKind::LimitExceeded,
-                NAME,
-                format!(
-                    "the queue of {:?} is full ({} deliveries wait) and stayed full{waited}: \
-                     it is not keeping up",
-                    full.client, full.capacity
-                ),
-            )
-            .retryable(true)
+            Error::from(MemoryError::QueueFull {
+                client: full.client,
+                capacity: full.capacity,
+                waited: full.waited,
+            })
         })?;
         for (client, delivery) in pushed_out {
             let failure = Failure {
@@ -176,11 +165,7 @@ impl MessagingBackend for MemoryMessaging {
         notify: Arc<dyn Notify>,
     ) -> Result<Box<dyn Subscription>> {
         if request.client_id.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidSpec,
-                NAME,
-                "a subscription needs a client id",
-            ));
+            return Err(MemoryError::NoClientId.into());
         }
         let namespace = self.namespace(&request.namespace);
         let (client, has_work) = namespace
@@ -192,14 +177,10 @@ impl MessagingBackend for MemoryMessaging {
                 notify.clone(),
             )
             .map_err(|SubscribeError::AlreadySubscribed| {
-                Error::new(
-                    ErrorKind::Conflict,
-                    NAME,
-                    format!(
-                        "client {:?} is already subscribed in namespace {:?}",
-                        request.client_id, request.namespace
-                    ),
-                )
+                Error::from(MemoryError::Subscribed {
+                    client: request.client_id.clone(),
+                    namespace: request.namespace.clone(),
+                })
             })?;
         if has_work {
             notify.notify();

@@ -4,10 +4,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use engine_core::{
-    DeadLetter, Delivery, Error, ErrorKind, IdGenerator, Outcome, Result, Subscription,
-};
+use engine_core::{DeadLetter, Delivery, Error, IdGenerator, Outcome, Result, Subscription};
 
+use crate::error::MemoryError;
 use crate::namespace::{Client, Namespace};
 
 /// How many deliveries a subscription takes from its client's queue under one lock.
@@ -69,14 +68,9 @@ impl Subscription for MemorySubscription {
 
     fn complete(&mut self, outcome: Outcome) -> Result<()> {
         let delivery = self.in_flight.pop_front().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Conflict,
-                "memory",
-                format!(
-                    "client {:?} completed a delivery it was not handed",
-                    self.client.id
-                ),
-            )
+            Error::from(MemoryError::NotHanded {
+                client: self.client.id.clone(),
+            })
         })?;
         let Outcome::Failed(failure) = outcome else {
             return Ok(());
