@@ -29,10 +29,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use engine_core::{
-    AgentCell, Doorbell, Error, ErrorKind, Message, MessagingBackend, Notify, Outcome, Result,
+    AgentCell, Doorbell, Error, Message, MessagingBackend, Notify, Outcome, Result,
     SubscribeRequest, Subscription,
 };
 
+use crate::error::{BROKER, ProcessError};
 use crate::protocol::{FrameWriter, Reply, ToChild, ToParent, WireDelivery, WireError};
 
 /// How many deliveries the broker sends ahead of the agent's acknowledgements.
@@ -51,8 +52,6 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// How often an outage that goes on is reported.
 const OUTAGE_REPORT: Duration = Duration::from_secs(5);
-
-const COMPONENT: &str = "broker";
 
 /// What the connection's writer thread is asked to do.
 #[derive(Debug, Clone)]
@@ -171,8 +170,7 @@ impl Session {
                 // Acknowledgements taken make room in the window.
                 written = self.push(&mut writer);
             }
-            let flushed =
-                written.and_then(|()| writer.flush().map_err(|e| e.into_error(COMPONENT)));
+            let flushed = written.and_then(|()| writer.flush().map_err(|e| e.into_error(BROKER)));
             if let Err(error) = flushed {
                 tracing::debug!(agent = %self.agent_id, %error, "the broker stops writing to the agent");
                 return;
@@ -189,14 +187,11 @@ impl Session {
         match frame {
             ToParent::Publish(message) => {
                 if message.namespace != self.namespace || message.sender != self.agent_id {
-                    return Err(Error::new(
-                        ErrorKind::Conflict,
-                        COMPONENT,
-                        format!(
-                            "agent {:?} may publish only as itself in guild {:?}",
-                            self.agent_id, self.namespace
-                        ),
-                    ));
+                    return Err(ProcessError::Impersonation {
+                        agent: self.agent_id.clone(),
+                        namespace: self.namespace.clone(),
+                    }
+                    .into());
                 }
                 self.offer([Held::Publish(message)])?;
             }
@@ -216,25 +211,18 @@ impl Session {
                     let state = self.lock();
                     let unacknowledged = state.in_flight - state.held_acks;
                     if outcomes.len() > unacknowledged {
-                        return Err(Error::new(
-                            ErrorKind::Codec,
-                            COMPONENT,
-                            format!(
-                                "agent {:?} acknowledged {} deliveries with {unacknowledged} in flight",
-                                self.agent_id,
-                                outcomes.len(),
-                            ),
-                        ));
+                        return Err(ProcessError::AckMismatch {
+                            agent: self.agent_id.clone(),
+                            acked: outcomes.len(),
+                            in_flight: unacknowledged,
+                        }
+                        .into());
                     }
                     if state.subscription.is_none() {
-                        return Err(Error::new(
-                            ErrorKind::Codec,
-                            COMPONENT,
-                            format!(
-                                "agent {:?} acknowledged without a subscription",
-                                self.agent_id
-                            ),
-                        ));
+                        return Err(ProcessError::AckUnsubscribed {
+                            agent: self.agent_id.clone(),
+                        }
+                        .into());
                     }
                 }
                 self.offer(outcomes.into_iter().map(Held::Ack))?;
@@ -255,11 +243,10 @@ impl Session {
             }
             ToParent::Unsubscribe => self.detach(),
             other => {
-                return Err(Error::new(
-                    ErrorKind::Codec,
-                    COMPONENT,
-                    format!("unexpected frame {other:?} on a running agent's connection"),
-                ));
+                return Err(ProcessError::UnexpectedFrame {
+                    frame: format!("{other:?}"),
+                }
+                .into());
             }
         }
         Ok(())
@@ -313,22 +300,18 @@ impl Session {
             return Err(self.foreign(&request.namespace));
         }
         if request.client_id != self.agent_id {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                COMPONENT,
-                format!(
-                    "agent {:?} may subscribe only as itself, not as {:?}",
-                    self.agent_id, request.client_id
-                ),
-            ));
+            return Err(ProcessError::SubscribeAs {
+                agent: self.agent_id.clone(),
+                client: request.client_id,
+            }
+            .into());
         }
         let mut state = self.lock();
         if state.subscription.is_some() {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                COMPONENT,
-                format!("agent {:?} is subscribed already", self.agent_id),
-            ));
+            return Err(ProcessError::Subscribed {
+                agent: self.agent_id.clone(),
+            }
+            .into());
         }
         let notify: Arc<dyn Notify> = self.wake.clone();
         state.subscription = Some(self.messaging.subscribe(request, notify)?);
@@ -489,7 +472,7 @@ impl Session {
                 self.wake.answered();
                 self.push(writer)
             }
-            Out::Frame(frame) => writer.send(&frame).map_err(|e| e.into_error(COMPONENT)),
+            Out::Frame(frame) => writer.send(&frame).map_err(|e| e.into_error(BROKER)),
         }
     }
 
@@ -527,7 +510,7 @@ impl Session {
             }
             writer
                 .send(&ToChild::Deliveries { batch, backlog })
-                .map_err(|e| e.into_error(COMPONENT))?;
+                .map_err(|e| e.into_error(BROKER))?;
         }
     }
 
@@ -548,14 +531,12 @@ impl Session {
     }
 
     fn foreign(&self, namespace: &str) -> Error {
-        Error::new(
-            ErrorKind::Conflict,
-            COMPONENT,
-            format!(
-                "agent {:?} of guild {:?} may not use guild {namespace:?}",
-                self.agent_id, self.namespace
-            ),
-        )
+        ProcessError::ForeignGuild {
+            agent: self.agent_id.clone(),
+            namespace: self.namespace.clone(),
+            asked: namespace.to_owned(),
+        }
+        .into()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

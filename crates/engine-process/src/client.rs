@@ -22,10 +22,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use engine_core::{
-    Capabilities, Delivery, Error, ErrorKind, HistoryQuery, Message, MessagingBackend, Notify,
-    Outcome, Result, SubscribeRequest, Subscription,
+    Capabilities, Delivery, Error, HistoryQuery, Message, MessagingBackend, Notify, Outcome,
+    Result, SubscribeRequest, Subscription,
 };
 
+use crate::error::ProcessError;
 use crate::protocol::{FrameError, FrameReader, FrameWriter, Reply, ToChild, ToParent, WireError};
 
 /// The backend's name.
@@ -294,11 +295,7 @@ impl BrokerClient {
 }
 
 fn disconnected() -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        NAME,
-        "the connection to the engine is gone",
-    )
+    ProcessError::Disconnected.into()
 }
 
 /// Whether `socket` has bytes to read now.
@@ -325,11 +322,7 @@ impl MessagingBackend for BrokerClient {
 
     fn publish(&self, message: Message) -> Result<()> {
         if message.topics.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidSpec,
-                NAME,
-                format!("message {} has no topic", message.id),
-            ));
+            return Err(ProcessError::NoTopic { id: message.id }.into());
         }
         // News of an outage, or of its end, is read here too: a handler that publishes
         // in a loop hears of it within a millisecond, and one that retries hears when
@@ -368,11 +361,8 @@ impl MessagingBackend for BrokerClient {
             other => {
                 lock(&self.shared.state).notify = None;
                 Err(other.err().unwrap_or_else(|| {
-                    Error::new(
-                        ErrorKind::Internal,
-                        NAME,
-                        "the broker answered a subscription with history",
-                    )
+                    ProcessError::BrokerConfused("the broker answered a subscription with history")
+                        .into()
                 }))
             }
         }
@@ -385,11 +375,10 @@ impl MessagingBackend for BrokerClient {
             query: query.clone(),
         })? {
             Reply::History(messages) => Ok(messages),
-            Reply::Subscribed => Err(Error::new(
-                ErrorKind::Internal,
-                NAME,
+            Reply::Subscribed => Err(ProcessError::BrokerConfused(
                 "the broker answered a history query with a subscription",
-            )),
+            )
+            .into()),
         }
     }
 }
@@ -415,11 +404,7 @@ impl Subscription for RemoteSubscription {
     fn complete(&mut self, outcome: Outcome) -> Result<()> {
         let shared = &self.client.shared;
         if lock(&shared.state).queue.pop_front().is_none() {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                NAME,
-                "completed a delivery that was not handed out",
-            ));
+            return Err(ProcessError::NotHanded.into());
         }
         shared.in_handler.store(false, Ordering::Release);
         let mut output = lock(&shared.output);

@@ -16,12 +16,13 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use engine_core::{
-    AgentCell, AgentHost, AgentRegistry, AgentSpec, Error, ErrorKind, GuildContext, IdGenerator,
-    NoNotify, Notify, ResourceLimits, Result, Step,
+    AgentCell, AgentHost, AgentRegistry, AgentSpec, Error, GuildContext, IdGenerator, NoNotify,
+    Notify, ResourceLimits, Result, Step,
 };
 use nix::sys::resource::{Resource, setrlimit};
 
 use crate::client::{BrokerClient, Next};
+use crate::error::{HOST, ProcessError};
 use crate::protocol::{FrameReader, Launch, ToChild, ToParent, WireError};
 
 /// Set in an agent process's environment: it is to host an agent.
@@ -43,8 +44,6 @@ pub mod exit_code {
     /// The engine was gone before the agent started.
     pub const ORPHANED: i32 = 72;
 }
-
-const COMPONENT: &str = "agent host";
 
 /// Makes this program an agent host: when the process engine started it to run an
 /// agent, runs that agent, built through the registry `registry` returns, and exits;
@@ -96,13 +95,12 @@ fn host(registry: impl FnOnce() -> AgentRegistry) -> Result<i32> {
     let launch = match reader.read::<ToChild>() {
         Ok(Some(ToChild::Launch(launch))) => launch,
         Ok(other) => {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                COMPONENT,
-                format!("expected a launch frame first, got {other:?}"),
-            ));
+            return Err(ProcessError::NoLaunch {
+                got: format!("{other:?}"),
+            }
+            .into());
         }
-        Err(error) => return Err(error.into_error(COMPONENT)),
+        Err(error) => return Err(error.into_error(HOST)),
     };
 
     let client = BrokerClient::new(stream, reader);
@@ -128,13 +126,7 @@ fn prepare(
     client: &BrokerClient,
     registry: impl FnOnce() -> AgentRegistry,
 ) -> Result<(GuildContext, Arc<AgentSpec>, tokio::runtime::Runtime)> {
-    let spec: AgentSpec = serde_json::from_str(&launch.spec_json).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidSpec,
-            COMPONENT,
-            format!("the engine sent a spec that does not parse: {e}"),
-        )
-    })?;
+    let spec: AgentSpec = serde_json::from_str(&launch.spec_json).map_err(ProcessError::BadSpec)?;
     if launch.isolate_network {
         // Before any thread starts: a namespace is left by the calling thread alone.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
@@ -237,9 +229,13 @@ fn take_connection() -> Result<UnixStream> {
 }
 
 fn io_error(error: io::Error) -> Error {
-    Error::new(ErrorKind::Io, COMPONENT, error.to_string()).with_source(error)
+    ProcessError::HostIo(error).into()
 }
 
 fn os_error(what: &str, errno: nix::errno::Errno) -> Error {
-    Error::new(ErrorKind::Io, COMPONENT, format!("{what}: {errno}"))
+    ProcessError::Os {
+        what: what.to_owned(),
+        source: errno,
+    }
+    .into()
 }

@@ -9,9 +9,9 @@
 use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 
-use engine_core::{Error, ErrorKind, GENERATOR_ID_MAX, Result};
+use engine_core::{GENERATOR_ID_MAX, Result};
 
-use crate::NAME;
+use crate::error::ProcessError;
 
 /// Ids held by live agent processes, and where the next search starts (ids are
 /// handed out round the ring, so a freed id is not taken again at once).
@@ -35,15 +35,7 @@ impl Lease {
                 return Ok(Self(id));
             }
         }
-        Err(Error::new(
-            ErrorKind::LimitExceeded,
-            NAME,
-            format!(
-                "every generator id is held by a live agent process ({} of them): \
-                 stop some agents first",
-                leased.len()
-            ),
-        ))
+        Err(ProcessError::GeneratorIds { held: leased.len() }.into())
     }
 
     /// The id.
@@ -65,6 +57,7 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engine_core::ErrorKind;
 
     #[test]
     fn leases_are_unique_until_given_back_and_never_the_parents() {

@@ -20,6 +20,7 @@
 
 mod broker;
 mod client;
+mod error;
 mod exit;
 mod host;
 mod lease;
@@ -40,7 +41,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine_core::{
     Admission, AgentCell, AgentInfo, AgentSpec, AgentTable, EngineCapabilities, EngineStats, Error,
-    ErrorKind, EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
+    EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
 };
 use nix::sys::signal::Signal;
 
@@ -49,6 +50,7 @@ pub use host::{HOST_VARIABLE, PARENT_VARIABLE, exit_code, is_agent_host, run_if_
 pub use procfs::{Usage, usage};
 
 use broker::Session;
+use error::ProcessError;
 use lease::Lease;
 use link::{Link, Watch};
 use protocol::{FrameReader, FrameWriter, Launch, ToChild};
@@ -147,12 +149,7 @@ impl ProcessEngine {
     /// Refuses what cannot be started, before anything is spawned.
     fn check_launch(&self, inner: &Inner, spec: &AgentSpec) -> Result<()> {
         if is_agent_host() {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                NAME,
-                "this process was started to host an agent but is running its program instead: \
-                 call engine_process::run_if_agent_host at the top of main",
-            ));
+            return Err(ProcessError::HostingElsewhere.into());
         }
         let live = inner
             .table
@@ -161,26 +158,18 @@ impl ProcessEngine {
             .filter(|record| !record.cell.state().is_dead())
             .count();
         if live >= self.config.max_processes {
-            return Err(Error::new(
-                ErrorKind::LimitExceeded,
-                NAME,
-                format!(
-                    "agent {:?} not started: the cap of {} agent processes is reached",
-                    spec.id, self.config.max_processes
-                ),
-            ));
+            return Err(ProcessError::ProcessCap {
+                agent: spec.id.clone(),
+                cap: self.config.max_processes,
+            }
+            .into());
         }
         if self.config.isolate_network && !nix::unistd::Uid::effective().is_root() {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                NAME,
-                format!(
-                    "agent {:?} not started: network isolation needs a network namespace, \
-                     which needs root, and this process runs as uid {}",
-                    spec.id,
-                    nix::unistd::Uid::effective()
-                ),
-            ));
+            return Err(ProcessError::NeedsRoot {
+                agent: spec.id.clone(),
+                uid: nix::unistd::Uid::effective().as_raw(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -192,13 +181,12 @@ impl ProcessEngine {
         guild: &GuildContext,
         spec: Arc<AgentSpec>,
     ) -> Result<(AgentProcess, Receiver<Result<()>>)> {
-        let io = |what: &str, e: std::io::Error| {
-            Error::new(
-                ErrorKind::Io,
-                NAME,
-                format!("agent {:?}: {what}: {e}", spec.id),
-            )
-            .with_source(e)
+        let io = |what: &'static str, e: std::io::Error| {
+            Error::from(ProcessError::AgentIo {
+                agent: spec.id.clone(),
+                what,
+                source: e,
+            })
         };
         let (ours, theirs) = UnixStream::pair().map_err(|e| io("cannot make a socket pair", e))?;
         // Each agent process mints message ids under a generator id of its own, held
@@ -219,13 +207,7 @@ impl ProcessEngine {
         );
         let launch = ToChild::Launch(Launch {
             namespace: guild.namespace.to_string(),
-            spec_json: serde_json::to_string(&*spec).map_err(|e| {
-                Error::new(
-                    ErrorKind::Codec,
-                    NAME,
-                    format!("cannot encode the spec: {e}"),
-                )
-            })?,
+            spec_json: serde_json::to_string(&*spec).map_err(ProcessError::EncodeSpec)?,
             isolate_network: self.config.isolate_network,
         });
         if let Err(error) = writer.send_now(&launch) {
@@ -295,22 +277,18 @@ impl ProcessEngine {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err((error, false)),
             Err(RecvTimeoutError::Timeout) => Err((
-                Error::new(
-                    ErrorKind::StartFailed,
-                    NAME,
-                    format!(
-                        "agent {agent_id:?} did not report ready within {:?}",
-                        self.config.ready_timeout
-                    ),
-                ),
+                ProcessError::NotReady {
+                    agent: agent_id.to_owned(),
+                    timeout: self.config.ready_timeout,
+                }
+                .into(),
                 true,
             )),
             Err(RecvTimeoutError::Disconnected) => Err((
-                Error::new(
-                    ErrorKind::Internal,
-                    NAME,
-                    format!("agent {agent_id:?}: its watcher ended without a word"),
-                ),
+                ProcessError::WatcherSilent {
+                    agent: agent_id.to_owned(),
+                }
+                .into(),
                 false,
             )),
         }
@@ -350,17 +328,22 @@ impl ProcessEngine {
     }
 }
 
-fn thread(agent: &str, role: &str, run: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+fn thread(
+    agent: &str,
+    role: &'static str,
+    run: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("{role}:{agent}"))
         .stack_size(256 * 1024)
         .spawn(run)
         .map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                NAME,
-                format!("agent {agent:?}: cannot start its {role} thread: {e}"),
-            )
+            ProcessError::Thread {
+                agent: agent.to_owned(),
+                role,
+                source: e,
+            }
+            .into()
         })
 }
 

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use engine_core::{
-    AgentCell, AgentState, Error, ErrorKind, EventHub, LifecycleEvent, LifecycleKind,
-    ResourceLimits, Result,
+    AgentCell, AgentState, EventHub, LifecycleEvent, LifecycleKind, ResourceLimits, Result,
 };
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
@@ -21,6 +20,7 @@ use nix::unistd::Pid;
 
 use crate::NAME;
 use crate::broker::{Out, Session};
+use crate::error::{AGENT_PROCESS, ProcessError};
 use crate::exit::{Last, classify};
 use crate::lease::Lease;
 use crate::protocol::{FrameError, FrameReader, ToChild, ToParent};
@@ -154,7 +154,7 @@ impl Watch {
                 },
                 Ok(Some(ToParent::LaunchFailed(error))) => {
                     if let Some(ready) = ready.take() {
-                        let _ = ready.send(Err(error.into_error("agent process")));
+                        let _ = ready.send(Err(error.into_error(AGENT_PROCESS)));
                     }
                 }
                 Ok(Some(ToParent::Stopped { stop_error })) => {
@@ -202,7 +202,7 @@ impl Watch {
                     "; does the program call engine_process::run_if_agent_host at the top of main?",
                 );
             }
-            let _ = ready.send(Err(Error::new(ErrorKind::StartFailed, NAME, reason)));
+            let _ = ready.send(Err(ProcessError::EndedEarly { reason }.into()));
             self.cell.set_state(state, Some(exit));
             return;
         }

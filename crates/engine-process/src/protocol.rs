@@ -6,6 +6,7 @@
 //! A frame longer than [`MAX_FRAME_BYTES`], of another version, or whose body does not
 //! decode exactly is an error: the connection that sent it is closed, nothing else.
 
+use crate::error::ProcessError;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -60,12 +61,11 @@ pub(crate) enum FrameError {
 impl FrameError {
     /// This error as a guild error from `component`.
     pub(crate) fn into_error(self, component: &'static str) -> Error {
-        let kind = match self {
-            FrameError::Io(_) | FrameError::Truncated => ErrorKind::Io,
-            FrameError::TooLarge { .. } => ErrorKind::LimitExceeded,
-            _ => ErrorKind::Codec,
-        };
-        Error::new(kind, component, self.to_string())
+        ProcessError::Frame {
+            component,
+            source: self,
+        }
+        .into()
     }
 }
 
@@ -231,7 +231,11 @@ impl From<&Error> for WireError {
 impl WireError {
     /// The guild error this stands for, reported by `component`.
     pub(crate) fn into_error(self, component: &'static str) -> Error {
-        Error::new(self.kind, component, self.message).retryable(self.retryable)
+        ProcessError::Remote {
+            component,
+            wire: self,
+        }
+        .into()
     }
 }
 

@@ -6,22 +6,17 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
-use engine_core::{Error, ErrorKind, Result};
+use engine_core::Result;
 
+use crate::error::ProcessError;
 use crate::lease::Lease;
-use crate::{HOST_VARIABLE, NAME, PARENT_VARIABLE, ProcessConfig};
+use crate::{HOST_VARIABLE, PARENT_VARIABLE, ProcessConfig};
 
 /// The command that starts one agent process of `guild`.
 pub(crate) fn command(config: &ProcessConfig, lease: &Lease) -> Result<Command> {
     let program = match &config.program {
         Some(program) => program.clone(),
-        None => std::env::current_exe().map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                NAME,
-                format!("cannot find this program to start agent processes: {e}"),
-            )
-        })?,
+        None => std::env::current_exe().map_err(ProcessError::NoProgram)?,
     };
     let mut command = Command::new(program);
     command
