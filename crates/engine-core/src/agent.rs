@@ -5,10 +5,11 @@ use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::core_error::CoreError;
 use crate::message::MessageBuilder;
 use crate::{
-    AgentCell, AgentSpec, Error, ErrorKind, GuildContext, HistoryOrder, HistoryQuery, Message,
-    MessageId, Payload, Result,
+    AgentCell, AgentSpec, GuildContext, HistoryOrder, HistoryQuery, Message, MessageId, Payload,
+    Result,
 };
 
 /// The error an agent's hook may return: any error type, boxed.
@@ -131,15 +132,11 @@ impl AgentContext {
             .iter()
             .any(|topic| topic == crate::ERROR_TOPIC)
         {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "agent",
-                format!(
-                    "agent {:?} may not publish to {:?}: it carries the guild's dead letters",
-                    self.spec.id,
-                    crate::ERROR_TOPIC
-                ),
-            ));
+            return Err(CoreError::ErrorTopic {
+                agent: self.spec.id.clone(),
+                topic: crate::ERROR_TOPIC,
+            }
+            .into());
         }
         let id = message.id;
         self.guild.messaging.publish(message)?;
@@ -166,14 +163,11 @@ impl AgentContext {
     /// The shared resource `name`, which the agent's spec must list as a dependency.
     pub fn resource<T: Any + Send + Sync>(&self, name: &str) -> Result<Arc<T>> {
         if !self.spec.dependencies.iter().any(|d| d == name) {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                "agent",
-                format!(
-                    "agent {:?} does not list {name:?} among its dependencies",
-                    self.spec.id
-                ),
-            ));
+            return Err(CoreError::NotADependency {
+                agent: self.spec.id.clone(),
+                name: name.to_owned(),
+            }
+            .into());
         }
         self.guild.resources.get(name)
     }

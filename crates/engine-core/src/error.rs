@@ -108,6 +108,15 @@ impl Error {
         self
     }
 
+    /// Attaches the underlying cause, already boxed (as agents' errors are).
+    pub fn with_boxed_source(
+        mut self,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    ) -> Self {
+        self.source = Some(source);
+        self
+    }
+
     /// Overrides whether retrying the operation may help.
     pub fn retryable(mut self, retryable: bool) -> Self {
         self.retryable = retryable;

@@ -6,10 +6,10 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use crate::core_error::CoreError;
 use crate::{
-    AgentCell, AgentContext, AgentSpec, AgentState, DynAgent, Error, ErrorKind, ExitStatus,
-    Failure, GuildContext, Notify, Outcome, Result, SubscribeRequest, Subscription,
-    message::inbox_topic,
+    AgentCell, AgentContext, AgentSpec, AgentState, DynAgent, Error, ExitStatus, Failure,
+    GuildContext, Notify, Outcome, Result, SubscribeRequest, Subscription, message::inbox_topic,
 };
 
 /// What one [`AgentHost::step`] did.
@@ -51,14 +51,11 @@ impl AgentHost {
         if let Some(foreign) = spec.topics.iter().find(|topic| {
             topic.starts_with(crate::INBOX_PREFIX) && **topic != inbox_topic(&spec.id)
         }) {
-            return Err(Error::new(
-                ErrorKind::InvalidSpec,
-                "agent",
-                format!(
-                    "agent {:?} may not subscribe to {foreign:?}: an inbox is its owner's alone",
-                    spec.id
-                ),
-            ));
+            return Err(CoreError::ForeignInbox {
+                agent: spec.id.clone(),
+                topic: foreign.clone(),
+            }
+            .into());
         }
         let agent = guild.registry.build(&spec)?;
         let mut topics = spec.topics.clone();
@@ -81,18 +78,18 @@ impl AgentHost {
             cell,
         };
         let started = catch_unwind(AssertUnwindSafe(|| host.agent.run_start(&host.ctx)));
+        let agent = host.ctx.id().to_owned();
         let failure = match started {
             Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(panic) => Some(format!("panicked: {}", panic_text(&*panic))),
+            Ok(Err(source)) => Some(CoreError::StartHook { agent, source }),
+            Err(panic) => Some(CoreError::StartPanic {
+                agent,
+                text: panic_text(&*panic),
+            }),
         };
         if let Some(failure) = failure {
             host.close();
-            return Err(Error::new(
-                ErrorKind::StartFailed,
-                "agent",
-                format!("agent {:?}: start failed: {failure}", host.ctx.id()),
-            ));
+            return Err(failure.into());
         }
         Ok(host)
     }
@@ -163,20 +160,16 @@ impl AgentHost {
         self.close();
         match stopped {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(Error::new(
-                ErrorKind::Handler,
-                "agent",
-                format!("agent {:?}: stop hook failed: {error}", self.ctx.id()),
-            )),
-            Err(panic) => Err(Error::new(
-                ErrorKind::Handler,
-                "agent",
-                format!(
-                    "agent {:?}: stop hook panicked: {}",
-                    self.ctx.id(),
-                    panic_text(&*panic)
-                ),
-            )),
+            Ok(Err(source)) => Err(CoreError::StopHook {
+                agent: self.ctx.id().to_owned(),
+                source,
+            }
+            .into()),
+            Err(panic) => Err(CoreError::StopPanic {
+                agent: self.ctx.id().to_owned(),
+                text: panic_text(&*panic),
+            }
+            .into()),
         }
     }
 
@@ -202,11 +195,9 @@ impl AgentHost {
 
     fn subscription_mut(&mut self) -> Result<&mut Box<dyn Subscription>> {
         self.subscription.as_mut().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Closed,
-                "agent",
-                format!("agent {:?} is no longer subscribed", self.ctx.id()),
-            )
+            Error::from(CoreError::Unsubscribed {
+                agent: self.ctx.id().to_owned(),
+            })
         })
     }
 }

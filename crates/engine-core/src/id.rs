@@ -22,7 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, ErrorKind, Result};
+use crate::Result;
+use crate::core_error::CoreError;
 
 /// Unix milliseconds of the id epoch, 2025-01-01T00:00:00Z.
 pub const ID_EPOCH_UNIX_MS: u64 = 1_735_689_600_000;
@@ -139,11 +140,11 @@ impl IdGenerator {
     /// A generator with the given id (at most [`GENERATOR_ID_MAX`]).
     pub fn new(generator_id: u16) -> Result<Self> {
         if generator_id > GENERATOR_ID_MAX {
-            return Err(Error::new(
-                ErrorKind::InvalidSpec,
-                "ids",
-                format!("generator id {generator_id} is above the maximum {GENERATOR_ID_MAX}"),
-            ));
+            return Err(CoreError::GeneratorId {
+                id: generator_id,
+                max: GENERATOR_ID_MAX,
+            }
+            .into());
         }
         Ok(Self {
             generator: u64::from(generator_id),

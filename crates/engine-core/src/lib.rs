@@ -16,10 +16,12 @@
 
 mod agent;
 mod block_on;
+mod core_error;
 mod doorbell;
 mod engine;
 mod error;
 mod events;
+
 mod host;
 mod id;
 mod message;

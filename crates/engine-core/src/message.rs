@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, ErrorKind, IdGenerator, MessageId, Priority, Result};
+use crate::core_error::CoreError;
+use crate::{IdGenerator, MessageId, Priority, Result};
 
 /// The payload format name for JSON, the common format.
 pub const JSON_FORMAT: &str = "json";
@@ -32,34 +33,19 @@ impl Payload {
     /// Encodes `value` as a JSON payload ([`decode_json`](Self::decode_json) is the
     /// way back).
     pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
-        let bytes = serde_json::to_vec(value).map_err(|e| {
-            Error::new(
-                ErrorKind::Codec,
-                "payload",
-                format!("cannot encode json: {e}"),
-            )
-            .with_source(e)
-        })?;
+        let bytes = serde_json::to_vec(value).map_err(CoreError::EncodeJson)?;
         Ok(Self::new(JSON_FORMAT, bytes))
     }
 
     /// Decodes a JSON payload into `T`.
     pub fn decode_json<T: DeserializeOwned>(&self) -> Result<T> {
         if self.format != JSON_FORMAT {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                "payload",
-                format!("expected a json payload, found format {:?}", self.format),
-            ));
+            return Err(CoreError::NotJson {
+                format: self.format.clone(),
+            }
+            .into());
         }
-        serde_json::from_slice(&self.bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Codec,
-                "payload",
-                format!("cannot decode json: {e}"),
-            )
-            .with_source(e)
-        })
+        serde_json::from_slice(&self.bytes).map_err(|e| CoreError::DecodeJson(e).into())
     }
 }
 

@@ -5,7 +5,8 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::{Agent, AgentSpec, BoxError, DependencySpec, DynAgent, Error, ErrorKind, Result};
+use crate::core_error::CoreError;
+use crate::{Agent, AgentSpec, BoxError, DependencySpec, DynAgent, Error, Result};
 
 type AgentFactory = Box<dyn Fn(&AgentSpec) -> Result<Box<dyn DynAgent>, BoxError> + Send + Sync>;
 type SharedResource = Arc<dyn Any + Send + Sync>;
@@ -64,23 +65,19 @@ impl AgentRegistry {
     /// Builds the agent described by `spec`.
     pub fn build(&self, spec: &AgentSpec) -> Result<Box<dyn DynAgent>> {
         let factory = self.agents.get(&spec.agent_type).ok_or_else(|| {
-            Error::new(
-                ErrorKind::UnknownAgentType,
-                "registry",
-                format!(
-                    "agent {:?}: unknown agent type {:?}; registered: {}",
-                    spec.id,
-                    spec.agent_type,
-                    self.agent_types().join(", ")
-                ),
-            )
+            Error::from(CoreError::UnknownType {
+                agent: spec.id.clone(),
+                agent_type: spec.agent_type.clone(),
+                registered: self.agent_types().join(", "),
+            })
         })?;
-        factory(spec).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidSpec,
-                "registry",
-                format!("agent {:?} ({}): {e}", spec.id, spec.agent_type),
-            )
+        factory(spec).map_err(|source| {
+            CoreError::BadAgent {
+                agent: spec.id.clone(),
+                agent_type: spec.agent_type.clone(),
+                source,
+            }
+            .into()
         })
     }
 
@@ -92,21 +89,17 @@ impl AgentRegistry {
         let mut built = HashMap::new();
         for (name, dependency) in dependencies {
             let factory = self.resources.get(&dependency.kind).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidSpec,
-                    "registry",
-                    format!(
-                        "dependency {name:?}: unknown resource kind {:?}",
-                        dependency.kind
-                    ),
-                )
+                Error::from(CoreError::UnknownResourceKind {
+                    name: name.clone(),
+                    kind: dependency.kind.clone(),
+                })
             })?;
-            let resource = factory(&dependency.properties).map_err(|e| {
-                Error::new(
-                    ErrorKind::StartFailed,
-                    "registry",
-                    format!("dependency {name:?} ({}): {e}", dependency.kind),
-                )
+            let resource = factory(&dependency.properties).map_err(|source| {
+                Error::from(CoreError::ResourceFailed {
+                    name: name.clone(),
+                    kind: dependency.kind.clone(),
+                    source,
+                })
             })?;
             built.insert(name.clone(), resource);
         }
@@ -145,18 +138,15 @@ impl Resources {
     /// The resource `name`, as a `T`.
     pub fn get<T: Any + Send + Sync>(&self, name: &str) -> Result<Arc<T>> {
         let resource = self.by_name.get(name).ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                "resources",
-                format!("no resource is named {name:?}"),
-            )
+            Error::from(CoreError::NoResource {
+                name: name.to_owned(),
+            })
         })?;
         resource.clone().downcast::<T>().map_err(|_| {
-            Error::new(
-                ErrorKind::InvalidSpec,
-                "resources",
-                format!("resource {name:?} is not a {}", std::any::type_name::<T>()),
-            )
+            Error::from(CoreError::ResourceType {
+                name: name.to_owned(),
+                wanted: std::any::type_name::<T>(),
+            })
         })
     }
 }

@@ -4,7 +4,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, ErrorKind, Priority, Result, StartFrom};
+use crate::core_error::CoreError;
+use crate::{Priority, Result, StartFrom};
 
 /// One agent: what to build, what it listens to, and how it is run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,16 +98,13 @@ impl AgentSpec {
     /// Decodes the properties into `T`, with an error naming the agent and the field.
     pub fn properties_as<T: DeserializeOwned>(&self) -> Result<T> {
         serde_path_to_error::deserialize(&self.properties).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidSpec,
-                "spec",
-                format!(
-                    "agent {:?}: properties.{}: {}",
-                    self.id,
-                    e.path(),
-                    e.inner()
-                ),
-            )
+            let path = e.path().to_string();
+            CoreError::Properties {
+                agent: self.id.clone(),
+                path,
+                source: e.into_inner(),
+            }
+            .into()
         })
     }
 
@@ -171,14 +169,11 @@ impl ResourceLimits {
             );
             return Ok(());
         }
-        Err(crate::Error::new(
-            crate::ErrorKind::InvalidSpec,
+        Err(CoreError::Unenforced {
             engine,
-            format!(
-                "agent {agent_id:?} sets resource limits, which the {engine} engine cannot \
-                 enforce: run it on the process engine, or mark the limits best_effort"
-            ),
-        ))
+            agent: agent_id.to_owned(),
+        }
+        .into())
     }
 }
 

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::{AgentInfo, AgentSpec, AgentState, EngineStats, Error, ErrorKind, ExitStatus, Result};
+use crate::core_error::CoreError;
+use crate::{AgentInfo, AgentSpec, AgentState, EngineStats, ExitStatus, Result};
 
 /// The live state of one agent, shared by the host that runs it (which counts and
 /// reports) and the engine that answers queries about it.
@@ -132,11 +133,11 @@ impl<H> AgentTable<H> {
     /// fresh start (handing back the old record) for one that ended.
     pub fn admit(&mut self, guild: &str, agent_id: &str) -> Result<Admission<H>> {
         if self.closed {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                self.engine.clone(),
-                format!("agent {agent_id:?} not started: the engine is shut down"),
-            ));
+            return Err(CoreError::EngineClosed {
+                engine: self.engine.clone(),
+                agent: agent_id.to_owned(),
+            }
+            .into());
         }
         match self.get(guild, agent_id) {
             Some(record) if !record.cell.state().is_dead() => Ok(Admission::Running),

@@ -5,11 +5,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use engine_core::{
-    AgentInfo, AgentRegistry, AgentSpec, EngineStats, Error, ErrorKind, EventReceiver,
-    ExecutionEngine, GuildContext, HistoryOrder, HistoryQuery, IdGenerator, LifecycleEvent,
-    Message, MessageBuilder, MessageId, MessagingBackend, Priority, Result, StartFrom, inbox_topic,
+    AgentInfo, AgentRegistry, AgentSpec, EngineStats, Error, EventReceiver, ExecutionEngine,
+    GuildContext, HistoryOrder, HistoryQuery, IdGenerator, LifecycleEvent, Message, MessageBuilder,
+    MessageId, MessagingBackend, Priority, Result, StartFrom, inbox_topic,
 };
 
+use crate::error::GuildError;
 use crate::observer::{DrivenEngines, Observer};
 use crate::{GuildSpec, LoadedSpec, select};
 
@@ -347,11 +348,7 @@ impl Guild {
             });
             if remaining.is_zero() {
                 replies.waiting.remove(&id);
-                return Err(Error::new(
-                    ErrorKind::TimedOut,
-                    "guild",
-                    format!("no reply to request {id} within {timeout:?}"),
-                ));
+                return Err(GuildError::NoReply { id, timeout }.into());
             }
             // Wait in slices, so other requests waiting on the same inbox get a turn.
             let Some(observer) = replies.observer.as_mut() else {

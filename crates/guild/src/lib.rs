@@ -17,6 +17,7 @@
 #![doc = include_str!("../../../README.md")]
 
 pub mod builtin;
+mod error;
 mod guild;
 mod observer;
 pub mod select;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use crate::KnownNames;
-use engine_core::{Error, ErrorKind, ExecutionEngine, MessagingBackend, Result};
+use crate::error::GuildError;
+use engine_core::{Error, ExecutionEngine, MessagingBackend, Result};
 
 /// The engine used when neither the caller nor the spec names one.
 pub const DEFAULT_ENGINE: &str = "threads";
@@ -94,14 +95,11 @@ pub fn engine(name: &str) -> Result<Arc<dyn ExecutionEngine>> {
         "threads" => Ok(Arc::new(engine_threads::ThreadsEngine::new())),
         #[cfg(feature = "engine-process")]
         "process" => Ok(Arc::new(engine_process::ProcessEngine::new())),
-        _ => Err(Error::new(
-            ErrorKind::InvalidSpec,
-            "guild",
-            format!(
-                "unknown engine {name:?}; this build has: {}",
-                engine_names().join(", ")
-            ),
-        )),
+        _ => Err(GuildError::UnknownEngine {
+            name: name.to_owned(),
+            known: engine_names().join(", "),
+        }
+        .into()),
     }
 }
 
@@ -109,7 +107,7 @@ pub fn engine(name: &str) -> Result<Arc<dyn ExecutionEngine>> {
 /// a URL whose scheme names the backend.
 pub fn messaging(url: &str) -> Result<Arc<dyn MessagingBackend>> {
     let scheme = url.split("://").next().unwrap_or(url);
-    check_messaging(url).map_err(|why| Error::new(ErrorKind::InvalidSpec, "guild", why))?;
+    check_messaging(url).map_err(|why| Error::from(GuildError::BadMessaging { why }))?;
     match scheme {
         #[cfg(feature = "messaging-memory")]
         // "memory" names the process's one bus, as a Redis URL names one server.
@@ -118,13 +116,10 @@ pub fn messaging(url: &str) -> Result<Arc<dyn MessagingBackend>> {
         ))),
         #[cfg(feature = "messaging-redis")]
         "redis" | "rediss" => Ok(Arc::new(messaging_redis::RedisMessaging::connect(url)?)),
-        _ => Err(Error::new(
-            ErrorKind::InvalidSpec,
-            "guild",
-            format!(
-                "unknown messaging backend {scheme:?}; this build has: {}",
-                messaging_names().join(", ")
-            ),
-        )),
+        _ => Err(GuildError::UnknownMessaging {
+            scheme: scheme.to_owned(),
+            known: messaging_names().join(", "),
+        }
+        .into()),
     }
 }

@@ -6,7 +6,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::{Error, ErrorKind, GuildSpec};
+use crate::error::GuildError;
+use crate::{Error, GuildSpec};
 
 /// One problem in a spec file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +60,7 @@ impl std::error::Error for SpecErrors {}
 
 impl From<SpecErrors> for Error {
     fn from(errors: SpecErrors) -> Self {
-        Error::new(ErrorKind::InvalidSpec, "spec", errors.to_string())
+        GuildError::Spec(errors).into()
     }
 }
 
