@@ -318,7 +318,7 @@ impl Guild {
     /// is returned. The reply goes to the guild's own inbox, whatever `reply_to` the
     /// builder set.
     ///
-    /// Fails with [`ErrorKind::TimedOut`] when no reply comes in time; the request may
+    /// Fails with [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) when no reply comes in time; the request may
     /// still have been handled, so retry only what is safe to repeat. A reply that
     /// comes later is dropped.
     pub fn request(&self, builder: MessageBuilder, timeout: Duration) -> Result<Message> {

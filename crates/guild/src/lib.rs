@@ -1,9 +1,9 @@
 //! # guild
 //!
-//! The crate users depend on: guild's contracts (re-exported from `engine-core`), the
-//! engines and messaging backends enabled by cargo features, a [`Guild`] that runs a
-//! [`GuildSpec`], and the built-in agent types. The `guild` command-line program lives
-//! in this package too (feature `cli`).
+//! The crate users depend on: the contracts agents and programs use (re-exported from
+//! `engine-core`), the engines and messaging backends enabled by cargo features, a
+//! [`Guild`] that runs a [`GuildSpec`], and the built-in agent types. The `guild`
+//! command-line program lives in this package too (feature `cli`).
 //!
 //! | feature | what it adds |
 //! |---------|--------------|
@@ -23,7 +23,18 @@ mod observer;
 pub mod select;
 mod spec;
 
-pub use engine_core::*;
+// What a user of guild writes agents and programs with. Engine and backend authors,
+// who need the machinery behind them (`AgentHost`, `AgentTable`, `EventHub`,
+// `Doorbell`), depend on `engine-core` itself.
+pub use engine_core::{
+    Agent, AgentContext, AgentInfo, AgentRegistry, AgentResult, AgentSpec, AgentState, BoxError,
+    Capabilities, DeadLetter, Delivery, DependencySpec, DynAgent, ERROR_TOPIC, EngineCapabilities,
+    EngineStats, Error, ErrorKind, EventReceiver, ExecutionEngine, ExecutionEngineExt, ExitStatus,
+    Failure, GuildContext, HistoryOrder, HistoryQuery, INBOX_PREFIX, IdGenerator, JSON_FORMAT,
+    LifecycleEvent, LifecycleKind, Message, MessageBuilder, MessageId, MessagingBackend, Notify,
+    Outcome, Overflow, Payload, Priority, QueueLimit, ResourceLimits, Resources, RestartPolicy,
+    Result, StartFrom, SubscribeRequest, Subscription, inbox_topic,
+};
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
 pub use observer::Observer;
 pub use spec::check::{

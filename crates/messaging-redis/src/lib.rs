@@ -5,7 +5,7 @@
 //!
 //! - **Topics** are streams, one per namespaced topic (`<prefix>:<guild>:topic:<topic>`).
 //!   Retention is by length (`MAXLEN ~`), by age (`MINID`), or both.
-//! - **Publishing** queues the message ([`outbox`]); a writer thread ([`writer`]) stores
+//! - **Publishing** queues the message (`outbox.rs`); a writer thread (`writer.rs`) stores
 //!   queued messages in batches, one script call each: no round trip per message,
 //!   nothing dropped, errors to the caller while Redis is down. Each backend instance
 //!   numbers its publishes and the script keeps the last number stored, so a batch
