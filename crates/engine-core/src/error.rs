@@ -138,6 +138,20 @@ impl Error {
         &self.message
     }
 
+    /// The first cause of type `T` in the chain of sources below this error: how a
+    /// caller reaches the underlying error (the redis client's, an I/O error, an
+    /// agent's own) without knowing which crate raised it.
+    pub fn find_cause<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            if let Some(found) = cause.downcast_ref::<T>() {
+                return Some(found);
+            }
+            next = cause.source();
+        }
+        None
+    }
+
     /// Whether retrying the same operation later may succeed.
     pub fn is_retryable(&self) -> bool {
         self.retryable

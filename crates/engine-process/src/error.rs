@@ -195,18 +195,6 @@ impl From<ProcessError> for Error {
 mod tests {
     use super::*;
 
-    /// Finds a cause of type `T` anywhere in the chain below `error`.
-    fn cause<T: std::error::Error + 'static>(error: &Error) -> Option<&T> {
-        let mut next = std::error::Error::source(error);
-        while let Some(cause) = next {
-            if let Some(found) = cause.downcast_ref::<T>() {
-                return Some(found);
-            }
-            next = cause.source();
-        }
-        None
-    }
-
     #[test]
     fn the_frame_decoders_cause_survives() {
         let broken = FrameError::Io(io::Error::from(io::ErrorKind::BrokenPipe));
@@ -214,7 +202,7 @@ mod tests {
         assert_eq!(error.kind(), ErrorKind::Io);
         assert_eq!(error.component(), BROKER);
         assert_eq!(
-            cause::<io::Error>(&error).map(io::Error::kind),
+            error.find_cause::<io::Error>().map(io::Error::kind),
             Some(io::ErrorKind::BrokenPipe)
         );
     }
@@ -235,7 +223,7 @@ mod tests {
             source: Errno::EPERM,
         });
         assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
-        assert_eq!(cause::<Errno>(&denied), Some(&Errno::EPERM));
+        assert_eq!(denied.find_cause::<Errno>(), Some(&Errno::EPERM));
         let cap = Error::from(ProcessError::ProcessCap {
             agent: "a".into(),
             cap: 1,

@@ -98,18 +98,6 @@ impl From<BackendError> for Error {
 mod tests {
     use super::*;
 
-    /// Finds a cause of type `T` anywhere in the chain below `error`.
-    fn cause<T: std::error::Error + 'static>(error: &Error) -> Option<&T> {
-        let mut next = std::error::Error::source(error);
-        while let Some(cause) = next {
-            if let Some(found) = cause.downcast_ref::<T>() {
-                return Some(found);
-            }
-            next = cause.source();
-        }
-        None
-    }
-
     #[test]
     fn the_cause_survives_and_the_kind_says_whether_to_retry() {
         let refused =
@@ -120,7 +108,10 @@ mod tests {
         });
         assert_eq!(error.kind(), ErrorKind::Unavailable);
         assert!(error.is_retryable());
-        assert!(cause::<redis::RedisError>(&error).is_some(), "{error:?}");
+        assert!(
+            error.find_cause::<redis::RedisError>().is_some(),
+            "{error:?}"
+        );
 
         let corrupt =
             bincode::serde::decode_from_slice::<String, _>(&[0xff], bincode::config::standard())
@@ -130,7 +121,7 @@ mod tests {
             source: Some(corrupt),
         });
         assert_eq!(error.kind(), ErrorKind::Codec);
-        assert!(cause::<bincode::error::DecodeError>(&error).is_some());
+        assert!(error.find_cause::<bincode::error::DecodeError>().is_some());
 
         let error = Error::from(BackendError::BadUrl {
             url: "redis://".into(),
