@@ -295,3 +295,42 @@ fn history_comes_in_publish_order_or_in_priority_order() {
     assert_eq!(numbers(&since, HistoryOrder::Priority), [4, 3, 2, 5]);
     guild.shutdown().unwrap();
 }
+
+#[test]
+fn request_and_observe_over_a_real_redis() {
+    let redis = conformance::redis_server::RedisServer::start();
+    let mut guild = GuildBuilder::new(unique_spec())
+        .registry(builtin_registry())
+        .messaging(redis.url())
+        .build()
+        .unwrap();
+    guild.launch(AgentSpec::new("r", "responder")).unwrap();
+    let mut watching = guild.observe("watcher", vec![inbox_topic("r")]).unwrap();
+    let message = Message::builder(inbox_topic("r"), text("over redis"));
+    let reply = guild.request(message, Duration::from_secs(30)).unwrap();
+    assert_eq!(reply.decode_json::<String>().unwrap(), "over redis");
+    let seen = watching
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("the observer sees the request");
+    assert_eq!(seen.message.decode_json::<String>().unwrap(), "over redis");
+    guild.shutdown().unwrap();
+}
+
+#[test]
+fn a_dead_redis_is_a_retryable_error_that_keeps_its_cause() {
+    let mut redis = conformance::redis_server::RedisServer::start();
+    let url = redis.url();
+    redis.kill();
+    let error = GuildBuilder::new(unique_spec())
+        .registry(builtin_registry())
+        .messaging(url)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(error.is_retryable());
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the redis client's error is kept: {error:?}"
+    );
+}
