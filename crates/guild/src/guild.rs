@@ -155,14 +155,7 @@ impl GuildBuilder {
     /// The spec as it will run (with the engine and backend chosen here), checked
     /// against the registry and what this build and the supplied instances can do.
     fn check(&self, forced_engine: Option<&str>) -> Result<()> {
-        let mut spec = self.spec.clone();
         let mut known = select::known_names();
-        if let Some(engine) = forced_engine {
-            spec.engine = Some(engine.to_owned());
-            for agent in &mut spec.agents {
-                agent.engine = None;
-            }
-        }
         for engine in &self.engines {
             let name = engine.name().to_owned();
             if engine.capabilities().enforces_limits && !known.enforcing_limits.contains(&name) {
@@ -172,8 +165,8 @@ impl GuildBuilder {
                 known.engines.push(name);
             }
         }
-        match &self.messaging {
-            Some(Messaging::Url(url)) => spec.messaging = Some(url.clone()),
+        let messaging = match &self.messaging {
+            Some(Messaging::Url(url)) => Some(url.clone()),
             Some(Messaging::Instance(backend)) => {
                 // The instance is connected already: its name stands for it.
                 let name = backend.name().to_owned();
@@ -185,13 +178,13 @@ impl GuildBuilder {
                 if !known.messaging.contains(&name) {
                     known.messaging.push(name.clone());
                 }
-                spec.messaging = Some(name);
+                Some(name)
             }
-            None => {}
-        }
-        let file = format!("guild spec {:?}", spec.id);
-        LoadedSpec::unparsed(file, spec)
-            .check(&self.registry, &known)
+            None => None,
+        };
+        let file = format!("guild spec {:?}", self.spec.id);
+        LoadedSpec::unparsed(file, self.spec.clone())
+            .check_as_run(&self.registry, &known, forced_engine, messaging.as_deref())
             .map_err(Error::from)
     }
 }

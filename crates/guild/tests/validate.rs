@@ -205,3 +205,46 @@ fn queue_limits_are_bounded_and_refused_where_the_backend_cannot_keep_them() {
         &["agents[0].queue", "redis backend does not bound queues"],
     );
 }
+
+#[test]
+fn validate_checks_the_engine_and_backend_the_command_line_chooses() {
+    // Limits are kept on the process engine the spec names, and on no other.
+    let spec = "id = \"g\"\nengine = \"process\"\n\n[[agents]]\nid = \"a\"\ntype = \"responder\"\n\
+                topics = [\"t\"]\nlimits = { memory_bytes = 268435456 }\n";
+    let path = spec_file(spec, "toml");
+    let ok = guild(&["validate".as_ref(), path.as_os_str()]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    for command in ["validate", "run"] {
+        let forced = guild(&[
+            command.as_ref(),
+            path.as_os_str(),
+            "--engine".as_ref(),
+            "threads".as_ref(),
+        ]);
+        let stderr = String::from_utf8_lossy(&forced.stderr);
+        assert_eq!(forced.status.code(), Some(1), "{command}: {stderr}");
+        assert!(stderr.contains("limits"), "{command}: {stderr}");
+    }
+    // The variable the command reads counts as much as the option.
+    let from_variable = Command::new(env!("CARGO_BIN_EXE_guild"))
+        .args(["validate".as_ref(), path.as_os_str()])
+        .env("GUILD_ENGINE", "threads")
+        .output()
+        .expect("guild runs");
+    assert_eq!(from_variable.status.code(), Some(1));
+    // A backend URL given on the command line is checked without connecting.
+    let bad_url = guild(&[
+        "validate".as_ref(),
+        path.as_os_str(),
+        "--messaging".as_ref(),
+        "redis://".as_ref(),
+    ]);
+    let stderr = String::from_utf8_lossy(&bad_url.stderr);
+    assert_eq!(bad_url.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("redis://"), "{stderr}");
+}

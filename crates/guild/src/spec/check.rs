@@ -62,6 +62,34 @@ impl LoadedSpec {
     }
 }
 
+impl LoadedSpec {
+    /// Checks the spec as it will run when `engine` is forced for every agent and
+    /// `messaging` replaces the spec's backend (what `--engine` and `--messaging` do),
+    /// keeping the file's lines for the errors.
+    pub fn check_as_run(
+        &self,
+        registry: &AgentRegistry,
+        known: &KnownNames,
+        engine: Option<&str>,
+        messaging: Option<&str>,
+    ) -> Result<(), SpecErrors> {
+        if engine.is_none() && messaging.is_none() {
+            return self.check(registry, known);
+        }
+        let mut as_run = self.clone();
+        if let Some(engine) = engine {
+            as_run.spec.engine = Some(engine.to_owned());
+            for agent in &mut as_run.spec.agents {
+                agent.engine = None;
+            }
+        }
+        if let Some(messaging) = messaging {
+            as_run.spec.messaging = Some(messaging.to_owned());
+        }
+        as_run.check(registry, known)
+    }
+}
+
 struct Checker<'a> {
     loaded: &'a LoadedSpec,
     errors: Vec<SpecError>,

@@ -37,21 +37,31 @@ enum Command {
     Run {
         /// The spec file (TOML or JSON).
         spec: PathBuf,
-        /// The engine for every agent, overriding the spec.
-        #[arg(long, env = guild::select::ENGINE_VARIABLE)]
-        engine: Option<String>,
-        /// The messaging backend, by name or URL (overrides the spec).
-        #[arg(long)]
-        messaging: Option<String>,
+        #[command(flatten)]
+        choice: Choice,
         /// Print no message contents, only the summary.
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Check a spec file and report every problem in it.
+    /// Check a spec file and report every problem in it: everything `run` with the
+    /// same options would refuse.
     Validate {
         /// The spec file (TOML or JSON).
         spec: PathBuf,
+        #[command(flatten)]
+        choice: Choice,
     },
+}
+
+/// Where the guild runs, when the command line overrides the spec.
+#[derive(Debug, clap::Args)]
+struct Choice {
+    /// The engine for every agent, overriding the spec.
+    #[arg(long, env = guild::select::ENGINE_VARIABLE)]
+    engine: Option<String>,
+    /// The messaging backend, by name or URL (overrides the spec).
+    #[arg(long)]
+    messaging: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -68,19 +78,18 @@ fn main() -> ExitCode {
     guild::run_if_agent_host(builtin::builtin_registry);
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Validate { spec } => validate(&spec),
+        Command::Validate { spec, choice } => validate(&spec, &choice),
         Command::Run {
             spec,
-            engine,
-            messaging,
+            choice,
             quiet,
         } => with_runtime(|stop_signal| {
-            let loaded = load(&spec)?;
+            let loaded = load(&spec, &choice)?;
             run::run(
                 loaded,
                 run::RunOptions {
-                    engine,
-                    messaging,
+                    engine: choice.engine,
+                    messaging: choice.messaging,
                     quiet,
                 },
                 &stop_signal,
@@ -111,16 +120,22 @@ fn report(error: &anyhow::Error) -> String {
     text
 }
 
-/// Loads and checks a spec, turning every problem into one error.
-fn load(path: &Path) -> anyhow::Result<LoadedSpec> {
+/// Loads a spec and checks it as it will run with the command line's choices,
+/// turning every problem into one error.
+fn load(path: &Path, choice: &Choice) -> anyhow::Result<LoadedSpec> {
     let registry = builtin::builtin_registry();
     let loaded = LoadedSpec::from_file(path)?;
-    loaded.check(&registry, &select::known_names())?;
+    loaded.check_as_run(
+        &registry,
+        &select::known_names(),
+        choice.engine.as_deref().filter(|engine| !engine.is_empty()),
+        choice.messaging.as_deref(),
+    )?;
     Ok(loaded)
 }
 
-fn validate(path: &Path) -> anyhow::Result<ExitCode> {
-    let loaded = load(path)?;
+fn validate(path: &Path, choice: &Choice) -> anyhow::Result<ExitCode> {
+    let loaded = load(path, choice)?;
     let agents = loaded.spec.expanded_agents().len();
     say!("{}: ok ({agents} agents)", path.display());
     Ok(ExitCode::SUCCESS)
