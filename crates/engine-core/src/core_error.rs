@@ -8,6 +8,8 @@ use crate::{BoxError, Error, ErrorKind};
 pub(crate) enum CoreError {
     #[error("generator id {id} is above the maximum {max}")]
     GeneratorId { id: u16, max: u16 },
+    #[error("this process already mints ids under generator {taken}, so it cannot take {wanted}")]
+    GeneratorTaken { wanted: u16, taken: u16 },
     #[error("cannot encode json: {0}")]
     EncodeJson(#[source] serde_json::Error),
     #[error("expected a json payload, found format {format:?}")]
@@ -73,7 +75,7 @@ impl CoreError {
     fn component(&self) -> String {
         use CoreError as F;
         match self {
-            F::GeneratorId { .. } => "ids".into(),
+            F::GeneratorId { .. } | F::GeneratorTaken { .. } => "ids".into(),
             F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => "payload".into(),
             F::Properties { .. } => "spec".into(),
             F::Unenforced { engine, .. } => (*engine).into(),
@@ -91,6 +93,7 @@ impl CoreError {
         use CoreError as F;
         match self {
             F::GeneratorId { .. } => ErrorKind::InvalidConfig,
+            F::GeneratorTaken { .. } => ErrorKind::Conflict,
             F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => ErrorKind::Codec,
             F::Properties { .. }
             | F::Unenforced { .. }

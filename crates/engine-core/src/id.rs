@@ -127,6 +127,9 @@ impl fmt::Display for MessageId {
     }
 }
 
+/// This process's generator, made on first use.
+static PROCESS: OnceLock<Arc<IdGenerator>> = OnceLock::new();
+
 /// Mints [`MessageId`]s for one generator id. Lock-free and shared by every agent of a
 /// process: launching agents never consumes generator ids.
 #[derive(Debug)]
@@ -152,25 +155,36 @@ impl IdGenerator {
         })
     }
 
-    /// The generator shared by everything in this process. Its id comes from the
-    /// `GUILD_GENERATOR_ID` environment variable when set (engines that start other
-    /// processes set it from a pool of leases), otherwise it is drawn at random.
+    /// The generator shared by everything in this process: the one
+    /// [`init_process`](Self::init_process) made, or else one with a generator id
+    /// drawn at random.
     pub fn process() -> Arc<IdGenerator> {
-        static PROCESS: OnceLock<Arc<IdGenerator>> = OnceLock::new();
         PROCESS
             .get_or_init(|| {
-                let from_env = std::env::var("GUILD_GENERATOR_ID")
-                    .ok()
-                    .and_then(|value| value.parse::<u16>().ok())
-                    .filter(|id| *id <= GENERATOR_ID_MAX);
-                let id = from_env.unwrap_or_else(|| {
-                    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-                    hasher.write_u32(std::process::id());
-                    (hasher.finish() & u64::from(GENERATOR_ID_MAX)) as u16
-                });
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u32(std::process::id());
+                let id = (hasher.finish() & u64::from(GENERATOR_ID_MAX)) as u16;
                 Arc::new(IdGenerator::new(id).expect("generator id is masked to its range"))
             })
             .clone()
+    }
+
+    /// Makes this process's generator mint ids under `generator_id` (an engine that
+    /// starts other processes hands each one of its own). It must come before anything
+    /// in the process asks for [`process`](Self::process); afterwards it fails with
+    /// `Conflict` unless the id is the one already in use.
+    pub fn init_process(generator_id: u16) -> Result<Arc<IdGenerator>> {
+        let fresh = Arc::new(IdGenerator::new(generator_id)?);
+        let chosen = PROCESS.get_or_init(|| fresh).clone();
+        if chosen.generator_id() == generator_id {
+            Ok(chosen)
+        } else {
+            Err(CoreError::GeneratorTaken {
+                wanted: generator_id,
+                taken: chosen.generator_id(),
+            }
+            .into())
+        }
     }
 
     /// This generator's id.
@@ -265,6 +279,16 @@ mod tests {
             previous = id;
         }
         assert!(previous.unix_ms() > T0);
+    }
+
+    #[test]
+    fn the_process_generator_keeps_the_id_it_started_with() {
+        let current = IdGenerator::process().generator_id();
+        assert!(IdGenerator::init_process(current).is_ok());
+        let other = (current + 1) % (GENERATOR_ID_MAX + 1);
+        let refused = IdGenerator::init_process(other).unwrap_err();
+        assert_eq!(refused.kind(), crate::ErrorKind::Conflict);
+        assert_eq!(IdGenerator::process().generator_id(), current);
     }
 
     #[test]

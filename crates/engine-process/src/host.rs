@@ -145,7 +145,7 @@ fn prepare(
         messaging: Arc::new(client.clone()),
         registry: Arc::new(registry()),
         resources: Arc::default(),
-        ids: IdGenerator::process(),
+        ids: IdGenerator::init_process(launch.generator_id)?,
     };
     Ok((guild, Arc::new(spec), runtime))
 }

@@ -192,7 +192,7 @@ impl ProcessEngine {
         // Each agent process mints message ids under a generator id of its own, held
         // until it is reaped.
         let lease = Lease::take(guild.ids.generator_id())?;
-        let mut command = spawn::command(&self.config, &lease)?;
+        let mut command = spawn::command(&self.config)?;
         command.stdin(Stdio::from(OwnedFd::from(theirs)));
         let mut child = self
             .spawner
@@ -209,6 +209,7 @@ impl ProcessEngine {
             namespace: guild.namespace.to_string(),
             spec_json: serde_json::to_string(&*spec).map_err(ProcessError::EncodeSpec)?,
             isolate_network: self.config.isolate_network,
+            generator_id: lease.id(),
         });
         if let Err(error) = writer.send_now(&launch) {
             link.signal(Signal::SIGKILL);

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version every frame carries.
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
 
 /// The largest frame accepted or sent, version byte and body included.
 pub(crate) const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -248,6 +248,8 @@ pub(crate) struct Launch {
     pub spec_json: String,
     /// Whether to run in a network namespace of its own.
     pub isolate_network: bool,
+    /// The generator id the agent process mints message ids under, leased to it alone.
+    pub generator_id: u16,
 }
 
 /// One delivery as it crosses the wire.

@@ -9,11 +9,10 @@ use crossbeam_channel::Sender;
 use engine_core::Result;
 
 use crate::error::ProcessError;
-use crate::lease::Lease;
 use crate::{HOST_VARIABLE, PARENT_VARIABLE, ProcessConfig};
 
-/// The command that starts one agent process of `guild`.
-pub(crate) fn command(config: &ProcessConfig, lease: &Lease) -> Result<Command> {
+/// The command that starts one agent process (what it runs comes in its launch frame).
+pub(crate) fn command(config: &ProcessConfig) -> Result<Command> {
     let program = match &config.program {
         Some(program) => program.clone(),
         None => std::env::current_exe().map_err(ProcessError::NoProgram)?,
@@ -23,7 +22,6 @@ pub(crate) fn command(config: &ProcessConfig, lease: &Lease) -> Result<Command> 
         .args(&config.args)
         .env(HOST_VARIABLE, "1")
         .env(PARENT_VARIABLE, std::process::id().to_string())
-        .env("GUILD_GENERATOR_ID", lease.id().to_string())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .process_group(0);
