@@ -161,6 +161,80 @@ pub fn a_stopped_agent_handles_nothing_and_disappears(
     engine.shutdown().unwrap();
 }
 
+/// A paused agent handles nothing until it is resumed, while the bus and the other
+/// agents go on; resumed, it handles what waited for it, in order. Engines that cannot
+/// pause say so.
+pub fn a_paused_agent_handles_nothing_until_resumed(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("paused");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    let engines: [&dyn ExecutionEngine; 1] = [&*engine];
+    engine
+        .run_agent(&guild, spec("sleeper", "responder", &["work"]))
+        .unwrap();
+    engine
+        .run_agent(&guild, spec("witness", "counter", &["witness"]))
+        .unwrap();
+    if !engine.capabilities().pause {
+        let refused = engine.pause_agent(&ns, "sleeper").unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
+        engine.shutdown().unwrap();
+        return;
+    }
+    send(&guild, "work", &["before"]);
+    check_handled(&engines, &guild, "sleeper", 1);
+
+    engine.pause_agent(&ns, "sleeper").unwrap();
+    engine.pause_agent(&ns, "sleeper").unwrap(); // a no-op
+    let paused = engine.agent_info(&ns, "sleeper").unwrap();
+    assert_eq!(paused.state, AgentState::Paused);
+    assert!(!paused.state.is_dead());
+    assert!(!engine.is_agent_running(&ns, "sleeper"));
+    assert_eq!(engine.stats().paused, 1);
+    send(&guild, "work", &["one", "two", "three"]);
+    // The bus and the other agents go on meanwhile.
+    send(&guild, "witness", &["after them"]);
+    // Not `check_handled`: with messages waiting for the paused agent the engine is
+    // not idle, and is not meant to be.
+    wait_until(&engines, "the witness has handled its message", || {
+        handled(&engines, &guild, "witness") == 1
+    });
+    assert_eq!(
+        handled(&engines, &guild, "sleeper"),
+        1,
+        "a paused agent handles nothing"
+    );
+
+    engine.resume_agent(&ns, "sleeper").unwrap();
+    engine.resume_agent(&ns, "sleeper").unwrap(); // a no-op
+    assert!(engine.is_agent_running(&ns, "sleeper"));
+    check_handled(&engines, &guild, "sleeper", 4);
+    let replies: Vec<String> = guild
+        .messaging
+        .history(&ns, &HistoryQuery::Topic(engine_core::inbox_topic("test")))
+        .unwrap()
+        .iter()
+        .filter(|reply| reply.sender == "sleeper")
+        .map(|reply| {
+            let body: serde_json::Value = reply.decode_json().unwrap();
+            body["reply"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(replies, ["before", "one", "two", "three"], "in order");
+
+    let unknown = engine.pause_agent(&ns, "nobody").unwrap_err();
+    assert_eq!(unknown.kind(), ErrorKind::NotFound, "{unknown}");
+    engine.stop_agent(&ns, "sleeper").unwrap();
+    assert_eq!(
+        engine.resume_agent(&ns, "sleeper").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    engine.shutdown().unwrap();
+}
+
 /// Shutdown stops every agent of a guild of several, and the engine runs nothing after.
 pub fn shutdown_stops_every_agent(make_engine: MakeEngine<'_>, make_messaging: MakeMessaging<'_>) {
     let ns = unique_namespace("shutdown");

@@ -27,6 +27,20 @@ pub(crate) enum CoreError {
          on the process engine, or mark the limits best_effort"
     )]
     Unenforced { engine: &'static str, agent: String },
+    #[error("the {engine} engine cannot pause agents")]
+    PauseUnsupported { engine: String },
+    #[error(
+        "agent {agent:?} cannot be paused or resumed: {}",
+        match state {
+            Some(state) => format!("it is {state}"),
+            None => "the engine runs no such agent".to_owned(),
+        }
+    )]
+    NotPausable {
+        engine: String,
+        agent: String,
+        state: Option<crate::AgentState>,
+    },
     #[error("agent {agent:?} not started: the engine is shut down")]
     EngineClosed { engine: String, agent: String },
     #[error("agent {agent:?} may not subscribe to {topic:?}: an inbox is its owner's alone")]
@@ -79,7 +93,9 @@ impl CoreError {
             F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => "payload".into(),
             F::Properties { .. } => "spec".into(),
             F::Unenforced { engine, .. } => (*engine).into(),
-            F::EngineClosed { engine, .. } => engine.clone(),
+            F::EngineClosed { engine, .. }
+            | F::PauseUnsupported { engine }
+            | F::NotPausable { engine, .. } => engine.clone(),
             F::UnknownType { .. }
             | F::BadAgent { .. }
             | F::UnknownResourceKind { .. }
@@ -107,7 +123,10 @@ impl CoreError {
             }
             F::StopHook { .. } | F::StopPanic { .. } => ErrorKind::Handler,
             F::ErrorTopic { .. } => ErrorKind::Conflict,
-            F::NotADependency { .. } | F::NoResource { .. } => ErrorKind::NotFound,
+            F::NotADependency { .. } | F::NoResource { .. } | F::NotPausable { .. } => {
+                ErrorKind::NotFound
+            }
+            F::PauseUnsupported { .. } => ErrorKind::Unsupported,
             F::UnknownType { .. } => ErrorKind::UnknownAgentType,
         }
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core_error::CoreError;
 use crate::{
     AgentRegistry, AgentSpec, EventReceiver, HistoryOrder, HistoryQuery, IdGenerator, Message,
     MessagingBackend, Resources, Result,
@@ -85,6 +86,27 @@ pub trait ExecutionEngine: Send + Sync {
     /// Stops an agent: it handles nothing more once this returns.
     fn stop_agent(&self, guild: &str, agent_id: &str) -> Result<()>;
 
+    /// Pauses an agent: once this returns it handles nothing more until
+    /// [`resume_agent`](Self::resume_agent), and what is published to it waits in its
+    /// queue (within the queue's limit). A handler running when it is called finishes
+    /// first. Pausing a paused agent is a no-op; an agent that is not running (unknown,
+    /// starting or ended) is `NotFound`. Engines whose capabilities do not list `pause`
+    /// refuse with `Unsupported`, which is what this default does.
+    fn pause_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let _ = agent_id;
+        let _ = guild;
+        Err(pausing_unsupported(self.name()))
+    }
+
+    /// Resumes a paused agent, which handles what waited for it, in order. Resuming a
+    /// running agent is a no-op; an agent that is neither running nor paused is
+    /// `NotFound`.
+    fn resume_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let _ = agent_id;
+        let _ = guild;
+        Err(pausing_unsupported(self.name()))
+    }
+
     /// The agents of a guild (running, or dead and not yet cleaned up), in launch order.
     fn agents_in_guild(&self, guild: &str) -> Vec<AgentInfo>;
 
@@ -120,6 +142,13 @@ pub trait ExecutionEngine: Send + Sync {
     }
 }
 
+fn pausing_unsupported(engine: &str) -> crate::Error {
+    CoreError::PauseUnsupported {
+        engine: engine.to_owned(),
+    }
+    .into()
+}
+
 /// What every engine can answer from the methods it implements: conveniences, written
 /// once here rather than in each engine (as object_store's `ObjectStoreExt`).
 pub trait ExecutionEngineExt: ExecutionEngine {
@@ -151,6 +180,8 @@ pub struct EngineCapabilities {
     pub enforces_limits: bool,
     /// Agents run on the caller's thread and need [`ExecutionEngine::drive`].
     pub driven_by_caller: bool,
+    /// Agents can be paused and resumed ([`ExecutionEngine::pause_agent`]).
+    pub pause: bool,
 }
 
 /// The lifecycle state of an agent.
@@ -160,6 +191,8 @@ pub enum AgentState {
     Starting,
     /// Started, subscribed, handling messages.
     Running,
+    /// Started and subscribed, but handling nothing until resumed; messages wait.
+    Paused,
     /// Stopped on request.
     Stopped,
     /// Ended on its own without error.
@@ -186,6 +219,7 @@ impl std::fmt::Display for AgentState {
         f.write_str(match self {
             Self::Starting => "starting",
             Self::Running => "running",
+            Self::Paused => "paused",
             Self::Stopped => "stopped",
             Self::Exited => "exited",
             Self::Crashed => "crashed",
@@ -245,6 +279,8 @@ pub struct AgentInfo {
 pub struct EngineStats {
     /// Agents running now.
     pub running: usize,
+    /// Agents paused now.
+    pub paused: usize,
     /// Agents that crashed or exited and are not cleaned up yet.
     pub dead: usize,
     /// Messages delivered.
@@ -264,6 +300,7 @@ impl std::iter::Sum for EngineStats {
     fn sum<I: Iterator<Item = EngineStats>>(all: I) -> Self {
         all.fold(EngineStats::default(), |total, stats| EngineStats {
             running: total.running + stats.running,
+            paused: total.paused + stats.paused,
             dead: total.dead + stats.dead,
             messages_in: total.messages_in + stats.messages_in,
             messages_out: total.messages_out + stats.messages_out,

@@ -146,6 +146,27 @@ impl<H> AgentTable<H> {
         }
     }
 
+    /// The live state of a running or paused agent, for pausing and resuming it:
+    /// `NotFound` for one that is unknown, starting or ended.
+    pub fn pausable(&self, guild: &str, agent_id: &str) -> Result<Arc<AgentCell>> {
+        match self.get(guild, agent_id) {
+            Some(record)
+                if matches!(
+                    record.cell.state(),
+                    AgentState::Running | AgentState::Paused
+                ) =>
+            {
+                Ok(record.cell.clone())
+            }
+            found => Err(CoreError::NotPausable {
+                engine: self.engine.clone(),
+                agent: agent_id.to_owned(),
+                state: found.map(|record| record.cell.state()),
+            }
+            .into()),
+        }
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -265,6 +286,7 @@ impl<H> AgentTable<H> {
             let info = self.describe(record);
             match info.state {
                 AgentState::Running => stats.running += 1,
+                AgentState::Paused => stats.paused += 1,
                 state if state.is_dead() => stats.dead += 1,
                 _ => {}
             }

@@ -98,6 +98,8 @@ struct State {
     notify: Option<Arc<dyn Notify>>,
     replies: HashMap<u64, std::result::Result<Reply, WireError>>,
     stop: bool,
+    /// Between a pause and a resume.
+    paused: bool,
     /// Why the guild's backend refuses messages, while it does.
     outage: Option<WireError>,
     disconnected: Option<String>,
@@ -140,7 +142,25 @@ impl BrokerClient {
 
     /// Waits until deliveries are queued, a stop is requested, or the connection ends.
     pub(crate) fn wait_for_work(&self) -> Next {
-        self.read_until(|state| !state.queue.is_empty());
+        self.read_until(|state| !state.queue.is_empty() || state.paused);
+        let state = lock(&self.shared.state);
+        if let Some(why) = &state.disconnected {
+            Next::Disconnected(why.clone())
+        } else if state.stop {
+            Next::Stop
+        } else {
+            Next::Work
+        }
+    }
+
+    /// Whether the engine asked for a pause (looked at between messages).
+    pub(crate) fn pause_requested(&self) -> bool {
+        lock(&self.shared.state).paused
+    }
+
+    /// Waits, handling nothing, until the engine resumes the agent, stops it, or goes.
+    pub(crate) fn wait_while_paused(&self) -> Next {
+        self.read_until(|state| !state.paused);
         let state = lock(&self.shared.state);
         if let Some(why) = &state.disconnected {
             Next::Disconnected(why.clone())
@@ -245,6 +265,8 @@ impl BrokerClient {
             }
             Ok(Some(ToChild::Outage(outage))) => state.outage = outage,
             Ok(Some(ToChild::Stop)) => state.stop = true,
+            Ok(Some(ToChild::Pause)) => state.paused = true,
+            Ok(Some(ToChild::Resume)) => state.paused = false,
             Ok(Some(ToChild::Launch(_))) => {
                 state.disconnected = Some("the engine sent a second launch frame".into());
             }

@@ -179,6 +179,16 @@ enum Ending {
 /// returns the exit code.
 fn serve(mut host: AgentHost, client: &BrokerClient) -> i32 {
     let ending = loop {
+        if client.pause_requested() {
+            if let Err(error) = client.send_now(&ToParent::Paused) {
+                break Ending::Disconnected(error.to_string());
+            }
+            match client.wait_while_paused() {
+                Next::Work => continue,
+                Next::Stop => break Ending::Stop,
+                Next::Disconnected(why) => break Ending::Disconnected(why),
+            }
+        }
         match host.step() {
             Ok(Step::Handled) => {
                 if client.stop_requested() {

@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine_core::{
-    Admission, AgentCell, AgentInfo, AgentSpec, AgentTable, EngineCapabilities, EngineStats, Error,
-    EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
+    Admission, AgentCell, AgentInfo, AgentSpec, AgentState, AgentTable, EngineCapabilities,
+    EngineStats, Error, EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
 };
 use nix::sys::signal::Signal;
 
@@ -358,6 +358,7 @@ impl ExecutionEngine for ProcessEngine {
         capabilities.parallel = true;
         capabilities.isolated = true;
         capabilities.enforces_limits = true;
+        capabilities.pause = true;
         capabilities
     }
 
@@ -405,6 +406,39 @@ impl ExecutionEngine for ProcessEngine {
         };
         record.handle.link.request_stop();
         self.finish(record.handle);
+        Ok(())
+    }
+
+    fn pause_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let link = {
+            let inner = self.lock();
+            if inner.table.pausable(guild, agent_id)?.state() == AgentState::Paused {
+                return Ok(());
+            }
+            inner
+                .table
+                .get(guild, agent_id)
+                .map(|record| record.handle.link.clone())
+        };
+        // The table is let go of while the agent finishes its handler.
+        if let Some(link) = link
+            && link.request_pause().recv().is_ok()
+        {
+            return Ok(());
+        }
+        // Its connection ended (it crashed or was stopped) before it paused.
+        self.lock().table.pausable(guild, agent_id).map(|_| ())
+    }
+
+    fn resume_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let inner = self.lock();
+        let cell = inner.table.pausable(guild, agent_id)?;
+        if cell.state() == AgentState::Paused
+            && let Some(record) = inner.table.get(guild, agent_id)
+        {
+            cell.set_state(AgentState::Running, None);
+            record.handle.link.request_resume();
+        }
         Ok(())
     }
 

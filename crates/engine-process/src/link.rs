@@ -40,6 +40,8 @@ pub(crate) struct Link {
     pid: u32,
     out: Sender<Out>,
     stop_requested: AtomicBool,
+    /// Told when the agent says it has paused; dropped when its connection ends.
+    paused: Mutex<Option<Sender<()>>>,
     /// Set once the process is reaped; its pid may then belong to another process.
     reaped: Mutex<bool>,
     last_lines: Mutex<VecDeque<String>>,
@@ -53,6 +55,7 @@ impl Link {
             pid,
             out,
             stop_requested: AtomicBool::new(false),
+            paused: Mutex::new(None),
             reaped: Mutex::new(false),
             last_lines: Mutex::new(VecDeque::new()),
             allocation_failure: Mutex::new(None),
@@ -74,6 +77,20 @@ impl Link {
                 "the stop request did not reach the agent process"
             );
         }
+    }
+
+    /// Asks the agent to pause between messages; the returned channel is told once it
+    /// has, and ends without a word if its connection ends first.
+    pub(crate) fn request_pause(&self) -> crossbeam_channel::Receiver<()> {
+        let (paused, answer) = crossbeam_channel::bounded(1);
+        *lock(&self.paused) = Some(paused);
+        let _ = self.out.send(Out::Frame(ToChild::Pause));
+        answer
+    }
+
+    /// Asks a paused agent to carry on.
+    pub(crate) fn request_resume(&self) {
+        let _ = self.out.send(Out::Frame(ToChild::Resume));
     }
 
     /// Sends `signal` to the agent's process group, unless the process is reaped.
@@ -163,6 +180,12 @@ impl Watch {
                     }
                 }
                 Ok(Some(ToParent::Crashed { reason })) => last.crash = Some(reason),
+                Ok(Some(ToParent::Paused)) => {
+                    self.cell.set_state(AgentState::Paused, None);
+                    if let Some(paused) = lock(&self.link.paused).take() {
+                        let _ = paused.send(());
+                    }
+                }
                 Ok(Some(frame)) => {
                     if let Err(error) = self.session.handle(frame) {
                         break Some(error.to_string());
@@ -176,6 +199,8 @@ impl Watch {
             }
         };
         self.session.close();
+        // Whoever waits for a pause hears that none will come.
+        lock(&self.link.paused).take();
         if let Some(error) = &broken {
             tracing::error!(
                 agent = %self.agent_id,

@@ -277,6 +277,11 @@ pub(crate) enum ToChild {
     Launch(Launch),
     /// Stop after the current message.
     Stop,
+    /// Handle nothing more until [`ToChild::Resume`]; say [`ToParent::Paused`] once
+    /// between messages.
+    Pause,
+    /// Carry on after a pause.
+    Resume,
     /// The answer to request `request`.
     Reply {
         /// The request's number.
@@ -338,6 +343,8 @@ pub(crate) enum ToParent {
         /// Why.
         reason: String,
     },
+    /// The agent is between messages and handles nothing until resumed.
+    Paused,
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ impl ExecutionEngine for SyncEngine {
     fn capabilities(&self) -> EngineCapabilities {
         let mut capabilities = EngineCapabilities::default();
         capabilities.driven_by_caller = true;
+        capabilities.pause = true;
         capabilities
     }
 
@@ -124,6 +125,25 @@ impl ExecutionEngine for SyncEngine {
         }
         record.cell.set_state(AgentState::Stopped, None);
         self.emit(guild, agent_id, LifecycleKind::Stopped);
+        Ok(())
+    }
+
+    fn pause_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        // Handlers run under this lock, so none is running while it is held.
+        let inner = self.lock();
+        inner
+            .table
+            .pausable(guild, agent_id)?
+            .set_state(AgentState::Paused, None);
+        Ok(())
+    }
+
+    fn resume_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let inner = self.lock();
+        inner
+            .table
+            .pausable(guild, agent_id)?
+            .set_state(AgentState::Running, None);
         Ok(())
     }
 
@@ -186,6 +206,9 @@ impl SyncEngine {
                     let Some(host) = record.handle.as_mut() else {
                         continue;
                     };
+                    if record.cell.state() == AgentState::Paused {
+                        continue;
+                    }
                     let reason = match host.step() {
                         Ok(Step::Idle) => continue,
                         Ok(Step::Handled) => {

@@ -117,6 +117,7 @@ impl ExecutionEngine for ThreadsEngine {
     fn capabilities(&self) -> EngineCapabilities {
         let mut capabilities = EngineCapabilities::default();
         capabilities.parallel = true;
+        capabilities.pause = true;
         capabilities
     }
 
@@ -197,6 +198,40 @@ impl ExecutionEngine for ThreadsEngine {
         };
         let _ = record.handle.signals.send(Signal::Stop);
         self.finish(guild, agent_id, &record.cell, record.handle);
+        Ok(())
+    }
+
+    fn pause_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let signals = {
+            let inner = self.lock();
+            if inner.table.pausable(guild, agent_id)?.state() == AgentState::Paused {
+                return Ok(());
+            }
+            inner
+                .table
+                .get(guild, agent_id)
+                .map(|r| r.handle.signals.clone())
+        };
+        let (paused, answer) = crossbeam_channel::bounded(1);
+        // The table is let go of while the agent finishes its handler: the handler may
+        // call into the engine.
+        let sent = signals.is_some_and(|signals| signals.send(Signal::Pause(paused)).is_ok());
+        if sent && answer.recv().is_ok() {
+            return Ok(());
+        }
+        // Its thread ended (it crashed or was stopped) before it paused.
+        self.lock().table.pausable(guild, agent_id).map(|_| ())
+    }
+
+    fn resume_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let inner = self.lock();
+        let cell = inner.table.pausable(guild, agent_id)?;
+        if cell.state() == AgentState::Paused
+            && let Some(record) = inner.table.get(guild, agent_id)
+        {
+            cell.set_state(AgentState::Running, None);
+            let _ = record.handle.signals.send(Signal::Resume);
+        }
         Ok(())
     }
 

@@ -17,6 +17,11 @@ pub(crate) enum Signal {
     Wake,
     /// Stop after the current message.
     Stop,
+    /// Handle nothing more until [`Signal::Resume`]; answer on the channel once
+    /// between messages.
+    Pause(Sender<()>),
+    /// Carry on after a pause.
+    Resume,
 }
 
 /// Everything an agent's thread needs.
@@ -70,7 +75,12 @@ impl Worker {
                 match self.signals.try_recv() {
                     Ok(Signal::Stop) => return None,
                     Ok(Signal::Wake) => self.mailbox.answered(),
-                    Err(_) => {}
+                    Ok(Signal::Pause(paused)) => {
+                        if !self.paused(&paused) {
+                            return None;
+                        }
+                    }
+                    Ok(Signal::Resume) | Err(_) => {}
                 }
                 match host.step() {
                     Ok(Step::Handled) => {}
@@ -81,7 +91,35 @@ impl Worker {
             }
             match self.signals.recv() {
                 Ok(Signal::Wake) => self.mailbox.answered(),
+                Ok(Signal::Pause(paused)) => {
+                    if !self.paused(&paused) {
+                        return None;
+                    }
+                }
+                Ok(Signal::Resume) => {}
                 Ok(Signal::Stop) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Between messages: records the pause, tells whoever asked, and waits for the
+    /// resume (whatever arrives meanwhile waits in the queue). False when told to stop
+    /// instead.
+    fn paused(&self, answer: &Sender<()>) -> bool {
+        self.cell.set_state(AgentState::Paused, None);
+        let _ = answer.send(());
+        loop {
+            match self.signals.recv() {
+                // The mailbox is looked at once resumed; answering keeps wake-ups cheap.
+                Ok(Signal::Wake) => self.mailbox.answered(),
+                Ok(Signal::Pause(again)) => {
+                    let _ = again.send(());
+                }
+                Ok(Signal::Resume) => {
+                    self.cell.set_state(AgentState::Running, None);
+                    return true;
+                }
+                Ok(Signal::Stop) | Err(_) => return false,
             }
         }
     }

@@ -18,6 +18,8 @@ pub(crate) enum GuildError {
     UnknownMessaging { scheme: String, known: String },
     #[error("{why}")]
     BadMessaging { why: String },
+    #[error("agent {agent:?} is not one this guild launched")]
+    NotLaunched { agent: String },
     #[error("no reply to request {id} within {timeout:?}")]
     NoReply { id: MessageId, timeout: Duration },
     #[error("{0}")]
@@ -33,6 +35,7 @@ impl From<GuildError> for Error {
             // The reply may come on a later try; the request may have been handled.
             GuildError::NoReply { .. } => (COMPONENT, ErrorKind::TimedOut, true),
             GuildError::Spec(_) => ("spec", ErrorKind::InvalidSpec, false),
+            GuildError::NotLaunched { .. } => (COMPONENT, ErrorKind::NotFound, false),
         };
         let converted = Error::new(kind, component, error.to_string()).retryable(retryable);
         match error {

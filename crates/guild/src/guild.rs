@@ -299,6 +299,35 @@ impl Guild {
         Ok(())
     }
 
+    /// Pauses agent `agent_id`: once this returns it handles nothing until
+    /// [`resume`](Self::resume), and what is published to it waits for it. Fails with
+    /// `NotFound` for an agent this guild does not run, and with `Unsupported` on an
+    /// engine that cannot pause.
+    pub fn pause(&self, agent_id: &str) -> Result<()> {
+        self.engine_running(agent_id)?
+            .pause_agent(&self.spec.id, agent_id)
+    }
+
+    /// Resumes a paused agent, which then handles what waited for it, in order.
+    pub fn resume(&self, agent_id: &str) -> Result<()> {
+        self.engine_running(agent_id)?
+            .resume_agent(&self.spec.id, agent_id)
+    }
+
+    /// The engine that runs `agent_id`, launched by this guild.
+    fn engine_running(&self, agent_id: &str) -> Result<&Arc<dyn ExecutionEngine>> {
+        self.launched
+            .iter()
+            .find(|(id, _)| id == agent_id)
+            .and_then(|(_, engine)| self.engines.get(engine))
+            .ok_or_else(|| {
+                GuildError::NotLaunched {
+                    agent: agent_id.to_owned(),
+                }
+                .into()
+            })
+    }
+
     /// Publishes a message into the guild as [`GUILD_SENDER`].
     pub fn publish(&self, builder: MessageBuilder) -> Result<MessageId> {
         let message = builder.build(&self.context.ids, &self.context.namespace, GUILD_SENDER);

@@ -334,3 +334,41 @@ fn a_dead_redis_is_a_retryable_error_that_keeps_its_cause() {
         "the redis client's error is kept: {error:?}"
     );
 }
+
+#[test]
+fn a_paused_agent_answers_once_resumed_on_every_engine() {
+    let process: Arc<dyn ExecutionEngine> = Arc::new(ProcessEngine::with_config(ProcessConfig {
+        program: Some(env!("CARGO_BIN_EXE_guild").into()),
+        ..ProcessConfig::default()
+    }));
+    for engine in ["sync", "threads", "process"] {
+        let mut guild = GuildBuilder::new(unique_spec())
+            .registry(builtin_registry())
+            .engine(engine)
+            .with_engine(process.clone())
+            .build()
+            .unwrap();
+        guild.launch(AgentSpec::new("r", "responder")).unwrap();
+        guild.pause("r").unwrap();
+        let state = |guild: &guild::Guild| guild.agents()[0].state;
+        assert_eq!(state(&guild), guild::AgentState::Paused, "{engine}");
+        let message = Message::builder(inbox_topic("r"), text("wait for me"));
+        let waited = guild
+            .request(message, Duration::from_millis(50))
+            .unwrap_err();
+        assert_eq!(
+            waited.kind(),
+            ErrorKind::TimedOut,
+            "{engine}: paused, no reply"
+        );
+        guild.resume("r").unwrap();
+        assert_eq!(state(&guild), guild::AgentState::Running, "{engine}");
+        let message = Message::builder(inbox_topic("r"), text("now"));
+        let reply = guild.request(message, Duration::from_secs(30)).unwrap();
+        // The request that waited was handled first; its late reply was dropped.
+        assert_eq!(reply.decode_json::<String>().unwrap(), "now", "{engine}");
+        let unknown = guild.pause("nobody").unwrap_err();
+        assert_eq!(unknown.kind(), ErrorKind::NotFound);
+        guild.shutdown().unwrap();
+    }
+}
