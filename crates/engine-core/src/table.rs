@@ -333,7 +333,8 @@ impl<H> AgentTable<H> {
             messages_out: cell.messages_out.load(Ordering::Relaxed),
             errors: cell.errors.load(Ordering::Relaxed),
             queued: cell.queued.load(Ordering::Relaxed),
-            busy: cell.busy.load(Ordering::Relaxed),
+            // A paused agent may hold deliveries (pushed to its process) but runs none.
+            busy: cell.busy.load(Ordering::Relaxed) && state != AgentState::Paused,
         }
     }
 }
