@@ -20,11 +20,27 @@ pub fn registry() -> AgentRegistry {
         .register("requester", |_| Ok(Requester))
         .register("fragile", |_| Ok(Fragile))
         .register("announcer", |_| Ok(Announcer))
-        .register("broken", |_| Ok(Broken));
+        .register("broken", |_| Ok(Broken))
+        .register("stalling", |_| Ok(Stalling));
     registry
 }
 
 struct Counter;
+
+/// Waits forever on a message saying `"stall"` (until its handler timeout cancels it);
+/// replies to any other.
+struct Stalling;
+
+impl Agent for Stalling {
+    async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
+        let text: String = message.decode_json()?;
+        if text == "stall" {
+            std::future::pending::<()>().await;
+        }
+        ctx.reply(message, Payload::encode_json(&text)?)?;
+        Ok(())
+    }
+}
 
 impl Agent for Counter {
     async fn handle(&mut self, _ctx: &AgentContext, _message: &Message) -> AgentResult {

@@ -161,6 +161,39 @@ pub fn a_stopped_agent_handles_nothing_and_disappears(
     engine.shutdown().unwrap();
 }
 
+/// A handler that outlives the agent's `handler_timeout_ms` is cancelled, its message
+/// dead-lettered with kind `timeout`, and the agent handles the next message.
+pub fn a_handler_past_its_timeout_is_cancelled_and_the_agent_goes_on(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("handler-timeout");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    let mut stalling = spec("stalling", "stalling", &["t"]);
+    stalling.handler_timeout_ms = Some(50);
+    engine.run_agent(&guild, stalling).unwrap();
+    send(&guild, "t", &["stall", "fine"]);
+    check_handled(&[&*engine], &guild, "stalling", 2);
+    let info = engine.agent_info(&ns, "stalling").unwrap();
+    assert_eq!((info.state, info.errors), (AgentState::Running, 1));
+    let letters = guild
+        .messaging
+        .history(&ns, &HistoryQuery::Topic(ERROR_TOPIC.into()))
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter: DeadLetter = letters[0].decode_json().unwrap();
+    assert_eq!(text(&letter.message), "stall");
+    assert_eq!(letter.failure.kind, "timeout", "{}", letter.failure.text);
+    let replies = guild
+        .messaging
+        .history(&ns, &HistoryQuery::Topic(engine_core::inbox_topic("test")))
+        .unwrap();
+    let replied: Vec<String> = replies.iter().map(|reply| text(reply)).collect();
+    assert_eq!(replied, ["fine"], "the agent went on with the next message");
+    engine.shutdown().unwrap();
+}
+
 /// A paused agent handles nothing until it is resumed, while the bus and the other
 /// agents go on; resumed, it handles what waited for it, in order. Engines that cannot
 /// pause say so.

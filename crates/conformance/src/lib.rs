@@ -73,6 +73,7 @@ macro_rules! __with_engine_scenarios {
             agents_may_share_a_name,
             a_panic_crashes_only_its_agent,
             a_handler_error_is_dead_lettered_and_the_agent_goes_on,
+            a_handler_past_its_timeout_is_cancelled_and_the_agent_goes_on,
             an_agent_is_subscribed_when_run_returns,
             launch_failures_name_the_problem,
             lifecycle_events_and_running_agree,

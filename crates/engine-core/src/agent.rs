@@ -66,8 +66,14 @@ pub trait Agent: Send + 'static {
 pub trait DynAgent: Send {
     /// Runs [`Agent::start`] to completion.
     fn run_start(&mut self, ctx: &AgentContext) -> AgentResult;
-    /// Runs [`Agent::handle`] to completion.
-    fn run_handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult;
+    /// Runs [`Agent::handle`] to completion, or until `deadline`: `None` when the
+    /// deadline passed first and the handler was cancelled.
+    fn run_handle(
+        &mut self,
+        ctx: &AgentContext,
+        message: &Message,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<AgentResult>;
     /// Runs [`Agent::stop`] to completion.
     fn run_stop(&mut self, ctx: &AgentContext) -> AgentResult;
 }
@@ -77,8 +83,13 @@ impl<A: Agent> DynAgent for A {
         crate::block_on::block_on(self.start(ctx))
     }
 
-    fn run_handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        crate::block_on::block_on(self.handle(ctx, message))
+    fn run_handle(
+        &mut self,
+        ctx: &AgentContext,
+        message: &Message,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<AgentResult> {
+        crate::block_on::block_on_until(self.handle(ctx, message), deadline)
     }
 
     fn run_stop(&mut self, ctx: &AgentContext) -> AgentResult {

@@ -7,6 +7,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
+use std::time::Instant;
 
 struct ThreadWaker(Thread);
 
@@ -26,14 +27,34 @@ thread_local! {
 
 /// Polls `future` until it is ready, parking the thread between wake-ups.
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    match block_on_until(future, None) {
+        Some(output) => output,
+        None => unreachable!("without a deadline the future runs to the end"),
+    }
+}
+
+/// Polls `future` until it is ready or `deadline` has passed; then it is dropped
+/// (cancelled at the await it is waiting in) and `None` is returned. A future that
+/// blocks its thread without awaiting cannot be cancelled: it is seen to be late only
+/// when it returns, and then its output stands.
+pub(crate) fn block_on_until<F: Future>(future: F, deadline: Option<Instant>) -> Option<F::Output> {
     let mut future = pin!(future);
     WAKER.with(|waker| {
         let mut cx = Context::from_waker(waker);
         loop {
             if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-                return output;
+                return Some(output);
             }
-            thread::park();
+            match deadline {
+                None => thread::park(),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    thread::park_timeout(left);
+                }
+            }
         }
     })
 }
@@ -62,6 +83,17 @@ mod tests {
             }
             Poll::Pending
         }
+    }
+
+    #[test]
+    fn a_future_past_its_deadline_is_dropped() {
+        let deadline = Instant::now() + std::time::Duration::from_millis(10);
+        assert_eq!(
+            block_on_until(std::future::pending::<()>(), Some(deadline)),
+            None
+        );
+        let ready = block_on_until(std::future::ready(3), Some(Instant::now()));
+        assert_eq!(ready, Some(3), "a ready future is never late");
     }
 
     #[test]

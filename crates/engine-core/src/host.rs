@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::core_error::CoreError;
 use crate::{
@@ -29,6 +30,8 @@ pub struct AgentHost {
     ctx: AgentContext,
     subscription: Option<Box<dyn Subscription>>,
     cell: Arc<AgentCell>,
+    /// How long one handler may take.
+    timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for AgentHost {
@@ -70,12 +73,14 @@ impl AgentHost {
             },
             notify,
         )?;
+        let timeout = spec.handler_timeout_ms.map(Duration::from_millis);
         let ctx = AgentContext::new(spec, guild.clone(), cell.clone());
         let mut host = Self {
             agent,
             ctx,
             subscription: Some(subscription),
             cell,
+            timeout,
         };
         let started = catch_unwind(AssertUnwindSafe(|| host.agent.run_start(&host.ctx)));
         let agent = host.ctx.id().to_owned();
@@ -119,12 +124,26 @@ impl AgentHost {
         );
         let _entered = span.enter();
         self.cell.begin_handling();
+        let timeout = self.timeout;
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let result = catch_unwind(AssertUnwindSafe(|| {
-            self.agent.run_handle(&self.ctx, message)
+            self.agent.run_handle(&self.ctx, message, deadline)
         }));
         let (outcome, step) = match result {
-            Ok(Ok(())) => (Outcome::Handled, Step::Handled),
-            Ok(Err(error)) => {
+            Ok(Some(Ok(()))) => (Outcome::Handled, Step::Handled),
+            Ok(None) => {
+                let text = format!(
+                    "the handler did not finish within {}ms and was cancelled",
+                    timeout.unwrap_or_default().as_millis()
+                );
+                tracing::warn!(agent = %self.ctx.id(), topic = %delivery.topic, "{text}");
+                let failure = Failure {
+                    kind: "timeout".into(),
+                    text,
+                };
+                (Outcome::Failed(failure), Step::Handled)
+            }
+            Ok(Some(Err(error))) => {
                 tracing::warn!(agent = %self.ctx.id(), topic = %delivery.topic, %error, "handler failed");
                 let failure = Failure {
                     kind: "error".into(),

@@ -53,6 +53,11 @@ pub struct AgentSpec {
     /// that; the messaging backend's default when not set.
     #[serde(default)]
     pub queue: Option<QueueLimit>,
+    /// How long one handler may take, in milliseconds: past it the handler is
+    /// cancelled at its next await, its message dead-lettered with kind `timeout`, and
+    /// the agent goes on with the next. No limit when not set.
+    #[serde(default)]
+    pub handler_timeout_ms: Option<u64>,
 }
 
 impl AgentSpec {
@@ -73,6 +78,7 @@ impl AgentSpec {
             priority: Priority::default(),
             engine: None,
             queue: None,
+            handler_timeout_ms: None,
             replicas: 1,
         }
     }

@@ -130,6 +130,10 @@ fn sizes_and_timeouts_beyond_their_bounds_are_refused() {
         ),
         &["run.timeout_secs", "30 days"],
     );
+    check(
+        &one_agent("responder", "handler_timeout_ms = 0"),
+        &["agents[0].handler_timeout_ms", "from 1 to 2592000000"],
+    );
 }
 
 #[test]

@@ -256,6 +256,20 @@ impl<'a> Checker<'a> {
             }
             self.limits(i, agent, engine, known);
             self.queue(i, agent, known);
+            if let Some(ms) = agent.handler_timeout_ms
+                && !(1..=MAX_TIMEOUT_SECS * 1000).contains(&ms)
+            {
+                self.error(
+                    format!("agents[{i}].handler_timeout_ms"),
+                    "handler_timeout_ms",
+                    &ms.to_string(),
+                    0,
+                    format!(
+                        "handler_timeout_ms must be from 1 to {} (leave it out for no limit)",
+                        MAX_TIMEOUT_SECS * 1000
+                    ),
+                );
+            }
             if agent.restart != RestartPolicy::default() {
                 self.error(
                     format!("agents[{i}].restart"),
