@@ -1,5 +1,7 @@
 //! The agent types the engine scenarios run, registered under fixed names.
 
+use std::time::Duration;
+
 use engine_core::{Agent, AgentContext, AgentRegistry, AgentResult, BoxError, Message, Payload};
 
 /// A registry with every agent type the scenarios use:
@@ -11,7 +13,10 @@ use engine_core::{Agent, AgentContext, AgentRegistry, AgentResult, BoxError, Mes
 /// - `fragile`: a handler that returns an error for the payload `"fail"` and panics for
 ///   the payload `"panic"`;
 /// - `announcer`: publishes `"hello"` to `announcements` from its start hook;
-/// - `broken`: its start hook fails.
+/// - `broken`: its start hook fails;
+/// - `stalling`: waits forever on the payload `"stall"`, replies to any other;
+/// - `timed`: on `"after"`, sends `"later"` to `timed.out` 30 ms on; on `"every"`,
+///   sends `"tick"` to `ticks` every 10 ms; on `"cancel"`, cancels that.
 pub fn registry() -> AgentRegistry {
     let mut registry = AgentRegistry::new();
     registry
@@ -21,11 +26,42 @@ pub fn registry() -> AgentRegistry {
         .register("fragile", |_| Ok(Fragile))
         .register("announcer", |_| Ok(Announcer))
         .register("broken", |_| Ok(Broken))
-        .register("stalling", |_| Ok(Stalling));
+        .register("stalling", |_| Ok(Stalling))
+        .register("timed", |_| Ok(Timed { every: None }));
     registry
 }
 
 struct Counter;
+
+/// Sends messages later, through its timers.
+struct Timed {
+    every: Option<engine_core::TimerId>,
+}
+
+impl Agent for Timed {
+    async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
+        let text: String = message.decode_json()?;
+        let later = |topic: &str, text: &str| -> Result<_, BoxError> {
+            Ok(Message::builder(topic, Payload::encode_json(text)?))
+        };
+        match text.as_str() {
+            "after" => {
+                ctx.send_after(Duration::from_millis(30), later("timed.out", "later")?)?;
+            }
+            "every" => {
+                self.every =
+                    Some(ctx.send_every(Duration::from_millis(10), later("ticks", "tick")?)?);
+            }
+            "cancel" => {
+                if let Some(every) = self.every.take() {
+                    ctx.cancel_timer(every);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
 
 /// Waits forever on a message saying `"stall"` (until its handler timeout cancels it);
 /// replies to any other.

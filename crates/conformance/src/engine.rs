@@ -194,6 +194,83 @@ pub fn a_handler_past_its_timeout_is_cancelled_and_the_agent_goes_on(
     engine.shutdown().unwrap();
 }
 
+/// An agent's timers send once after a delay, or every period until cancelled, on the
+/// engine's clock (the sync engine's moves only when advanced), and end with the agent.
+pub fn timers_send_later_and_stop_when_cancelled(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let ns = unique_namespace("timers");
+    let engine = make_engine();
+    let guild = guild(&ns, make_messaging());
+    let engines: [&dyn ExecutionEngine; 1] = [&*engine];
+    let virtual_clock = engine.capabilities().virtual_clock;
+    // On a virtual clock, each look moves time on by 10 ms; real time moves itself.
+    let tick = || {
+        if virtual_clock {
+            engine.advance_clock(std::time::Duration::from_millis(10));
+        }
+    };
+    let count = |topic: &str| {
+        guild
+            .messaging
+            .history(&ns, &HistoryQuery::Topic(topic.into()))
+            .unwrap()
+            .len()
+    };
+    engine
+        .run_agent(&guild, spec("timed", "timed", &["timers"]))
+        .unwrap();
+
+    send(&guild, "timers", &["after"]);
+    check_handled(&engines, &guild, "timed", 1);
+    wait_until(&engines, "the delayed message is sent", || {
+        tick();
+        count("timed.out") == 1
+    });
+
+    send(&guild, "timers", &["every"]);
+    check_handled(&engines, &guild, "timed", 2);
+    wait_until(&engines, "three ticks are sent", || {
+        tick();
+        count("ticks") >= 3
+    });
+    send(&guild, "timers", &["cancel"]);
+    check_handled(&engines, &guild, "timed", 3);
+    settle(&engines);
+    let ticks = count("ticks");
+    if virtual_clock {
+        assert_eq!(engine.advance_clock(std::time::Duration::from_secs(1)), 0);
+    }
+    settle(&engines);
+    assert_eq!(
+        count("ticks"),
+        ticks,
+        "a cancelled timer sends nothing more"
+    );
+    assert_eq!(count("timed.out"), 1, "a delayed message is sent once");
+
+    // A timer ends with its agent.
+    send(&guild, "timers", &["every"]);
+    // Not `check_handled`: a running timer keeps the engine's counters moving.
+    wait_until(&engines, "the timer is set again", || {
+        handled(&engines, &guild, "timed") == 4
+    });
+    engine.stop_agent(&ns, "timed").unwrap();
+    settle(&engines);
+    let ticks = count("ticks");
+    if virtual_clock {
+        assert_eq!(engine.advance_clock(std::time::Duration::from_secs(1)), 0);
+    }
+    settle(&engines);
+    assert_eq!(
+        count("ticks"),
+        ticks,
+        "a stopped agent's timers send nothing"
+    );
+    engine.shutdown().unwrap();
+}
+
 /// A paused agent handles nothing until it is resumed, while the bus and the other
 /// agents go on; resumed, it handles what waited for it, in order. Engines that cannot
 /// pause say so.

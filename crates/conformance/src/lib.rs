@@ -68,6 +68,7 @@ macro_rules! __with_engine_scenarios {
             request_response_observed_from_another_engine,
             a_stopped_agent_handles_nothing_and_disappears,
             a_paused_agent_handles_nothing_until_resumed,
+            timers_send_later_and_stop_when_cancelled,
             shutdown_stops_every_agent,
             running_a_running_agent_again_is_a_no_op,
             agents_may_share_a_name,

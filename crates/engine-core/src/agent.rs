@@ -4,9 +4,11 @@
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::core_error::CoreError;
 use crate::message::MessageBuilder;
+use crate::timers::TimerId;
 use crate::{
     AgentCell, AgentSpec, GuildContext, HistoryOrder, HistoryQuery, Message, MessageId, Payload,
     Result,
@@ -97,7 +99,9 @@ impl<A: Agent> DynAgent for A {
     }
 }
 
-/// What an agent sees of its guild: its spec, publishing, replying, history and resources.
+/// What an agent sees of its guild: its spec, publishing, replying, timers, history
+/// and resources. Cheap to clone.
+#[derive(Clone)]
 pub struct AgentContext {
     spec: Arc<AgentSpec>,
     guild: GuildContext,
@@ -153,6 +157,33 @@ impl AgentContext {
         self.guild.messaging.publish(message)?;
         self.cell.count_out();
         Ok(id)
+    }
+
+    /// Publishes the message `message` builds, as this agent, once `delay` has passed
+    /// (on the engine's clock: the sync engine's moves only when its caller advances
+    /// it). The timer ends with the agent.
+    pub fn send_after(&self, delay: Duration, message: MessageBuilder) -> Result<TimerId> {
+        self.guild.timers.schedule(self, delay, None, message)
+    }
+
+    /// Publishes the message `message` builds every `period` (above zero), the first
+    /// time one period from now, until [`cancel_timer`](Self::cancel_timer) or the
+    /// agent ends.
+    pub fn send_every(&self, period: Duration, message: MessageBuilder) -> Result<TimerId> {
+        self.guild
+            .timers
+            .schedule(self, period, Some(period), message)
+    }
+
+    /// The guild's timers.
+    pub(crate) fn timers(&self) -> &crate::Timers {
+        &self.guild.timers
+    }
+
+    /// Cancels one of this agent's timers: it sends nothing from now on. False when it
+    /// was not waiting (it sent its one message, or was cancelled already).
+    pub fn cancel_timer(&self, timer: TimerId) -> bool {
+        self.guild.timers.cancel(self, timer)
     }
 
     /// Publishes `payload` to `topic`.

@@ -10,6 +10,12 @@ pub(crate) enum CoreError {
     GeneratorId { id: u16, max: u16 },
     #[error("this process already mints ids under generator {taken}, so it cannot take {wanted}")]
     GeneratorTaken { wanted: u16, taken: u16 },
+    #[error("agent {agent:?}: a timer's period must be above zero")]
+    ZeroPeriod { agent: String },
+    #[error("agent {agent:?} has {cap} timers waiting already, the most it may")]
+    TooManyTimers { agent: String, cap: usize },
+    #[error("cannot start the timer thread: {source}")]
+    TimerThread { source: std::io::Error },
     #[error("cannot encode json: {0}")]
     EncodeJson(#[source] serde_json::Error),
     #[error("expected a json payload, found format {format:?}")]
@@ -92,6 +98,7 @@ impl CoreError {
             F::GeneratorId { .. } | F::GeneratorTaken { .. } => "ids".into(),
             F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => "payload".into(),
             F::Properties { .. } => "spec".into(),
+            F::TimerThread { .. } => "timers".into(),
             F::Unenforced { engine, .. } => (*engine).into(),
             F::EngineClosed { engine, .. }
             | F::PauseUnsupported { engine }
@@ -110,6 +117,9 @@ impl CoreError {
         match self {
             F::GeneratorId { .. } => ErrorKind::InvalidConfig,
             F::GeneratorTaken { .. } => ErrorKind::Conflict,
+            F::ZeroPeriod { .. } => ErrorKind::InvalidInput,
+            F::TooManyTimers { .. } => ErrorKind::LimitExceeded,
+            F::TimerThread { .. } => ErrorKind::Io,
             F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => ErrorKind::Codec,
             F::Properties { .. }
             | F::Unenforced { .. }
@@ -140,6 +150,7 @@ impl From<CoreError> for Error {
             F::EncodeJson(source) | F::DecodeJson(source) | F::Properties { source, .. } => {
                 converted.with_source(source)
             }
+            F::TimerThread { source } => converted.with_source(source),
             F::StartHook { source, .. }
             | F::StopHook { source, .. }
             | F::BadAgent { source, .. }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::core_error::CoreError;
 use crate::{
     AgentRegistry, AgentSpec, EventReceiver, HistoryOrder, HistoryQuery, IdGenerator, Message,
-    MessagingBackend, Resources, Result,
+    MessagingBackend, Resources, Result, Timers,
 };
 
 /// Everything an engine needs to run agents of one guild. Cheap to clone.
@@ -22,6 +22,8 @@ pub struct GuildContext {
     pub resources: Arc<Resources>,
     /// Where message ids come from.
     pub ids: Arc<IdGenerator>,
+    /// Where the agents' timers run.
+    pub timers: Timers,
 }
 
 impl GuildContext {
@@ -38,6 +40,7 @@ impl GuildContext {
             registry,
             resources: Arc::new(Resources::default()),
             ids: IdGenerator::process(),
+            timers: Timers::real(),
         }
     }
 }
@@ -132,6 +135,15 @@ pub trait ExecutionEngine: Send + Sync {
         0
     }
 
+    /// Moves the engine's clock on by `by`, sending the agents' timers that fall due on
+    /// the way; returns how many messages they sent. Only engines on a clock of their
+    /// own (the sync engine: see [`EngineCapabilities::virtual_clock`]) do anything
+    /// here; the others run timers on real time.
+    fn advance_clock(&self, by: Duration) -> usize {
+        let _ = by;
+        0
+    }
+
     /// Like [`drive`](Self::drive), but returns once `slice` has passed even if work
     /// remains (between two messages: a handler is never interrupted), so a caller
     /// can keep a deadline or notice a signal while a cyclic topology never runs out of
@@ -182,6 +194,9 @@ pub struct EngineCapabilities {
     pub driven_by_caller: bool,
     /// Agents can be paused and resumed ([`ExecutionEngine::pause_agent`]).
     pub pause: bool,
+    /// Timers run on a clock the caller moves ([`ExecutionEngine::advance_clock`]),
+    /// not on real time.
+    pub virtual_clock: bool,
 }
 
 /// The lifecycle state of an agent.

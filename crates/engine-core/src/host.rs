@@ -205,6 +205,10 @@ impl AgentHost {
     }
 
     fn close(&mut self) {
+        // The agent's timers end with it.
+        self.ctx
+            .timers()
+            .cancel_agent(self.ctx.namespace(), self.ctx.id());
         if let Some(subscription) = self.subscription.take()
             && let Err(error) = subscription.close()
         {

@@ -29,6 +29,7 @@ mod messaging;
 mod registry;
 mod spec;
 mod table;
+mod timers;
 
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
 pub use doorbell::Doorbell;
@@ -48,3 +49,4 @@ pub use messaging::{
 pub use registry::{AgentRegistry, Resources};
 pub use spec::{AgentSpec, DependencySpec, Overflow, QueueLimit, ResourceLimits, RestartPolicy};
 pub use table::{Admission, AgentCell, AgentRecord, AgentTable};
+pub use timers::{MAX_TIMERS_PER_AGENT, TimerId, Timers};

@@ -227,9 +227,15 @@ impl BrokerClient {
         }
     }
 
-    /// Reads whatever frames have arrived, without blocking for more.
+    /// Reads whatever frames have arrived, without blocking for more. When another
+    /// thread holds the reader (the agent's, waiting for work, while a timer publishes)
+    /// it files whatever arrives, so this returns at once rather than wait for it.
     fn read_available(&self) {
-        let mut reader = lock(&self.shared.reader);
+        let mut reader = match self.shared.reader.try_lock() {
+            Ok(reader) => reader,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         loop {
             if !reader.has_buffered() && !readable(reader.get_ref()) {
                 return;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use engine_core::{
     AgentCell, AgentHost, AgentRegistry, AgentSpec, Error, GuildContext, IdGenerator, NoNotify,
-    Notify, ResourceLimits, Result, Step,
+    Notify, ResourceLimits, Result, Step, Timers,
 };
 use nix::sys::resource::{Resource, setrlimit};
 
@@ -146,6 +146,8 @@ fn prepare(
         registry: Arc::new(registry()),
         resources: Arc::default(),
         ids: IdGenerator::init_process(launch.generator_id)?,
+        // The agent's timers run in its own process, on real time.
+        timers: Timers::real(),
     };
     Ok((guild, Arc::new(spec), runtime))
 }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use engine_core::{
     Admission, AgentCell, AgentHost, AgentInfo, AgentSpec, AgentState, AgentTable,
     EngineCapabilities, EngineStats, EventHub, EventReceiver, ExecutionEngine, GuildContext,
-    LifecycleEvent, LifecycleKind, NoNotify, Result, Step,
+    LifecycleEvent, LifecycleKind, NoNotify, Result, Step, Timers,
 };
 
 /// The engine's name.
@@ -43,6 +43,8 @@ pub const NAME: &str = "sync";
 pub struct SyncEngine {
     inner: Mutex<Inner>,
     events: EventHub,
+    /// The agents' timers, on a clock that moves only when the caller advances it.
+    timers: Timers,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,7 @@ impl SyncEngine {
                 table: AgentTable::new(NAME),
             }),
             events: EventHub::new(),
+            timers: Timers::manual(),
         }
     }
 
@@ -91,6 +94,7 @@ impl ExecutionEngine for SyncEngine {
         let mut capabilities = EngineCapabilities::default();
         capabilities.driven_by_caller = true;
         capabilities.pause = true;
+        capabilities.virtual_clock = true;
         capabilities
     }
 
@@ -103,7 +107,10 @@ impl ExecutionEngine for SyncEngine {
         spec.limits.refuse_unenforced(NAME, &spec.id)?;
         let spec = Arc::new(spec);
         let cell = Arc::new(AgentCell::default());
-        let host = AgentHost::start(guild, spec.clone(), cell.clone(), Arc::new(NoNotify))?;
+        // The agents' timers run on this engine's clock, not the guild's real-time one.
+        let mut guild = guild.clone();
+        guild.timers = self.timers.clone();
+        let host = AgentHost::start(&guild, spec.clone(), cell.clone(), Arc::new(NoNotify))?;
         cell.set_state(AgentState::Running, None);
         inner
             .table
@@ -179,6 +186,10 @@ impl ExecutionEngine for SyncEngine {
 
     fn events(&self) -> EventReceiver {
         self.events.subscribe()
+    }
+
+    fn advance_clock(&self, by: std::time::Duration) -> usize {
+        self.timers.advance(by)
     }
 
     fn drive(&self) -> usize {

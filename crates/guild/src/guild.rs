@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use engine_core::{
     AgentInfo, AgentRegistry, AgentSpec, EngineStats, Error, EventReceiver, ExecutionEngine,
     GuildContext, HistoryOrder, HistoryQuery, IdGenerator, LifecycleEvent, Message, MessageBuilder,
-    MessageId, MessagingBackend, Priority, Result, StartFrom, inbox_topic,
+    MessageId, MessagingBackend, Priority, Result, StartFrom, Timers, inbox_topic,
 };
 
 use crate::error::GuildError;
@@ -137,6 +137,7 @@ impl GuildBuilder {
             registry: Arc::new(self.registry),
             resources: Arc::new(resources),
             ids: IdGenerator::process(),
+            timers: Timers::real(),
         };
         Ok(Guild {
             spec: self.spec,
@@ -411,6 +412,16 @@ impl Guild {
     /// Handles what is queued for agents on engines that run on the caller's thread.
     pub fn drive(&self) -> usize {
         self.engines.values().map(|engine| engine.drive()).sum()
+    }
+
+    /// Moves the clock of the engines that run on one of their own (the sync engine)
+    /// on by `by`, sending the timers that fall due; returns how many messages they
+    /// sent. Timers on other engines run on real time.
+    pub fn advance_clock(&self, by: Duration) -> usize {
+        self.engines
+            .values()
+            .map(|engine| engine.advance_clock(by))
+            .sum()
     }
 
     /// Like [`drive`](Self::drive), but returns once `slice` has passed even if work
