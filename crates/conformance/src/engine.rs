@@ -230,7 +230,11 @@ pub fn timers_send_later_and_stop_when_cancelled(
     });
 
     send(&guild, "timers", &["every"]);
-    check_handled(&engines, &guild, "timed", 2);
+    // Not `check_handled`, which waits for the engine to go quiet: a running timer
+    // keeps its counters moving.
+    wait_until(&engines, "the timer is set", || {
+        handled(&engines, &guild, "timed") == 2
+    });
     wait_until(&engines, "three ticks are sent", || {
         tick();
         count("ticks") >= 3
@@ -252,7 +256,6 @@ pub fn timers_send_later_and_stop_when_cancelled(
 
     // A timer ends with its agent.
     send(&guild, "timers", &["every"]);
-    // Not `check_handled`: a running timer keeps the engine's counters moving.
     wait_until(&engines, "the timer is set again", || {
         handled(&engines, &guild, "timed") == 4
     });
