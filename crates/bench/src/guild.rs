@@ -139,8 +139,11 @@ impl Run {
     }
 
     fn publish(&self, topic: &str, sender: &str, payload: Payload) {
-        let message =
-            Message::builder(topic, payload).build(&self.guild.ids, &self.guild.namespace, sender);
+        let message = Message::builder(topic, payload).build(
+            &self.guild.ids,
+            self.guild.namespace.clone(),
+            sender,
+        );
         self.guild.messaging.publish(message).expect("publish");
     }
 

@@ -330,7 +330,7 @@ pub fn a_paused_agent_handles_nothing_until_resumed(
         .history(&ns, &HistoryQuery::Topic(engine_core::inbox_topic("test")))
         .unwrap()
         .iter()
-        .filter(|reply| reply.sender == "sleeper")
+        .filter(|reply| &*reply.sender == "sleeper")
         .map(|reply| {
             let body: serde_json::Value = reply.decode_json().unwrap();
             body["reply"].as_str().unwrap_or_default().to_owned()

@@ -376,8 +376,10 @@ pub fn a_message_published_after_a_newer_one_is_delivered_and_found(make: MakeMe
     let ns = unique_namespace("late");
     let mut client = subscribe(&*bus, &ns, "c", &["t"], StartFrom::Latest);
     let ids = IdGenerator::process();
-    let older = Message::builder("t", Payload::encode_json("older").unwrap()).build(&ids, &ns, "p");
-    let newer = Message::builder("t", Payload::encode_json("newer").unwrap()).build(&ids, &ns, "p");
+    let older =
+        Message::builder("t", Payload::encode_json("older").unwrap()).build(&ids, ns.as_str(), "p");
+    let newer =
+        Message::builder("t", Payload::encode_json("newer").unwrap()).build(&ids, ns.as_str(), "p");
     let (older_id, newer_id) = (older.id, newer.id);
     bus.publish(newer).unwrap();
     wait_queued(&*client, 1);

@@ -104,6 +104,8 @@ impl<A: Agent> DynAgent for A {
 #[derive(Clone)]
 pub struct AgentContext {
     spec: Arc<AgentSpec>,
+    /// The agent's id, shared by every message it sends.
+    id: Arc<str>,
     guild: GuildContext,
     cell: Arc<AgentCell>,
 }
@@ -111,7 +113,12 @@ pub struct AgentContext {
 impl AgentContext {
     /// The context of the agent described by `spec` in `guild`.
     pub fn new(spec: Arc<AgentSpec>, guild: GuildContext, cell: Arc<AgentCell>) -> Self {
-        Self { spec, guild, cell }
+        Self {
+            id: spec.id.as_str().into(),
+            spec,
+            guild,
+            cell,
+        }
     }
 
     /// The agent's id.
@@ -139,8 +146,8 @@ impl AgentContext {
     pub fn publish(&self, builder: MessageBuilder) -> Result<MessageId> {
         let message = builder.default_priority(self.spec.priority).build(
             &self.guild.ids,
-            &self.guild.namespace,
-            &self.spec.id,
+            self.guild.namespace.clone(),
+            self.id.clone(),
         );
         if message
             .topics

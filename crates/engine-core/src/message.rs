@@ -1,6 +1,8 @@
 //! Messages, their payloads, and the builder agents use to send them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -14,8 +16,9 @@ pub const JSON_FORMAT: &str = "json";
 /// The bytes a message carries, tagged with the name of their format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
-    /// The format of `bytes`, such as `"json"` or `"text"`.
-    pub format: String,
+    /// The format of `bytes`, such as `"json"` or `"text"` (a static name costs no
+    /// allocation).
+    pub format: Cow<'static, str>,
     /// The encoded content (a byte string to binary codecs, an array of numbers in JSON).
     #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
@@ -23,7 +26,7 @@ pub struct Payload {
 
 impl Payload {
     /// A payload of raw bytes in the named format.
-    pub fn new(format: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+    pub fn new(format: impl Into<Cow<'static, str>>, bytes: impl Into<Vec<u8>>) -> Self {
         Self {
             format: format.into(),
             bytes: bytes.into(),
@@ -41,7 +44,7 @@ impl Payload {
     pub fn decode_json<T: DeserializeOwned>(&self) -> Result<T> {
         if self.format != JSON_FORMAT {
             return Err(CoreError::NotJson {
-                format: self.format.clone(),
+                format: self.format.to_string(),
             }
             .into());
         }
@@ -60,12 +63,13 @@ impl From<serde_json::Value> for Payload {
 pub struct Message {
     /// Unique id; sorting by id sorts by priority, then time.
     pub id: MessageId,
-    /// The guild (namespace) the message belongs to.
-    pub namespace: String,
+    /// The guild (namespace) the message belongs to; shared, not copied, by every
+    /// message of the guild.
+    pub namespace: Arc<str>,
     /// The topics it was published to; it is delivered once per topic.
     pub topics: Vec<String>,
-    /// The id of the agent or client that sent it.
-    pub sender: String,
+    /// The id of the agent or client that sent it; shared by every message it sends.
+    pub sender: Arc<str>,
     /// The content.
     pub payload: Payload,
     /// Where replies to this message should go, when not to the sender's inbox.
@@ -165,14 +169,20 @@ impl MessageBuilder {
         self
     }
 
-    /// Stamps the message with an id from `ids`, its namespace and its sender.
-    pub fn build(self, ids: &IdGenerator, namespace: &str, sender: &str) -> Message {
+    /// Stamps the message with an id from `ids`, its namespace and its sender (pass
+    /// shared names, `Arc<str>`, to build without copying them).
+    pub fn build(
+        self,
+        ids: &IdGenerator,
+        namespace: impl Into<Arc<str>>,
+        sender: impl Into<Arc<str>>,
+    ) -> Message {
         let id = ids.next(self.priority.unwrap_or_default());
         Message {
             id,
-            namespace: namespace.to_owned(),
+            namespace: namespace.into(),
             topics: self.topics,
-            sender: sender.to_owned(),
+            sender: sender.into(),
             payload: self.payload,
             reply_to: self.reply_to,
             in_reply_to: self.in_reply_to,

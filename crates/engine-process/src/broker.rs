@@ -186,7 +186,7 @@ impl Session {
     pub(crate) fn handle(&self, frame: ToParent) -> Result<()> {
         match frame {
             ToParent::Publish(message) => {
-                if message.namespace != self.namespace || message.sender != self.agent_id {
+                if *message.namespace != *self.namespace || *message.sender != *self.agent_id {
                     return Err(ProcessError::Impersonation {
                         agent: self.agent_id.clone(),
                         namespace: self.namespace.clone(),

@@ -248,7 +248,7 @@ fn generator_leases() {
     let generator_of = |sender: &str| {
         messages
             .iter()
-            .find(|m| m.sender == sender)
+            .find(|m| &*m.sender == sender)
             .map(|m| m.id.generator())
             .unwrap()
     };

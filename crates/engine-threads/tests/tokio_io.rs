@@ -74,7 +74,7 @@ fn a_handler_awaits_tokio_io() {
     }
     let question = Message::builder("questions", Payload::encode_json("hello").unwrap()).build(
         &IdGenerator::process(),
-        &namespace,
+        namespace.as_str(),
         "test",
     );
     messaging.publish(question).unwrap();

@@ -150,6 +150,7 @@ impl GuildBuilder {
             events: Mutex::default(),
             launched: Vec::new(),
             replies: Mutex::new(Replies::default()),
+            sender: GUILD_SENDER.into(),
         })
     }
 
@@ -205,6 +206,8 @@ pub struct Guild {
     events: Mutex<Vec<EventReceiver>>,
     launched: Vec<(String, String)>,
     replies: Mutex<Replies>,
+    /// [`GUILD_SENDER`], shared by every message the guild publishes.
+    sender: Arc<str>,
 }
 
 /// The guild's own inbox for replies to [`Guild::request`], made on first use.
@@ -331,7 +334,11 @@ impl Guild {
 
     /// Publishes a message into the guild as [`GUILD_SENDER`].
     pub fn publish(&self, builder: MessageBuilder) -> Result<MessageId> {
-        let message = builder.build(&self.context.ids, &self.context.namespace, GUILD_SENDER);
+        let message = builder.build(
+            &self.context.ids,
+            self.context.namespace.clone(),
+            self.sender.clone(),
+        );
         let id = message.id;
         self.context.messaging.publish(message)?;
         Ok(id)

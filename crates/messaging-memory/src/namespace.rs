@@ -194,7 +194,7 @@ impl Namespace {
                 }
             }
             for client in &topic.subscribers {
-                if client.id == message.sender {
+                if *client.id == *message.sender {
                     continue;
                 }
                 let delivery = Delivery {
@@ -222,7 +222,7 @@ impl Namespace {
                 continue;
             };
             for client in &topic.subscribers {
-                if client.id == message.sender
+                if *client.id == *message.sender
                     || client.backlog.load(Ordering::Relaxed)
                         < client.refuse_at.load(Ordering::Relaxed)
                 {
@@ -283,7 +283,7 @@ impl Namespace {
                 .or_insert_with(|| Topic::new(added.clone()));
             topic.subscribers.push(client.clone());
             if existing.is_none() && start == StartFrom::Earliest {
-                for message in topic.log.iter().filter(|m| m.sender != client.id) {
+                for message in topic.log.iter().filter(|m| *m.sender != *client.id) {
                     queue.insert_sorted(Delivery {
                         topic: added.clone(),
                         message: message.clone(),

@@ -158,7 +158,7 @@ impl ClientState {
                     break 'entries;
                 }
                 inner.cursor[topic] = pos;
-                if message.sender == self.client_id {
+                if *message.sender == *self.client_id {
                     // Never delivered to its sender: complete at once.
                     inner.advance(topic);
                     continue;

@@ -109,7 +109,7 @@ fn retention_by_age_trims_old_messages() {
         .as_millis() as u64;
     let mut old = Message::builder("t", Payload::encode_json("old").unwrap()).build(
         &IdGenerator::process(),
-        &ns,
+        ns.as_str(),
         "p",
     );
     old.id = IdGenerator::new(7)

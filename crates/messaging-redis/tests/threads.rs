@@ -66,7 +66,7 @@ fn no_thread_outlives_the_backend_and_its_subscriptions() {
     let refused = bus
         .publish(
             engine_core::Message::builder("t", engine_core::Payload::encode_json("late").unwrap())
-                .build(&engine_core::IdGenerator::process(), &ns, "p"),
+                .build(&engine_core::IdGenerator::process(), ns.as_str(), "p"),
         )
         .unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Closed);
