@@ -67,6 +67,16 @@ fn send(guild: &GuildContext, topic: &str, texts: &[&str]) {
     }
 }
 
+/// The one dead letter on the guild's error topic.
+fn the_one_dead_letter(guild: &GuildContext) -> DeadLetter {
+    let letters = guild
+        .messaging
+        .history(&guild.namespace, &HistoryQuery::Topic(ERROR_TOPIC.into()))
+        .unwrap();
+    assert_eq!(letters.len(), 1, "one dead letter");
+    letters[0].decode_json().unwrap()
+}
+
 fn spec(id: &str, agent_type: &str, topics: &[&str]) -> AgentSpec {
     topics
         .iter()
@@ -177,12 +187,7 @@ pub fn a_handler_past_its_timeout_is_cancelled_and_the_agent_goes_on(
     check_handled(&[&*engine], &guild, "stalling", 2);
     let info = engine.agent_info(&ns, "stalling").unwrap();
     assert_eq!((info.state, info.errors), (AgentState::Running, 1));
-    let letters = guild
-        .messaging
-        .history(&ns, &HistoryQuery::Topic(ERROR_TOPIC.into()))
-        .unwrap();
-    assert_eq!(letters.len(), 1);
-    let letter: DeadLetter = letters[0].decode_json().unwrap();
+    let letter = the_one_dead_letter(&guild);
     assert_eq!(text(&letter.message), "stall");
     assert_eq!(letter.failure.kind, "timeout", "{}", letter.failure.text);
     let replies = guild
@@ -509,12 +514,7 @@ pub fn a_handler_error_is_dead_lettered_and_the_agent_goes_on(
     check_handled(&[&*engine], &guild, "fragile", 2);
     let info = engine.agent_info(&ns, "fragile").unwrap();
     assert_eq!((info.state, info.errors), (AgentState::Running, 1));
-    let letters = guild
-        .messaging
-        .history(&ns, &HistoryQuery::Topic(ERROR_TOPIC.into()))
-        .unwrap();
-    assert_eq!(letters.len(), 1);
-    let letter: DeadLetter = letters[0].decode_json().unwrap();
+    let letter = the_one_dead_letter(&guild);
     assert_eq!(text(&letter.message), "fail");
     assert_eq!(letter.failure.text, "asked to fail");
     engine.shutdown().unwrap();

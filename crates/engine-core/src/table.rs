@@ -146,9 +146,28 @@ impl<H> AgentTable<H> {
         }
     }
 
-    /// The live state of a running or paused agent, for pausing and resuming it:
-    /// `NotFound` for one that is unknown, starting or ended.
-    pub fn pausable(&self, guild: &str, agent_id: &str) -> Result<Arc<AgentCell>> {
+    /// The record of a running agent that `pause_agent` is to pause (the engine then
+    /// asks it to, and waits); `None` when it is paused already; `NotFound` for one
+    /// that is unknown, starting or ended.
+    pub fn to_pause(&self, guild: &str, agent_id: &str) -> Result<Option<&AgentRecord<H>>> {
+        let record = self.pausable(guild, agent_id)?;
+        Ok((record.cell.state() == AgentState::Running).then_some(record))
+    }
+
+    /// For `resume_agent`: marks a paused agent running again and returns its record,
+    /// for the engine to tell it; `None` when it was running already; `NotFound` for
+    /// one that is unknown, starting or ended.
+    pub fn resume(&self, guild: &str, agent_id: &str) -> Result<Option<&AgentRecord<H>>> {
+        let record = self.pausable(guild, agent_id)?;
+        if record.cell.state() != AgentState::Paused {
+            return Ok(None);
+        }
+        record.cell.set_state(AgentState::Running, None);
+        Ok(Some(record))
+    }
+
+    /// The record of a running or paused agent, or `NotFound`.
+    fn pausable(&self, guild: &str, agent_id: &str) -> Result<&AgentRecord<H>> {
         match self.get(guild, agent_id) {
             Some(record)
                 if matches!(
@@ -156,7 +175,7 @@ impl<H> AgentTable<H> {
                     AgentState::Running | AgentState::Paused
                 ) =>
             {
-                Ok(record.cell.clone())
+                Ok(record)
             }
             found => Err(CoreError::NotPausable {
                 engine: self.engine.clone(),
@@ -165,6 +184,12 @@ impl<H> AgentTable<H> {
             }
             .into()),
         }
+    }
+
+    /// Whether an agent that has not paused by the time its engine stopped waiting for
+    /// it is gone: `NotFound` then, as for an agent that never ran.
+    pub fn check_pausable(&self, guild: &str, agent_id: &str) -> Result<()> {
+        self.pausable(guild, agent_id).map(|_| ())
     }
 
     /// Whether [`close`](Self::close) was called.

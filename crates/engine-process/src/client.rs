@@ -143,6 +143,11 @@ impl BrokerClient {
     /// Waits until deliveries are queued, a stop is requested, or the connection ends.
     pub(crate) fn wait_for_work(&self) -> Next {
         self.read_until(|state| !state.queue.is_empty() || state.paused);
+        self.after_wait()
+    }
+
+    /// What the agent does next, once a wait is over.
+    fn after_wait(&self) -> Next {
         let state = lock(&self.shared.state);
         if let Some(why) = &state.disconnected {
             Next::Disconnected(why.clone())
@@ -161,14 +166,7 @@ impl BrokerClient {
     /// Waits, handling nothing, until the engine resumes the agent, stops it, or goes.
     pub(crate) fn wait_while_paused(&self) -> Next {
         self.read_until(|state| !state.paused);
-        let state = lock(&self.shared.state);
-        if let Some(why) = &state.disconnected {
-            Next::Disconnected(why.clone())
-        } else if state.stop {
-            Next::Stop
-        } else {
-            Next::Work
-        }
+        self.after_wait()
     }
 
     /// Whether a stop was requested; called between the messages of a busy agent. At

@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine_core::{
-    Admission, AgentCell, AgentInfo, AgentSpec, AgentState, AgentTable, EngineCapabilities,
-    EngineStats, Error, EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
+    Admission, AgentCell, AgentInfo, AgentSpec, AgentTable, EngineCapabilities, EngineStats, Error,
+    EventHub, EventReceiver, ExecutionEngine, GuildContext, Result,
 };
 use nix::sys::signal::Signal;
 
@@ -410,33 +410,24 @@ impl ExecutionEngine for ProcessEngine {
     }
 
     fn pause_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
-        let link = {
-            let inner = self.lock();
-            if inner.table.pausable(guild, agent_id)?.state() == AgentState::Paused {
-                return Ok(());
-            }
-            inner
-                .table
-                .get(guild, agent_id)
-                .map(|record| record.handle.link.clone())
+        let Some(link) = self
+            .lock()
+            .table
+            .to_pause(guild, agent_id)?
+            .map(|record| record.handle.link.clone())
+        else {
+            return Ok(());
         };
         // The table is let go of while the agent finishes its handler.
-        if let Some(link) = link
-            && link.request_pause().recv().is_ok()
-        {
+        if link.request_pause().recv().is_ok() {
             return Ok(());
         }
         // Its connection ended (it crashed or was stopped) before it paused.
-        self.lock().table.pausable(guild, agent_id).map(|_| ())
+        self.lock().table.check_pausable(guild, agent_id)
     }
 
     fn resume_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
-        let inner = self.lock();
-        let cell = inner.table.pausable(guild, agent_id)?;
-        if cell.state() == AgentState::Paused
-            && let Some(record) = inner.table.get(guild, agent_id)
-        {
-            cell.set_state(AgentState::Running, None);
+        if let Some(record) = self.lock().table.resume(guild, agent_id)? {
             record.handle.link.request_resume();
         }
         Ok(())

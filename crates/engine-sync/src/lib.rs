@@ -137,21 +137,14 @@ impl ExecutionEngine for SyncEngine {
 
     fn pause_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
         // Handlers run under this lock, so none is running while it is held.
-        let inner = self.lock();
-        inner
-            .table
-            .pausable(guild, agent_id)?
-            .set_state(AgentState::Paused, None);
+        if let Some(record) = self.lock().table.to_pause(guild, agent_id)? {
+            record.cell.set_state(AgentState::Paused, None);
+        }
         Ok(())
     }
 
     fn resume_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
-        let inner = self.lock();
-        inner
-            .table
-            .pausable(guild, agent_id)?
-            .set_state(AgentState::Running, None);
-        Ok(())
+        self.lock().table.resume(guild, agent_id).map(|_| ())
     }
 
     fn agents_in_guild(&self, guild: &str) -> Vec<AgentInfo> {

@@ -202,34 +202,26 @@ impl ExecutionEngine for ThreadsEngine {
     }
 
     fn pause_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
-        let signals = {
-            let inner = self.lock();
-            if inner.table.pausable(guild, agent_id)?.state() == AgentState::Paused {
-                return Ok(());
-            }
-            inner
-                .table
-                .get(guild, agent_id)
-                .map(|r| r.handle.signals.clone())
+        let Some(signals) = self
+            .lock()
+            .table
+            .to_pause(guild, agent_id)?
+            .map(|record| record.handle.signals.clone())
+        else {
+            return Ok(());
         };
         let (paused, answer) = crossbeam_channel::bounded(1);
         // The table is let go of while the agent finishes its handler: the handler may
         // call into the engine.
-        let sent = signals.is_some_and(|signals| signals.send(Signal::Pause(paused)).is_ok());
-        if sent && answer.recv().is_ok() {
+        if signals.send(Signal::Pause(paused)).is_ok() && answer.recv().is_ok() {
             return Ok(());
         }
         // Its thread ended (it crashed or was stopped) before it paused.
-        self.lock().table.pausable(guild, agent_id).map(|_| ())
+        self.lock().table.check_pausable(guild, agent_id)
     }
 
     fn resume_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
-        let inner = self.lock();
-        let cell = inner.table.pausable(guild, agent_id)?;
-        if cell.state() == AgentState::Paused
-            && let Some(record) = inner.table.get(guild, agent_id)
-        {
-            cell.set_state(AgentState::Running, None);
+        if let Some(record) = self.lock().table.resume(guild, agent_id)? {
             let _ = record.handle.signals.send(Signal::Resume);
         }
         Ok(())

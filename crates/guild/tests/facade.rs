@@ -32,6 +32,25 @@ fn guild() -> guild::Guild {
     guild_on("threads")
 }
 
+/// A process engine whose agents run in the `guild` program, which hosts the built-in
+/// types; the tests pass it in configured, as an instance.
+fn process_engine() -> Arc<dyn ExecutionEngine> {
+    Arc::new(ProcessEngine::with_config(ProcessConfig {
+        program: Some(env!("CARGO_BIN_EXE_guild").into()),
+        ..ProcessConfig::default()
+    }))
+}
+
+/// A guild forced onto `engine`, with `process` as its process engine.
+fn guild_on_instance(engine: &str, process: &Arc<dyn ExecutionEngine>) -> guild::Guild {
+    GuildBuilder::new(unique_spec())
+        .registry(builtin_registry())
+        .engine(engine)
+        .with_engine(process.clone())
+        .build()
+        .unwrap()
+}
+
 fn text(text: &str) -> Payload {
     Payload::encode_json(text).unwrap()
 }
@@ -81,19 +100,9 @@ fn stopped_agents_are_no_longer_listed() {
 
 #[test]
 fn request_returns_the_reply_on_every_engine() {
-    // The process engine's agents run in the `guild` program, which hosts the
-    // built-in types; it is passed in configured, as an instance.
-    let process: Arc<dyn ExecutionEngine> = Arc::new(ProcessEngine::with_config(ProcessConfig {
-        program: Some(env!("CARGO_BIN_EXE_guild").into()),
-        ..ProcessConfig::default()
-    }));
+    let process = process_engine();
     for engine in ["sync", "threads", "process"] {
-        let mut guild = GuildBuilder::new(unique_spec())
-            .registry(builtin_registry())
-            .engine(engine)
-            .with_engine(process.clone())
-            .build()
-            .unwrap();
+        let mut guild = guild_on_instance(engine, &process);
         guild.launch(AgentSpec::new("r", "responder")).unwrap();
         for question in ["one", "two"] {
             let message = Message::builder(inbox_topic("r"), text(question));
@@ -337,17 +346,9 @@ fn a_dead_redis_is_a_retryable_error_that_keeps_its_cause() {
 
 #[test]
 fn a_paused_agent_answers_once_resumed_on_every_engine() {
-    let process: Arc<dyn ExecutionEngine> = Arc::new(ProcessEngine::with_config(ProcessConfig {
-        program: Some(env!("CARGO_BIN_EXE_guild").into()),
-        ..ProcessConfig::default()
-    }));
+    let process = process_engine();
     for engine in ["sync", "threads", "process"] {
-        let mut guild = GuildBuilder::new(unique_spec())
-            .registry(builtin_registry())
-            .engine(engine)
-            .with_engine(process.clone())
-            .build()
-            .unwrap();
+        let mut guild = guild_on_instance(engine, &process);
         guild.launch(AgentSpec::new("r", "responder")).unwrap();
         guild.pause("r").unwrap();
         let state = |guild: &guild::Guild| guild.agents()[0].state;
