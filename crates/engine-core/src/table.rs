@@ -192,11 +192,6 @@ impl<H> AgentTable<H> {
         self.pausable(guild, agent_id).map(|_| ())
     }
 
-    /// Whether [`close`](Self::close) was called.
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
     /// Shuts the table: [`admit`](Self::admit) refuses from now on. Returns every
     /// record, in launch order, for the engine to stop.
     pub fn close(&mut self) -> Vec<AgentRecord<H>> {

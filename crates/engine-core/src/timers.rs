@@ -138,11 +138,6 @@ impl Timers {
         Self::new(true)
     }
 
-    /// Whether the clock is advanced by hand.
-    pub fn is_manual(&self) -> bool {
-        self.shared.manual
-    }
-
     /// Schedules `message` to be published as the agent of `ctx` after `delay`, and
     /// then every `period` if one is given.
     pub(crate) fn schedule(
