@@ -23,7 +23,8 @@ pub const GUILD_SENDER: &str = "guild";
 /// Builds a [`Guild`] from a spec.
 #[must_use]
 pub struct GuildBuilder {
-    spec: GuildSpec,
+    /// The spec, with its file's text when it came from one (for lines in errors).
+    loaded: LoadedSpec,
     registry: AgentRegistry,
     engine: Option<String>,
     engines: Vec<Arc<dyn ExecutionEngine>>,
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Messaging {
 impl std::fmt::Debug for GuildBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuildBuilder")
-            .field("spec", &self.spec.id)
+            .field("spec", &self.loaded.spec.id)
             .field("engine", &self.engine)
             .field(
                 "engines",
@@ -62,8 +63,17 @@ impl std::fmt::Debug for GuildBuilder {
 impl GuildBuilder {
     /// A builder for the guild described by `spec`, with an empty registry.
     pub fn new(spec: GuildSpec) -> Self {
-        Self {
+        Self::from_loaded(LoadedSpec::unparsed(
+            format!("guild spec {:?}", spec.id),
             spec,
+        ))
+    }
+
+    /// A builder for a spec read from a file: the check in [`build`](Self::build)
+    /// names the file's lines, so the file need not be checked first.
+    pub fn from_loaded(loaded: LoadedSpec) -> Self {
+        Self {
+            loaded,
             registry: AgentRegistry::new(),
             engine: None,
             engines: Vec::new(),
@@ -118,21 +128,24 @@ impl GuildBuilder {
         self.check(forced.as_deref())?;
         let default_engine = forced
             .clone()
-            .or_else(|| self.spec.engine.clone())
+            .or_else(|| self.loaded.spec.engine.clone())
             .unwrap_or_else(|| select::DEFAULT_ENGINE.to_owned());
         let messaging = match self.messaging {
             Some(Messaging::Instance(backend)) => backend,
             Some(Messaging::Url(url)) => select::messaging(&url)?,
             None => select::messaging(
-                self.spec
+                self.loaded
+                    .spec
                     .messaging
                     .as_deref()
                     .unwrap_or(select::DEFAULT_MESSAGING),
             )?,
         };
-        let resources = self.registry.build_resources(&self.spec.dependencies)?;
+        let resources = self
+            .registry
+            .build_resources(&self.loaded.spec.dependencies)?;
         let context = GuildContext {
-            namespace: self.spec.id.as_str().into(),
+            namespace: self.loaded.spec.id.as_str().into(),
             messaging,
             registry: Arc::new(self.registry),
             resources: Arc::new(resources),
@@ -140,7 +153,7 @@ impl GuildBuilder {
             timers: Timers::real(),
         };
         Ok(Guild {
-            spec: self.spec,
+            spec: self.loaded.spec,
             context,
             forced_engine: forced,
             default_engine,
@@ -184,8 +197,7 @@ impl GuildBuilder {
             }
             None => None,
         };
-        let file = format!("guild spec {:?}", self.spec.id);
-        LoadedSpec::unparsed(file, self.spec.clone())
+        self.loaded
             .check_as_run(&self.registry, &known, forced_engine, messaging.as_deref())
             .map_err(Error::from)
     }

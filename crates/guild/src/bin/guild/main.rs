@@ -84,7 +84,7 @@ fn main() -> ExitCode {
             choice,
             quiet,
         } => with_runtime(|stop_signal| {
-            let loaded = load(&spec, &choice)?;
+            let loaded = LoadedSpec::from_file(&spec)?;
             run::run(
                 loaded,
                 run::RunOptions {
@@ -120,22 +120,15 @@ fn report(error: &anyhow::Error) -> String {
     text
 }
 
-/// Loads a spec and checks it as it will run with the command line's choices,
-/// turning every problem into one error.
-fn load(path: &Path, choice: &Choice) -> anyhow::Result<LoadedSpec> {
-    let registry = builtin::builtin_registry();
+/// Checks a spec as `run` with the same choices would, without starting anything.
+fn validate(path: &Path, choice: &Choice) -> anyhow::Result<ExitCode> {
     let loaded = LoadedSpec::from_file(path)?;
     loaded.check_as_run(
-        &registry,
+        &builtin::builtin_registry(),
         &select::known_names(),
         choice.engine.as_deref().filter(|engine| !engine.is_empty()),
         choice.messaging.as_deref(),
     )?;
-    Ok(loaded)
-}
-
-fn validate(path: &Path, choice: &Choice) -> anyhow::Result<ExitCode> {
-    let loaded = load(path, choice)?;
     let agents = loaded.spec.expanded_agents().len();
     say!("{}: ok ({agents} agents)", path.display());
     Ok(ExitCode::SUCCESS)

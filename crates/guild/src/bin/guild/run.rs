@@ -50,9 +50,10 @@ pub(crate) fn run(
     options: RunOptions,
     stop_signal: &AtomicI32,
 ) -> anyhow::Result<ExitCode> {
-    let spec = loaded.spec;
+    let spec = loaded.spec.clone();
     let run = spec.run.clone();
-    let mut builder = GuildBuilder::new(spec.clone()).registry(builtin::builtin_registry());
+    // Building checks the spec as it will run, naming the file's lines.
+    let mut builder = GuildBuilder::from_loaded(loaded).registry(builtin::builtin_registry());
     if let Some(engine) = options.engine {
         builder = builder.engine(engine);
     }
