@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::core_error::CoreError;
 use crate::message::MessageBuilder;
+use crate::task::{AgentTask, TaskHost};
 use crate::timers::TimerId;
 use crate::{
     AgentCell, AgentSpec, GuildContext, HistoryOrder, HistoryQuery, Message, MessageId, Payload,
@@ -78,6 +79,9 @@ pub trait DynAgent: Send {
     ) -> Option<AgentResult>;
     /// Runs [`Agent::stop`] to completion.
     fn run_stop(&mut self, ctx: &AgentContext) -> AgentResult;
+    /// The started agent as one long-lived task (see [`crate::task`]): one allocation,
+    /// made here where the agent's type is known, holds it and every handler's future.
+    fn into_task(self: Box<Self>, host: TaskHost) -> AgentTask;
 }
 
 impl<A: Agent> DynAgent for A {
@@ -96,6 +100,10 @@ impl<A: Agent> DynAgent for A {
 
     fn run_stop(&mut self, ctx: &AgentContext) -> AgentResult {
         crate::block_on::block_on(self.stop(ctx))
+    }
+
+    fn into_task(self: Box<Self>, host: TaskHost) -> AgentTask {
+        Box::pin(host.run(*self))
     }
 }
 

@@ -33,6 +33,15 @@ pub(crate) enum CoreError {
          on the process engine, or mark the limits best_effort"
     )]
     Unenforced { engine: &'static str, agent: String },
+    #[error(
+        "agent {agent:?}: `{setting}` is a setting of the pool engine, and the {engine} \
+         engine runs this agent; remove it or run the agent with engine = \"pool\""
+    )]
+    PoolOnly {
+        engine: &'static str,
+        agent: String,
+        setting: &'static str,
+    },
     #[error("the {engine} engine cannot pause agents")]
     PauseUnsupported { engine: String },
     #[error(
@@ -99,7 +108,7 @@ impl CoreError {
             F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => "payload".into(),
             F::Properties { .. } => "spec".into(),
             F::TimerThread { .. } => "timers".into(),
-            F::Unenforced { engine, .. } => (*engine).into(),
+            F::Unenforced { engine, .. } | F::PoolOnly { engine, .. } => (*engine).into(),
             F::EngineClosed { engine, .. }
             | F::PauseUnsupported { engine }
             | F::NotPausable { engine, .. } => engine.clone(),
@@ -123,6 +132,7 @@ impl CoreError {
             F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => ErrorKind::Codec,
             F::Properties { .. }
             | F::Unenforced { .. }
+            | F::PoolOnly { .. }
             | F::ForeignInbox { .. }
             | F::BadAgent { .. }
             | F::UnknownResourceKind { .. }

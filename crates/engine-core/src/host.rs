@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core_error::CoreError;
+use crate::task::{AgentTask, TaskControl, TaskEnv};
 use crate::{
-    AgentCell, AgentContext, AgentSpec, AgentState, DynAgent, Error, ExitStatus, Failure,
-    GuildContext, Notify, Outcome, Result, SubscribeRequest, Subscription, message::inbox_topic,
+    AgentCell, AgentContext, AgentResult, AgentSpec, AgentState, Delivery, DynAgent, Error,
+    ExitStatus, Failure, GuildContext, Notify, Outcome, Result, SubscribeRequest, Subscription,
+    message::inbox_topic,
 };
 
 /// What one [`AgentHost::step`] did.
@@ -27,17 +29,23 @@ pub enum Step {
 /// A started agent together with its subscription and context.
 pub struct AgentHost {
     agent: Box<dyn DynAgent>,
-    ctx: AgentContext,
+    core: HostCore,
+}
+
+/// Everything of a started agent but the agent itself: what both ways of running it
+/// (stepped on a thread, or polled as a task) share.
+pub(crate) struct HostCore {
+    pub(crate) ctx: AgentContext,
     subscription: Option<Box<dyn Subscription>>,
-    cell: Arc<AgentCell>,
+    pub(crate) cell: Arc<AgentCell>,
     /// How long one handler may take.
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for AgentHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentHost")
-            .field("agent", &self.ctx.id())
+            .field("agent", &self.core.ctx.id())
             .finish_non_exhaustive()
     }
 }
@@ -77,13 +85,15 @@ impl AgentHost {
         let ctx = AgentContext::new(spec, guild.clone(), cell.clone());
         let mut host = Self {
             agent,
-            ctx,
-            subscription: Some(subscription),
-            cell,
-            timeout,
+            core: HostCore {
+                ctx,
+                subscription: Some(subscription),
+                cell,
+                timeout,
+            },
         };
-        let started = catch_unwind(AssertUnwindSafe(|| host.agent.run_start(&host.ctx)));
-        let agent = host.ctx.id().to_owned();
+        let started = catch_unwind(AssertUnwindSafe(|| host.agent.run_start(&host.core.ctx)));
+        let agent = host.core.ctx.id().to_owned();
         let failure = match started {
             Ok(Ok(())) => None,
             Ok(Err(source)) => Some(CoreError::StartHook { agent, source }),
@@ -93,7 +103,7 @@ impl AgentHost {
             }),
         };
         if let Some(failure) = failure {
-            host.close();
+            host.core.close();
             return Err(failure.into());
         }
         Ok(host)
@@ -101,7 +111,7 @@ impl AgentHost {
 
     /// The agent's id.
     pub fn id(&self) -> &str {
-        self.ctx.id()
+        self.core.ctx.id()
     }
 
     /// Hands the next queued message, if any, to the agent's handler.
@@ -110,61 +120,75 @@ impl AgentHost {
     /// A panic dead-letters the message too (so a restarted agent does not meet the same
     /// poison message) and reports the agent crashed.
     pub fn step(&mut self) -> Result<Step> {
-        let subscription = self.subscription_mut()?;
-        let Some(delivery) = subscription.next()? else {
-            self.cell.set_queued(0);
+        let core = &mut self.core;
+        let Some(delivery) = core.next()? else {
             return Ok(Step::Idle);
         };
-        let message = &delivery.message;
-        let span = tracing::debug_span!(
+        let _entered = core.span(&delivery).entered();
+        core.cell.begin_handling();
+        let deadline = core
+            .timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.agent
+                .run_handle(&core.ctx, &delivery.message, deadline)
+        }));
+        core.finish(&delivery, result)
+    }
+
+    /// Runs the agent's stop hook and detaches its subscription (keeping its position).
+    pub fn stop(mut self) -> Result<()> {
+        let stopped = catch_unwind(AssertUnwindSafe(|| self.agent.run_stop(&self.core.ctx)));
+        self.core.stopped(stopped)
+    }
+
+    /// Ends the agent after a crash: detaches its subscription without running the stop
+    /// hook (its position is kept, so a restart resumes) and records it as crashed.
+    pub fn crash(self, reason: &str) {
+        self.core.crash(reason);
+    }
+
+    /// Turns the started agent into one long-lived future that handles its messages as
+    /// they come and parks, holding no thread, while nothing is queued: for engines that
+    /// run agents as tasks on a pool of workers. `control` is how the engine wakes,
+    /// pauses and stops it (hand the same one to the bus as the subscription's
+    /// [`Notify`] when starting); `env` is the engine's side of scheduling.
+    pub fn into_task(self, control: Arc<TaskControl>, env: Box<dyn TaskEnv>) -> AgentTask {
+        self.agent.into_task(crate::task::TaskHost {
+            core: self.core,
+            control,
+            env,
+        })
+    }
+}
+
+impl HostCore {
+    /// The next delivery, or `None` (recording an empty queue) when nothing is queued.
+    pub(crate) fn next(&mut self) -> Result<Option<Delivery>> {
+        let delivery = self.subscription_mut()?.next()?;
+        if delivery.is_none() {
+            self.cell.set_queued(0);
+        }
+        Ok(delivery)
+    }
+
+    /// The span a delivery is handled in.
+    pub(crate) fn span(&self, delivery: &Delivery) -> tracing::Span {
+        tracing::debug_span!(
             "handle",
             agent = %self.ctx.id(),
             topic = %delivery.topic,
-            message = %message.id
-        );
-        let _entered = span.enter();
-        self.cell.begin_handling();
-        let timeout = self.timeout;
-        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            self.agent.run_handle(&self.ctx, message, deadline)
-        }));
-        let (outcome, step) = match result {
-            Ok(Some(Ok(()))) => (Outcome::Handled, Step::Handled),
-            Ok(None) => {
-                let text = format!(
-                    "the handler did not finish within {}ms and was cancelled",
-                    timeout.unwrap_or_default().as_millis()
-                );
-                tracing::warn!(agent = %self.ctx.id(), topic = %delivery.topic, "{text}");
-                let failure = Failure {
-                    kind: "timeout".into(),
-                    text,
-                };
-                (Outcome::Failed(failure), Step::Handled)
-            }
-            Ok(Some(Err(error))) => {
-                tracing::warn!(agent = %self.ctx.id(), topic = %delivery.topic, %error, "handler failed");
-                let failure = Failure {
-                    kind: "error".into(),
-                    text: error.to_string(),
-                };
-                (Outcome::Failed(failure), Step::Handled)
-            }
-            Err(panic) => {
-                let text = panic_text(&*panic);
-                tracing::error!(agent = %self.ctx.id(), topic = %delivery.topic, panic = %text, "handler panicked");
-                let reason = format!(
-                    "panicked handling message {} on topic {:?}: {text}",
-                    message.id, delivery.topic
-                );
-                let failure = Failure {
-                    kind: "panic".into(),
-                    text,
-                };
-                (Outcome::Failed(failure), Step::Crashed(reason))
-            }
-        };
+            message = %delivery.message.id
+        )
+    }
+
+    /// Completes `delivery` as its handler's `result` says and records how it ended.
+    pub(crate) fn finish(
+        &mut self,
+        delivery: &Delivery,
+        result: std::thread::Result<Option<AgentResult>>,
+    ) -> Result<Step> {
+        let (outcome, step) = judge(&self.ctx, self.timeout, delivery, result);
         let failed = outcome != Outcome::Handled;
         let subscription = self.subscription_mut()?;
         subscription.complete(outcome)?;
@@ -173,28 +197,23 @@ impl AgentHost {
         Ok(step)
     }
 
-    /// Runs the agent's stop hook and detaches its subscription (keeping its position).
-    pub fn stop(mut self) -> Result<()> {
-        let stopped = catch_unwind(AssertUnwindSafe(|| self.agent.run_stop(&self.ctx)));
+    /// Detaches the subscription after the stop hook ran, and reports how the hook ended.
+    pub(crate) fn stopped(mut self, stopped: std::thread::Result<AgentResult>) -> Result<()> {
         self.close();
+        let agent = self.ctx.id().to_owned();
         match stopped {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(CoreError::StopHook {
-                agent: self.ctx.id().to_owned(),
-                source,
-            }
-            .into()),
+            Ok(Err(source)) => Err(CoreError::StopHook { agent, source }.into()),
             Err(panic) => Err(CoreError::StopPanic {
-                agent: self.ctx.id().to_owned(),
+                agent,
                 text: panic_text(&*panic),
             }
             .into()),
         }
     }
 
-    /// Ends the agent after a crash: detaches its subscription without running the stop
-    /// hook (its position is kept, so a restart resumes) and records it as crashed.
-    pub fn crash(mut self, reason: &str) {
+    /// See [`AgentHost::crash`].
+    pub(crate) fn crash(mut self, reason: &str) {
         self.close();
         let exit = ExitStatus {
             reason: reason.to_owned(),
@@ -222,6 +241,53 @@ impl AgentHost {
                 agent: self.ctx.id().to_owned(),
             })
         })
+    }
+}
+
+/// Classifies how a handler ended: the delivery's outcome and what it means for the
+/// agent. `result` is `Err` for a panic and `Ok(None)` when the deadline passed.
+pub(crate) fn judge(
+    ctx: &AgentContext,
+    timeout: Option<Duration>,
+    delivery: &Delivery,
+    result: std::thread::Result<Option<AgentResult>>,
+) -> (Outcome, Step) {
+    let message = &delivery.message;
+    match result {
+        Ok(Some(Ok(()))) => (Outcome::Handled, Step::Handled),
+        Ok(None) => {
+            let text = format!(
+                "the handler did not finish within {}ms and was cancelled",
+                timeout.unwrap_or_default().as_millis()
+            );
+            tracing::warn!(agent = %ctx.id(), topic = %delivery.topic, "{text}");
+            let failure = Failure {
+                kind: "timeout".into(),
+                text,
+            };
+            (Outcome::Failed(failure), Step::Handled)
+        }
+        Ok(Some(Err(error))) => {
+            tracing::warn!(agent = %ctx.id(), topic = %delivery.topic, %error, "handler failed");
+            let failure = Failure {
+                kind: "error".into(),
+                text: error.to_string(),
+            };
+            (Outcome::Failed(failure), Step::Handled)
+        }
+        Err(panic) => {
+            let text = panic_text(&*panic);
+            tracing::error!(agent = %ctx.id(), topic = %delivery.topic, panic = %text, "handler panicked");
+            let reason = format!(
+                "panicked handling message {} on topic {:?}: {text}",
+                message.id, delivery.topic
+            );
+            let failure = Failure {
+                kind: "panic".into(),
+                text,
+            };
+            (Outcome::Failed(failure), Step::Crashed(reason))
+        }
     }
 }
 

@@ -29,6 +29,7 @@ mod messaging;
 mod registry;
 mod spec;
 mod table;
+mod task;
 mod timers;
 
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
@@ -47,6 +48,10 @@ pub use messaging::{
     MessagingBackend, NoNotify, Notify, Outcome, StartFrom, SubscribeRequest, Subscription,
 };
 pub use registry::{AgentRegistry, Resources};
-pub use spec::{AgentSpec, DependencySpec, Overflow, QueueLimit, ResourceLimits, RestartPolicy};
+pub use spec::{
+    AgentSpec, DependencySpec, Overflow, Placement, QueueLimit, RateLimit, ResourceLimits,
+    RestartPolicy,
+};
 pub use table::{Admission, AgentCell, AgentRecord, AgentTable};
+pub use task::{AgentTask, TaskControl, TaskEnd, TaskEnv, TaskHost};
 pub use timers::{MAX_TIMERS_PER_AGENT, TimerId, Timers};

@@ -58,9 +58,41 @@ pub struct AgentSpec {
     /// the agent goes on with the next. No limit when not set.
     #[serde(default)]
     pub handler_timeout_ms: Option<u64>,
+    /// On the pool engine: on its shared workers (the default), or on a thread of its
+    /// own for code that blocks.
+    #[serde(default)]
+    pub placement: Placement,
+    /// On the pool engine under the `fair_share` policy: its share of handler time
+    /// relative to other busy agents (1 when not set).
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// On the pool engine under the `rate` policy: its cap on messages handled per
+    /// second (the pool's default rate when not set).
+    #[serde(default)]
+    pub rate: Option<RateLimit>,
 }
 
 impl AgentSpec {
+    /// For an engine other than the pool: refuses the pool's scheduling settings
+    /// (`placement = "dedicated"`, `weight`, `rate`), so none is accepted and ignored.
+    pub fn refuse_pool_settings(&self, engine: &'static str) -> Result<()> {
+        let setting = if self.placement != Placement::Shared {
+            "placement"
+        } else if self.weight.is_some() {
+            "weight"
+        } else if self.rate.is_some() {
+            "rate"
+        } else {
+            return Ok(());
+        };
+        Err(CoreError::PoolOnly {
+            engine,
+            agent: self.id.clone(),
+            setting,
+        }
+        .into())
+    }
+
     /// A spec with the given id and agent type and every other field at its default.
     pub fn new(id: impl Into<String>, agent_type: impl Into<String>) -> Self {
         let id = id.into();
@@ -79,6 +111,9 @@ impl AgentSpec {
             engine: None,
             queue: None,
             handler_timeout_ms: None,
+            placement: Placement::Shared,
+            weight: None,
+            rate: None,
             replicas: 1,
         }
     }
@@ -137,6 +172,28 @@ impl AgentSpec {
         }
         spec
     }
+}
+
+/// Where the pool engine runs an agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// As a task on the pool's shared workers.
+    #[default]
+    Shared,
+    /// On a thread of its own, for handlers that block.
+    Dedicated,
+}
+
+/// A cap on how many messages an agent handles per second, with a burst allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Messages per second, sustained (above zero).
+    pub per_second: f64,
+    /// Messages that may be handled at once after a quiet spell (at least 1).
+    #[serde(default = "one")]
+    pub burst: u32,
 }
 
 /// Per-agent resource caps. Engines that cannot enforce a cap say so in their capabilities.

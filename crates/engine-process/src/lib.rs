@@ -370,6 +370,7 @@ impl ExecutionEngine for ProcessEngine {
             Admission::Start(None) => {}
         }
         self.check_launch(&inner, &spec)?;
+        spec.refuse_pool_settings(NAME)?;
         let spec = Arc::new(spec);
         let (process, ready) = self.launch(guild, spec.clone())?;
         let pid = process.link.pid();

@@ -105,6 +105,7 @@ impl ExecutionEngine for SyncEngine {
             return Ok(());
         }
         spec.limits.refuse_unenforced(NAME, &spec.id)?;
+        spec.refuse_pool_settings(NAME)?;
         let spec = Arc::new(spec);
         let cell = Arc::new(AgentCell::default());
         // The agents' timers run on this engine's clock, not the guild's real-time one.

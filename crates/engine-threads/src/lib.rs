@@ -131,6 +131,7 @@ impl ExecutionEngine for ThreadsEngine {
             Admission::Start(None) => {}
         }
         spec.limits.refuse_unenforced(NAME, &spec.id)?;
+        spec.refuse_pool_settings(NAME)?;
 
         let spec = Arc::new(spec);
         let cell = Arc::new(AgentCell::default());
