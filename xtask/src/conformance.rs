@@ -53,6 +53,18 @@ const CELLS: &[Cell] = &[
         filter: "redis::",
     },
     Cell {
+        row: "engine pool",
+        column: "memory",
+        package: "engine-pool",
+        filter: "memory::",
+    },
+    Cell {
+        row: "engine pool",
+        column: "redis",
+        package: "engine-pool",
+        filter: "redis::",
+    },
+    Cell {
         row: "engine process",
         column: "memory",
         package: "engine-process",
