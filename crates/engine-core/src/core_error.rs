@@ -38,7 +38,7 @@ pub(crate) enum CoreError {
          engine runs this agent; remove it or run the agent with engine = \"pool\""
     )]
     PoolOnly {
-        engine: &'static str,
+        engine: String,
         agent: String,
         setting: &'static str,
     },
@@ -108,7 +108,8 @@ impl CoreError {
             F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => "payload".into(),
             F::Properties { .. } => "spec".into(),
             F::TimerThread { .. } => "timers".into(),
-            F::Unenforced { engine, .. } | F::PoolOnly { engine, .. } => (*engine).into(),
+            F::Unenforced { engine, .. } => (*engine).into(),
+            F::PoolOnly { engine, .. } => engine.clone(),
             F::EngineClosed { engine, .. }
             | F::PauseUnsupported { engine }
             | F::NotPausable { engine, .. } => engine.clone(),

@@ -75,7 +75,7 @@ pub struct AgentSpec {
 impl AgentSpec {
     /// For an engine other than the pool: refuses the pool's scheduling settings
     /// (`placement = "dedicated"`, `weight`, `rate`), so none is accepted and ignored.
-    pub fn refuse_pool_settings(&self, engine: &'static str) -> Result<()> {
+    pub fn refuse_pool_settings(&self, engine: &str) -> Result<()> {
         let setting = if self.placement != Placement::Shared {
             "placement"
         } else if self.weight.is_some() {
@@ -86,7 +86,7 @@ impl AgentSpec {
             return Ok(());
         };
         Err(CoreError::PoolOnly {
-            engine,
+            engine: engine.to_owned(),
             agent: self.id.clone(),
             setting,
         }

@@ -120,41 +120,6 @@ impl PoolEngine {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Refuses per-agent settings this pool's policy would not honour.
-    fn check_spec(&self, spec: &AgentSpec) -> Result<()> {
-        spec.limits.refuse_unenforced(NAME, &spec.id)?;
-        let policy = self.config.policy;
-        let needs = |setting, wanted: Policy| {
-            Err(PoolError::NeedsPolicy {
-                agent: spec.id.clone(),
-                setting,
-                policy: wanted.name(),
-                current: policy.name(),
-            }
-            .into())
-        };
-        if spec.weight.is_some() && policy != Policy::FairShare {
-            return needs("weight", Policy::FairShare);
-        }
-        if let Some(rate) = &spec.rate {
-            if policy != Policy::Rate {
-                return needs("rate", Policy::Rate);
-            }
-            config::check_rate(rate).map_err(|why| PoolError::BadConfig {
-                setting: "rate",
-                why: format!("agent {:?}: {why}", spec.id),
-            })?;
-        }
-        if spec.weight == Some(0) {
-            return Err(PoolError::BadConfig {
-                setting: "weight",
-                why: format!("agent {:?}: must be at least 1", spec.id),
-            }
-            .into());
-        }
-        Ok(())
-    }
-
     /// Waits for a task to end, then records the agent stopped (unless it ended
     /// otherwise) and joins its thread if it has one.
     fn finish(&self, guild: &str, agent_id: &str, cell: &AgentCell, mut task: Task) {
@@ -238,7 +203,8 @@ impl ExecutionEngine for PoolEngine {
             }
             Admission::Start(None) => {}
         }
-        self.check_spec(&spec)?;
+        spec.limits.refuse_unenforced(NAME, &spec.id)?;
+        check_agent(&self.config, &spec)?;
         let spec = Arc::new(spec);
         let cell = Arc::new(AgentCell::default());
         let control = Arc::new(TaskControl::default());
@@ -396,6 +362,41 @@ impl Drop for PoolEngine {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// Refuses an agent's pool settings that a pool with `config` would not honour:
+/// `weight` outside `fair_share`, `rate` outside `rate`, and values out of range.
+pub fn check_agent(config: &PoolConfig, spec: &AgentSpec) -> Result<()> {
+    let policy = config.policy;
+    let needs = |setting, wanted: Policy| {
+        Err(PoolError::NeedsPolicy {
+            agent: spec.id.clone(),
+            setting,
+            policy: wanted.name(),
+            current: policy.name(),
+        }
+        .into())
+    };
+    if spec.weight.is_some() && policy != Policy::FairShare {
+        return needs("weight", Policy::FairShare);
+    }
+    if spec.weight == Some(0) {
+        return Err(PoolError::BadConfig {
+            setting: "weight",
+            why: format!("agent {:?}: must be at least 1", spec.id),
+        }
+        .into());
+    }
+    if let Some(rate) = &spec.rate {
+        if policy != Policy::Rate {
+            return needs("rate", Policy::Rate);
+        }
+        config::check_rate(rate).map_err(|why| PoolError::BadConfig {
+            setting: "rate",
+            why: format!("agent {:?}: {why}", spec.id),
+        })?;
+    }
+    Ok(())
 }
 
 fn event(guild: &str, agent_id: &str, kind: LifecycleKind) -> LifecycleEvent {

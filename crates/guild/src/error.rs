@@ -24,6 +24,11 @@ pub(crate) enum GuildError {
     NoReply { id: MessageId, timeout: Duration },
     #[error("{0}")]
     Spec(#[source] SpecErrors),
+    #[error(
+        "the spec's [pool] table would be ignored: a pool engine with its own settings was \
+         supplied with with_engine; remove the table or build the engine from it"
+    )]
+    PoolTwice,
 }
 
 impl From<GuildError> for Error {
@@ -31,7 +36,8 @@ impl From<GuildError> for Error {
         let (component, kind, retryable) = match &error {
             GuildError::UnknownEngine { .. }
             | GuildError::UnknownMessaging { .. }
-            | GuildError::BadMessaging { .. } => (COMPONENT, ErrorKind::InvalidConfig, false),
+            | GuildError::BadMessaging { .. }
+            | GuildError::PoolTwice => (COMPONENT, ErrorKind::InvalidConfig, false),
             // The reply may come on a later try; the request may have been handled.
             GuildError::NoReply { .. } => (COMPONENT, ErrorKind::TimedOut, true),
             GuildError::Spec(_) => ("spec", ErrorKind::InvalidSpec, false),

@@ -170,6 +170,10 @@ impl GuildBuilder {
     /// The spec as it will run (with the engine and backend chosen here), checked
     /// against the registry and what this build and the supplied instances can do.
     fn check(&self, forced_engine: Option<&str>) -> Result<()> {
+        #[cfg(feature = "engine-pool")]
+        if self.loaded.spec.pool.is_some() && self.engines.iter().any(|e| e.name() == "pool") {
+            return Err(GuildError::PoolTwice.into());
+        }
         let mut known = select::known_names();
         for engine in &self.engines {
             let name = engine.name().to_owned();
@@ -268,7 +272,7 @@ impl Guild {
             None => {
                 let engine = match self.supplied.iter().find(|e| e.name() == engine_name) {
                     Some(supplied) => supplied.clone(),
-                    None => select::engine(&engine_name)?,
+                    None => select::engine(&engine_name, &self.spec)?,
                 };
                 self.events
                     .get_mut()

@@ -3,12 +3,17 @@
 
 use std::sync::Arc;
 
-use crate::KnownNames;
 use crate::error::GuildError;
+use crate::{GuildSpec, KnownNames};
 use engine_core::{Error, ExecutionEngine, MessagingBackend, Result};
 
-/// The engine used when neither the caller nor the spec names one.
-pub const DEFAULT_ENGINE: &str = "threads";
+/// The engine used when neither the caller nor the spec names one: the pool, where it
+/// is compiled in.
+pub const DEFAULT_ENGINE: &str = if cfg!(feature = "engine-pool") {
+    "pool"
+} else {
+    "threads"
+};
 
 /// The messaging backend used when neither the caller nor the spec names one.
 pub const DEFAULT_MESSAGING: &str = "memory";
@@ -28,6 +33,9 @@ pub fn engine_names() -> Vec<String> {
     }
     if cfg!(feature = "engine-process") {
         names.push("process".to_owned());
+    }
+    if cfg!(feature = "engine-pool") {
+        names.push("pool".to_owned());
     }
     names
 }
@@ -86,9 +94,14 @@ pub fn known_names() -> KnownNames {
     }
 }
 
-/// A new instance of the engine called `name`.
-pub fn engine(name: &str) -> Result<Arc<dyn ExecutionEngine>> {
+/// A new instance of the engine called `name`, with the settings `spec` gives it.
+pub fn engine(name: &str, spec: &GuildSpec) -> Result<Arc<dyn ExecutionEngine>> {
+    let _ = spec;
     match name {
+        #[cfg(feature = "engine-pool")]
+        "pool" => Ok(Arc::new(engine_pool::PoolEngine::with_config(
+            spec.pool.clone().unwrap_or_default(),
+        )?)),
         #[cfg(feature = "engine-sync")]
         "sync" => Ok(Arc::new(engine_sync::SyncEngine::new())),
         #[cfg(feature = "engine-threads")]

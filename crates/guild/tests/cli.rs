@@ -35,7 +35,7 @@ fn the_request_response_example_shows_the_exchange_and_exits_zero() {
     let out = stdout(&output);
     assert!(output.status.success(), "{out}\n{}", stderr(&output));
     assert!(
-        out.contains("started responder (responder) on threads"),
+        out.contains("started responder (responder) on pool"),
         "{out}"
     );
     assert!(
@@ -62,7 +62,7 @@ fn the_request_response_example_shows_the_exchange_and_exits_zero() {
 
 #[test]
 fn the_monte_carlo_example_estimates_pi_within_a_hundredth() {
-    for engine in ["threads", "process"] {
+    for engine in ["threads", "pool", "process"] {
         let spec = example("monte-carlo-pi.toml");
         let output = guild(&["run", &spec, "--engine", engine], None);
         let out = stdout(&output);
@@ -87,7 +87,7 @@ fn the_monte_carlo_example_estimates_pi_within_a_hundredth() {
 fn every_example_completes_on_every_engine() {
     for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path().display().to_string();
-        for engine in ["sync", "threads", "process"] {
+        for engine in ["sync", "threads", "pool", "process"] {
             let output = guild(&["run", "--quiet", &path, "--engine", engine], None);
             assert!(
                 output.status.success(),

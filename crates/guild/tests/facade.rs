@@ -101,7 +101,7 @@ fn stopped_agents_are_no_longer_listed() {
 #[test]
 fn request_returns_the_reply_on_every_engine() {
     let process = process_engine();
-    for engine in ["sync", "threads", "process"] {
+    for engine in ["sync", "threads", "pool", "process"] {
         let mut guild = guild_on_instance(engine, &process);
         guild.launch(AgentSpec::new("r", "responder")).unwrap();
         for question in ["one", "two"] {
@@ -192,6 +192,7 @@ fn an_engine_instance_is_shared_and_outlives_each_guild() {
     let build = || {
         GuildBuilder::new(unique_spec())
             .registry(builtin_registry())
+            .engine("threads")
             .with_engine(engine.clone())
             .build()
             .unwrap()
@@ -347,7 +348,7 @@ fn a_dead_redis_is_a_retryable_error_that_keeps_its_cause() {
 #[test]
 fn a_paused_agent_answers_once_resumed_on_every_engine() {
     let process = process_engine();
-    for engine in ["sync", "threads", "process"] {
+    for engine in ["sync", "threads", "pool", "process"] {
         let mut guild = guild_on_instance(engine, &process);
         guild.launch(AgentSpec::new("r", "responder")).unwrap();
         guild.pause("r").unwrap();

@@ -96,10 +96,7 @@ fn limits_outside_their_bounds_are_refused() {
 #[test]
 fn limits_an_engine_cannot_enforce_are_refused_unless_best_effort() {
     let spec = one_agent("responder", "limits = { cpu_seconds = 5 }");
-    check(
-        &spec,
-        &["agents[0].limits", "threads engine cannot enforce"],
-    );
+    check(&spec, &["agents[0].limits", "pool engine cannot enforce"]);
     let spec = one_agent(
         "responder",
         "limits = { cpu_seconds = 5, best_effort = true }",
@@ -107,6 +104,35 @@ fn limits_an_engine_cannot_enforce_are_refused_unless_best_effort() {
     let path = spec_file(&spec, "toml");
     let output = guild(&["validate".as_ref(), path.as_os_str()]);
     assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn pool_settings_nothing_would_honour_are_refused() {
+    check(
+        &one_agent(
+            "responder",
+            "engine = \"threads\"\nplacement = \"dedicated\"",
+        ),
+        &["agents[0].placement", "setting of the pool engine"],
+    );
+    check(
+        &one_agent("responder", "weight = 2"),
+        &["agents[0].weight", "\"fair_share\" policy"],
+    );
+    check(
+        &format!(
+            "{}\n[pool]\npolicy = \"rate\"\n",
+            one_agent("responder", "rate = { per_second = -1.0 }")
+        ),
+        &["agents[0].rate", "above zero"],
+    );
+    check(
+        &format!(
+            "{}\n[pool]\nworkers = 0\n",
+            one_agent("responder", "engine = \"threads\"")
+        ),
+        &["pool setting workers", "runs none of this guild's agents"],
+    );
 }
 
 #[test]

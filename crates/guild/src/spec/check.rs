@@ -52,6 +52,8 @@ impl LoadedSpec {
             errors: Vec::new(),
         };
         check.guild(known);
+        #[cfg(feature = "engine-pool")]
+        check.pool_table(known);
         check.agents(registry, known);
         check.run();
         if check.errors.is_empty() {
@@ -255,6 +257,7 @@ impl<'a> Checker<'a> {
                 );
             }
             self.limits(i, agent, engine, known);
+            self.pool_settings(i, agent, engine);
             self.queue(i, agent, known);
             if let Some(ms) = agent.handler_timeout_ms
                 && !(1..=MAX_TIMEOUT_SECS * 1000).contains(&ms)
@@ -311,6 +314,63 @@ impl<'a> Checker<'a> {
                     );
                 }
             }
+        }
+    }
+
+    /// The pool's per-agent settings: refused on other engines, and checked against
+    /// the pool's policy on the pool.
+    fn pool_settings(&mut self, i: usize, agent: &AgentSpec, engine: &str) {
+        let problem = match engine {
+            #[cfg(feature = "engine-pool")]
+            "pool" => engine_pool::check_agent(
+                &self.loaded_spec().spec.pool.clone().unwrap_or_default(),
+                agent,
+            ),
+            _ => agent.refuse_pool_settings(engine),
+        };
+        if let Err(error) = problem {
+            let key = ["placement", "weight", "rate"]
+                .into_iter()
+                .find(|key| error.message().contains(&format!("`{key}`")))
+                .unwrap_or("rate");
+            self.error(
+                format!("agents[{i}].{key}"),
+                key,
+                "",
+                0,
+                error.message().to_owned(),
+            );
+        }
+    }
+
+    /// The `[pool]` table: its settings in range, and a pool that runs some agent.
+    #[cfg(feature = "engine-pool")]
+    fn pool_table(&mut self, known: &KnownNames) {
+        let spec = &self.loaded_spec().spec;
+        let Some(pool) = &spec.pool else {
+            return;
+        };
+        if let Err(error) = pool.check() {
+            self.error("pool".into(), "pool", "", 0, error.message().to_owned());
+        }
+        let runs_pool = spec.expanded_agents().iter().any(|agent| {
+            agent
+                .engine
+                .as_ref()
+                .or(spec.engine.as_ref())
+                .unwrap_or(&known.default_engine)
+                == "pool"
+        });
+        if !runs_pool {
+            self.error(
+                "pool".into(),
+                "pool",
+                "",
+                0,
+                "the [pool] table sets up the pool engine, which runs none of this guild's \
+                 agents: remove the table or run agents with engine = \"pool\""
+                    .into(),
+            );
         }
     }
 

@@ -24,7 +24,7 @@ pub struct GuildSpec {
     /// What the guild does.
     #[serde(default)]
     pub description: String,
-    /// The default execution engine for its agents (`"threads"`, `"sync"`, …).
+    /// The default execution engine for its agents (`"pool"`, `"threads"`, …).
     #[serde(default)]
     pub engine: Option<String>,
     /// The messaging backend (`"memory"`, …).
@@ -33,6 +33,11 @@ pub struct GuildSpec {
     /// Shared resources by name.
     #[serde(default)]
     pub dependencies: BTreeMap<String, DependencySpec>,
+    /// The pool engine's settings (workers, scheduling policy, budget); the pool's
+    /// defaults when not set.
+    #[cfg(feature = "engine-pool")]
+    #[serde(default)]
+    pub pool: Option<engine_pool::PoolConfig>,
     /// The agents.
     #[serde(default)]
     pub agents: Vec<AgentSpec>,
@@ -51,6 +56,8 @@ impl GuildSpec {
             engine: None,
             messaging: None,
             dependencies: BTreeMap::new(),
+            #[cfg(feature = "engine-pool")]
+            pool: None,
             agents: Vec::new(),
             run: RunSpec::default(),
         }
