@@ -150,29 +150,28 @@ impl TaskEnv for AgentEnv {
         if !self.gated {
             return Poll::Ready(());
         }
-        if self.yielded {
-            self.yielded = false;
-            self.give_back();
-        }
-        if self.holding {
+        if self.holding && !self.yielded {
             return Poll::Ready(());
         }
-        let class = self.class.min(next.priority() as u8);
         let waiter = Waiter {
             token: self.token,
-            class,
+            class: self.class.min(next.priority() as u8),
             weight: self.weight,
             stats: self.stats.clone(),
             waker: cx.waker().clone(),
             since: Instant::now(),
             seq: 0,
         };
-        if self.scheduler.gate().acquire(waiter) {
-            self.holding = true;
-            Poll::Ready(())
+        let gate = self.scheduler.gate();
+        let go = if self.yielded {
+            // Its budget is spent: it keeps its turn only if it still ranks first.
+            self.yielded = false;
+            gate.yield_turn(waiter, &self.scheduler)
         } else {
-            Poll::Pending
-        }
+            gate.acquire(waiter)
+        };
+        self.holding = go;
+        if go { Poll::Ready(()) } else { Poll::Pending }
     }
 
     fn end_message(&mut self) -> bool {
@@ -210,6 +209,7 @@ impl AgentEnv {
             return;
         }
         let gate = self.scheduler.gate();
+        self.yielded = false;
         if self.holding {
             self.holding = false;
             gate.release(self.token, &self.scheduler);
@@ -287,6 +287,29 @@ impl Gate {
         false
     }
 
+    /// Between two of its messages, an agent holding a turn lines up with the waiters:
+    /// true when it still ranks first and keeps its turn, otherwise the turn goes to
+    /// the first waiter and it waits.
+    fn yield_turn(&self, mut me: Waiter, scheduler: &Scheduler) -> bool {
+        let mut state = self.lock();
+        if state.waiting.is_empty() {
+            return true;
+        }
+        let token = me.token;
+        me.seq = state.seq;
+        state.seq += 1;
+        state.waiting.push(me);
+        let first = Self::first(&state, scheduler);
+        if state.waiting[first].token == token {
+            state.waiting.swap_remove(first);
+            return true;
+        }
+        let waiter = state.waiting.swap_remove(first);
+        state.granted.push(waiter.token);
+        waiter.waker.wake();
+        false
+    }
+
     /// Gives a turn back: to the waiter the policy ranks first, or to the free pool.
     fn release(&self, token: u64, scheduler: &Scheduler) {
         let mut state = self.lock();
@@ -306,21 +329,25 @@ impl Gate {
     }
 
     fn hand_on(state: &mut GateState, scheduler: &Scheduler) {
+        if state.waiting.is_empty() {
+            state.free += 1;
+            return;
+        }
+        let first = Self::first(state, scheduler);
+        let waiter = state.waiting.swap_remove(first);
+        state.granted.push(waiter.token);
+        waiter.waker.wake();
+    }
+
+    /// Where the waiter the policy ranks first is (`waiting` is not empty).
+    fn first(state: &GateState, scheduler: &Scheduler) -> usize {
         let now = Instant::now();
-        let first = state
+        state
             .waiting
             .iter()
             .enumerate()
             .min_by_key(|(_, w)| rank(w, scheduler, now))
-            .map(|(at, _)| at);
-        match first {
-            Some(at) => {
-                let waiter = state.waiting.swap_remove(at);
-                state.granted.push(waiter.token);
-                waiter.waker.wake();
-            }
-            None => state.free += 1,
-        }
+            .map_or(0, |(at, _)| at)
     }
 
     fn lock(&self) -> MutexGuard<'_, GateState> {
