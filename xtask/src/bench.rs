@@ -3,8 +3,8 @@
 //! the per-run medians), printed as tables of figures with their ratios to the best peer
 //! framework and to the best raw baseline, and written into `docs/benchmarks.md`.
 //!
-//! Three sections: the in-process workloads (guild's threads engine against peer actor
-//! frameworks and raw channels), the process engine's workloads (against raw Unix
+//! Three sections: the in-process workloads (guild's pool and threads engines against
+//! peer actor frameworks and raw channels), the process engine's workloads (against raw Unix
 //! socket pairs with a child process), and the Redis backend's (against the `redis`
 //! crate alone on the same kind of private server).
 
@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 
 use crate::cmd;
 
+const GUILD: &[&str] = &["guild-pool", "guild-threads"];
 const PEERS: &[&str] = &["ractor", "kameo", "actix"];
 const BASELINES: &[&str] = &["crossbeam", "tokio"];
 const WORKLOADS: &[(&str, &str)] = &[
@@ -28,7 +29,15 @@ const WORKLOADS: &[(&str, &str)] = &[
         "start",
         "start 10,000 agents: starts/s and resident bytes per idle agent",
     ),
+    (
+        "scale",
+        "start 1,000,000 idle agents: starts/s, resident bytes per agent, seconds to stop them all \
+         (systems with a thread per agent sit this one out)",
+    ),
 ];
+
+/// Systems that give every agent an OS thread, which cannot start a million.
+const THREAD_PER_AGENT: &[&str] = &["guild-threads", "crossbeam"];
 
 /// A section that sets one guild system beside one raw baseline, workload by workload.
 struct Paired {
@@ -96,6 +105,7 @@ struct Figures {
     p90_us: Option<f64>,
     p99_us: Option<f64>,
     bytes_per_agent: Option<f64>,
+    stop_s: Option<f64>,
 }
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
@@ -128,14 +138,19 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         format_args!(" --runs {runs}")
     );
     if only.is_none_or(|section| section == "in-process") {
-        let systems: Vec<&str> = std::iter::once("guild")
-            .chain(PEERS.iter().copied())
-            .chain(BASELINES.iter().copied())
+        let systems: Vec<&str> = GUILD
+            .iter()
+            .chain(PEERS)
+            .chain(BASELINES)
+            .copied()
             .collect();
         let mut table = String::new();
         for (workload, what) in WORKLOADS {
             let mut cells = Vec::new();
             for system in &systems {
+                if *workload == "scale" && THREAD_PER_AGENT.contains(system) {
+                    continue;
+                }
                 cells.push((*system, measure(system, workload)?));
             }
             render(&mut table, workload, what, &cells);
@@ -226,6 +241,7 @@ fn cell(system: &str, workload: &str, quick: bool) -> anyhow::Result<Figures> {
         p90_us: field(line, "p90_us"),
         p99_us: field(line, "p99_us"),
         bytes_per_agent: field(line, "bytes_per_agent"),
+        stop_s: field(line, "stop_s"),
     })
 }
 
@@ -251,6 +267,7 @@ fn median_figures(mut samples: Vec<Figures>) -> Figures {
         p90_us: median(&mut collect(|f| f.p90_us, &samples)),
         p99_us: median(&mut collect(|f| f.p99_us, &samples)),
         bytes_per_agent: median(&mut collect(|f| f.bytes_per_agent, &samples)),
+        stop_s: median(&mut collect(|f| f.stop_s, &samples)),
     };
     samples.clear();
     figures
@@ -278,12 +295,17 @@ fn render(out: &mut String, workload: &str, what: &str, cells: &[(&str, Figures)
     let mut rule = "|---|---:|---:|---:|".to_owned();
     let latency = cells.iter().any(|(_, f)| f.p50_us.is_some());
     let memory = cells.iter().any(|(_, f)| f.bytes_per_agent.is_some());
+    let stopping = cells.iter().any(|(_, f)| f.stop_s.is_some());
     if latency {
         header.push_str(" p50 µs | p50 vs best peer | p99 µs |");
         rule.push_str("---:|---:|---:|");
     }
     if memory {
         header.push_str(" bytes/agent |");
+        rule.push_str("---:|");
+    }
+    if stopping {
+        header.push_str(" stop s |");
         rule.push_str("---:|");
     }
     let _ = writeln!(out, "{header}\n{rule}");
@@ -306,6 +328,10 @@ fn render(out: &mut String, workload: &str, what: &str, cells: &[(&str, Figures)
         }
         if memory {
             let _ = write!(row, " {:.0} |", figures.bytes_per_agent.unwrap_or(f64::NAN));
+        }
+        if stopping {
+            let stop = figures.stop_s.map_or("-".to_owned(), |s| format!("{s:.2}"));
+            let _ = write!(row, " {stop} |");
         }
         let _ = writeln!(out, "{row}");
     }

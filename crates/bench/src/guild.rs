@@ -1,5 +1,6 @@
-//! The workloads on guild: the threads engine with in-memory messaging, agents built
-//! from specs through a registry, messages published through the backend as a user would.
+//! The workloads on guild: the pool or threads engine with in-memory messaging, agents
+//! built from specs through a registry, messages published through the backend as a
+//! user would.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,14 +12,21 @@ use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, ExecutionEngine, GuildContext,
     Message, MessagingBackend, Notify, Outcome, Payload, StartFrom, SubscribeRequest, inbox_topic,
 };
+use engine_pool::PoolEngine;
 use engine_threads::ThreadsEngine;
 use messaging_memory::MemoryMessaging;
 use serde_json::json;
 
 use crate::{Sample, System, resident_bytes};
 
-/// guild's threads engine over the in-memory bus.
-pub(crate) struct Guild;
+/// guild over the in-memory bus, on one of its engines.
+#[derive(Clone, Copy)]
+pub(crate) enum Guild {
+    /// The pool engine with its defaults: a worker per core.
+    Pool,
+    /// The threads engine: a thread per agent.
+    Threads,
+}
 
 /// Counts messages and says when it has seen `expect` of them.
 struct Sink {
@@ -115,19 +123,22 @@ fn registry() -> (AgentRegistry, Receiver<()>) {
 
 struct Run {
     guild: GuildContext,
-    engine: ThreadsEngine,
+    engine: Box<dyn ExecutionEngine>,
     finished: Receiver<()>,
 }
 
 impl Run {
-    fn new() -> Self {
+    fn new(on: Guild) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let (registry, finished) = registry();
         let namespace = format!("bench-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let messaging: Arc<dyn MessagingBackend> = Arc::new(MemoryMessaging::new());
         Self {
             guild: GuildContext::new(namespace.as_str(), messaging, Arc::new(registry)),
-            engine: ThreadsEngine::new(),
+            engine: match on {
+                Guild::Pool => Box::new(PoolEngine::new().expect("the pool starts")),
+                Guild::Threads => Box::new(ThreadsEngine::new()),
+            },
             finished,
         }
     }
@@ -171,7 +182,7 @@ impl Notify for Unpark {
 
 impl System for Guild {
     fn tell(&self, n: u64) -> Sample {
-        let run = Run::new();
+        let run = Run::new(*self);
         run.launch(AgentSpec::new("sink", "sink").with_properties(json!({ "expect": n })));
         let inbox = inbox_topic("sink");
         let started = Instant::now();
@@ -183,7 +194,7 @@ impl System for Guild {
     }
 
     fn ask(&self, n: u64) -> Sample {
-        let run = Run::new();
+        let run = Run::new(*self);
         run.launch(AgentSpec::new("echo", "echo"));
         let mut replies = run
             .guild
@@ -218,7 +229,7 @@ impl System for Guild {
     }
 
     fn fanout(&self, agents: usize, n: u64) -> Sample {
-        let run = Run::new();
+        let run = Run::new(*self);
         for a in 0..agents {
             let spec = AgentSpec::new(format!("sink-{a}"), "sink")
                 .with_topic("fan")
@@ -234,7 +245,7 @@ impl System for Guild {
     }
 
     fn ring(&self, agents: usize, hops: u64) -> Sample {
-        let run = Run::new();
+        let run = Run::new(*self);
         for a in 0..agents {
             let next = inbox_topic(&format!("node-{}", (a + 1) % agents));
             run.launch(
@@ -249,7 +260,7 @@ impl System for Guild {
     }
 
     fn start(&self, n: usize) -> Sample {
-        let run = Run::new();
+        let run = Run::new(*self);
         let before = resident_bytes();
         let started = Instant::now();
         for a in 0..n {
@@ -257,6 +268,9 @@ impl System for Guild {
         }
         let elapsed = started.elapsed();
         std::thread::sleep(Duration::from_millis(100));
-        Sample::Started(elapsed, resident_bytes().saturating_sub(before))
+        let resident = resident_bytes().saturating_sub(before);
+        let stopping = Instant::now();
+        run.engine.shutdown().expect("the engine stops");
+        Sample::StartedAndStopped(elapsed, resident, stopping.elapsed())
     }
 }

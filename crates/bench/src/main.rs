@@ -6,9 +6,11 @@
 //! bench <system> <workload> [--quick]
 //! ```
 //!
-//! Systems: `guild` (threads engine + in-memory messaging), `ractor`, `kameo`, `actix`,
-//! `crossbeam` and `tokio` (hand-written loops over raw channels, the baselines).
-//! Workloads: `tell`, `ask`, `fanout`, `ring`, `start`.
+//! Systems: `guild-pool` and `guild-threads` (guild's pool and threads engines over
+//! in-memory messaging), `ractor`, `kameo`, `actix`, `crossbeam` and `tokio`
+//! (hand-written loops over raw channels, the baselines). Workloads: `tell`, `ask`,
+//! `fanout`, `ring`, `start`, and `scale` (`start` with a million agents, for the systems
+//! that do not give each agent a thread).
 //!
 //! The process engine's cells: systems `process` (guild's process engine over its
 //! embedded broker) and `unix` (raw Unix socket pairs with a child process, the
@@ -44,6 +46,8 @@ pub enum Sample {
     Latencies(Vec<Duration>, Duration),
     /// How long starting took, and the resident bytes the started agents hold.
     Started(Duration, u64),
+    /// As [`Sample::Started`], and how long stopping them all took.
+    StartedAndStopped(Duration, u64, Duration),
 }
 
 /// The workloads every system implements.
@@ -78,7 +82,7 @@ fn main() -> ExitCode {
         .collect();
     let [system_name, workload] = positional[..] else {
         eprintln!(
-            "usage: bench <guild|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start> [--quick]\n       bench <process|unix> <spawn|rtt|oneway> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]"
+            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]"
         );
         return ExitCode::from(2);
     };
@@ -87,7 +91,8 @@ fn main() -> ExitCode {
         return process_cell(system_name, workload, &sizes);
     }
     let system: Box<dyn System> = match system_name {
-        "guild" => Box::new(guild::Guild),
+        "guild-pool" => Box::new(guild::Guild::Pool),
+        "guild-threads" => Box::new(guild::Guild::Threads),
         "ractor" => Box::new(peer_ractor::Ractor::new()),
         "kameo" => Box::new(peer_kameo::Kameo::new()),
         "actix" => Box::new(peer_actix::Actix),
@@ -107,11 +112,13 @@ fn main() -> ExitCode {
             // Starting agents is measured once per process: a second batch would start
             // on a warmed, larger heap.
             "start" => system.start(sizes.start),
+            "scale" => system.start(sizes.scale),
             _ => return None,
         })
     };
-    let repetitions = if workload == "start" { 1 } else { REPETITIONS };
-    if workload != "start" {
+    let once = matches!(workload, "start" | "scale");
+    let repetitions = if once { 1 } else { REPETITIONS };
+    if !once {
         run(&*system); // warm-up
     }
     let mut samples = Vec::new();

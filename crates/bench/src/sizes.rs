@@ -13,6 +13,7 @@ pub(crate) struct Sizes {
     pub ring_agents: usize,
     pub ring_hops: u64,
     pub start: usize,
+    pub scale: usize,
     pub rtt: u64,
     pub oneway: u64,
     pub redis_throughput: u64,
@@ -30,6 +31,7 @@ impl Sizes {
             ring_agents: 1_000,
             ring_hops: 1_000_000 / scale,
             start: 10_000,
+            scale: 1_000_000 / scale as usize,
             rtt: 20_000 / scale,
             oneway: 1_000_000 / scale,
             redis_throughput: 100_000 / scale,
@@ -38,7 +40,8 @@ impl Sizes {
     }
 
     /// The JSON line for one cell: the median rate over the repetitions, and for `ask`
-    /// the median p50 and p99 latencies, for `start` bytes per agent.
+    /// the median p50 and p99 latencies, for `start` and `scale` bytes per agent (and the
+    /// seconds it took to stop them, where measured).
     pub(crate) fn report(&self, system: &str, workload: &str, samples: &[Sample]) -> Value {
         let work = match workload {
             "tell" => self.tell as f64,
@@ -50,6 +53,7 @@ impl Sizes {
             "oneway" => self.oneway as f64,
             "throughput" => self.redis_throughput as f64,
             "latency" => self.redis_latency as f64,
+            "scale" => self.scale as f64,
             _ => self.start as f64,
         };
         let mut rates = Vec::new();
@@ -57,6 +61,7 @@ impl Sizes {
         let mut p90s = Vec::new();
         let mut p99s = Vec::new();
         let mut bytes = Vec::new();
+        let mut stops = Vec::new();
         for sample in samples {
             let elapsed = match sample {
                 Sample::Elapsed(elapsed) => *elapsed,
@@ -70,7 +75,12 @@ impl Sizes {
                     *elapsed
                 }
                 Sample::Started(elapsed, resident) => {
-                    bytes.push(*resident as f64 / self.start as f64);
+                    bytes.push(*resident as f64 / work);
+                    *elapsed
+                }
+                Sample::StartedAndStopped(elapsed, resident, stop) => {
+                    bytes.push(*resident as f64 / work);
+                    stops.push(stop.as_secs_f64());
                     *elapsed
                 }
             };
@@ -85,6 +95,9 @@ impl Sizes {
         }
         if !bytes.is_empty() {
             report["bytes_per_agent"] = json!(median(&mut bytes));
+        }
+        if !stops.is_empty() {
+            report["stop_s"] = json!(median(&mut stops));
         }
         report
     }
