@@ -32,8 +32,8 @@ pub use engine_core::{
     EngineStats, Error, ErrorKind, EventReceiver, ExecutionEngine, ExecutionEngineExt, ExitStatus,
     Failure, GuildContext, HistoryOrder, HistoryQuery, INBOX_PREFIX, IdGenerator, JSON_FORMAT,
     LifecycleEvent, LifecycleKind, Message, MessageBuilder, MessageId, MessagingBackend, Notify,
-    Outcome, Overflow, Payload, Priority, QueueLimit, ResourceLimits, Resources, RestartPolicy,
-    Result, StartFrom, SubscribeRequest, Subscription, inbox_topic,
+    Outcome, Overflow, Payload, Placement, Priority, QueueLimit, RateLimit, ResourceLimits,
+    Resources, RestartPolicy, Result, StartFrom, SubscribeRequest, Subscription, inbox_topic,
 };
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
 pub use observer::Observer;
@@ -48,6 +48,8 @@ pub use spec::{AgentExitPolicy, GuildSpec, RunSpec, SendSpec, UntilSpec};
 
 /// The execution engines compiled into this build.
 pub mod engines {
+    #[cfg(feature = "engine-pool")]
+    pub use engine_pool::{Policy, PoolConfig, PoolEngine};
     #[cfg(feature = "engine-process")]
     pub use engine_process::{ProcessConfig, ProcessEngine};
     #[cfg(feature = "engine-sync")]
