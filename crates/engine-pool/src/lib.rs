@@ -13,7 +13,7 @@
 //! `long_handler_ms` in one go is logged. `docs/decisions.md` says why tokio.
 //!
 //! Scheduling policies (`fifo`, `priority`, `fair_share`, `rate`, and a cap on
-//! concurrent handlers) are in [`sched`]. An agent with `placement = "dedicated"` runs
+//! concurrent handlers) are in `sched.rs`. An agent with `placement = "dedicated"` runs
 //! the same task on a thread of its own, for code that blocks.
 //!
 //! A panic in a handler is caught at the one boundary in engine-core and ends only
