@@ -79,7 +79,7 @@ pub trait DynAgent: Send {
     ) -> Option<AgentResult>;
     /// Runs [`Agent::stop`] to completion.
     fn run_stop(&mut self, ctx: &AgentContext) -> AgentResult;
-    /// The started agent as one long-lived task (see [`crate::task`]): one allocation,
+    /// The started agent as one long-lived task (see [`TaskHost::run`]): one allocation,
     /// made here where the agent's type is known, holds it and every handler's future.
     fn into_task(self: Box<Self>, host: TaskHost) -> AgentTask;
 }
