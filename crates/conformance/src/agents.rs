@@ -101,7 +101,7 @@ struct Requester;
 
 impl Agent for Requester {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        if message.topics.iter().any(|t| t == "go") {
+        if message.topics.iter().any(|t| &**t == "go") {
             let request = Message::builder("requests", message.payload.clone()).reply_to("replies");
             ctx.publish(request)?;
         }

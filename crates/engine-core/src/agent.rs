@@ -160,7 +160,7 @@ impl AgentContext {
         if message
             .topics
             .iter()
-            .any(|topic| topic == crate::ERROR_TOPIC)
+            .any(|topic| &**topic == crate::ERROR_TOPIC)
         {
             return Err(CoreError::ErrorTopic {
                 agent: self.spec.id.clone(),
@@ -202,7 +202,7 @@ impl AgentContext {
     }
 
     /// Publishes `payload` to `topic`.
-    pub fn send(&self, topic: impl Into<String>, payload: Payload) -> Result<MessageId> {
+    pub fn send(&self, topic: impl AsRef<str>, payload: Payload) -> Result<MessageId> {
         self.publish(Message::builder(topic, payload))
     }
 

@@ -26,6 +26,7 @@ mod host;
 mod id;
 mod message;
 mod messaging;
+mod names;
 mod registry;
 mod spec;
 mod table;
@@ -47,6 +48,7 @@ pub use messaging::{
     Capabilities, DeadLetter, Delivery, ERROR_TOPIC, Failure, HistoryOrder, HistoryQuery,
     MessagingBackend, NoNotify, Notify, Outcome, StartFrom, SubscribeRequest, Subscription,
 };
+pub use names::{INLINE_PAYLOAD, PayloadBytes, Topics, intern};
 pub use registry::{AgentRegistry, Resources};
 pub use spec::{
     AgentSpec, DependencySpec, Overflow, Placement, QueueLimit, RateLimit, ResourceLimits,

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::core_error::CoreError;
+use crate::names::{PayloadBytes, Topics, intern};
 use crate::{IdGenerator, MessageId, Priority, Result};
 
 /// The payload format name for JSON, the common format.
@@ -19,25 +20,39 @@ pub struct Payload {
     /// The format of `bytes`, such as `"json"` or `"text"` (a static name costs no
     /// allocation).
     pub format: Cow<'static, str>,
-    /// The encoded content (a byte string to binary codecs, an array of numbers in JSON).
-    #[serde(with = "serde_bytes")]
-    pub bytes: Vec<u8>,
+    /// The encoded content (a byte string to binary codecs, an array of numbers in
+    /// JSON); up to [`INLINE_PAYLOAD`](crate::INLINE_PAYLOAD) bytes are held inline.
+    #[serde(with = "crate::names::payload_bytes")]
+    pub bytes: PayloadBytes,
 }
 
 impl Payload {
-    /// A payload of raw bytes in the named format.
+    /// A payload of raw bytes in the named format, taking over `bytes` (a small one is
+    /// moved inline).
     pub fn new(format: impl Into<Cow<'static, str>>, bytes: impl Into<Vec<u8>>) -> Self {
         Self {
             format: format.into(),
-            bytes: bytes.into(),
+            bytes: PayloadBytes::from_vec(bytes.into()),
+        }
+    }
+
+    /// A payload holding a copy of `bytes`: no allocation for a small one.
+    pub fn copy_of(format: impl Into<Cow<'static, str>>, bytes: &[u8]) -> Self {
+        Self {
+            format: format.into(),
+            bytes: PayloadBytes::from_slice(bytes),
         }
     }
 
     /// Encodes `value` as a JSON payload ([`decode_json`](Self::decode_json) is the
-    /// way back).
+    /// way back); a small one is written inline, without allocating.
     pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
-        let bytes = serde_json::to_vec(value).map_err(CoreError::EncodeJson)?;
-        Ok(Self::new(JSON_FORMAT, bytes))
+        let mut bytes = PayloadBytes::new();
+        serde_json::to_writer(&mut bytes, value).map_err(CoreError::EncodeJson)?;
+        Ok(Self {
+            format: Cow::Borrowed(JSON_FORMAT),
+            bytes,
+        })
     }
 
     /// Decodes a JSON payload into `T`.
@@ -54,7 +69,13 @@ impl Payload {
 
 impl From<serde_json::Value> for Payload {
     fn from(value: serde_json::Value) -> Self {
-        Self::new(JSON_FORMAT, value.to_string())
+        let mut bytes = PayloadBytes::new();
+        // Writing a JSON value into memory cannot fail.
+        let _ = serde_json::to_writer(&mut bytes, &value);
+        Self {
+            format: Cow::Borrowed(JSON_FORMAT),
+            bytes,
+        }
     }
 }
 
@@ -66,8 +87,9 @@ pub struct Message {
     /// The guild (namespace) the message belongs to; shared, not copied, by every
     /// message of the guild.
     pub namespace: Arc<str>,
-    /// The topics it was published to; it is delivered once per topic.
-    pub topics: Vec<String>,
+    /// The topics it was published to; it is delivered once per topic. Names are
+    /// shared, and one topic is held inline.
+    pub topics: Topics,
     /// The id of the agent or client that sent it; shared by every message it sends.
     pub sender: Arc<str>,
     /// The content.
@@ -87,9 +109,11 @@ pub struct Message {
 
 impl Message {
     /// Starts a message to `topic` carrying `payload`.
-    pub fn builder(topic: impl Into<String>, payload: Payload) -> MessageBuilder {
+    pub fn builder(topic: impl AsRef<str>, payload: Payload) -> MessageBuilder {
+        let mut topics = Topics::new();
+        topics.push(intern(topic.as_ref()));
         MessageBuilder {
-            topics: vec![topic.into()],
+            topics,
             payload,
             priority: None,
             reply_to: None,
@@ -122,7 +146,7 @@ impl Message {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MessageBuilder {
-    topics: Vec<String>,
+    topics: Topics,
     payload: Payload,
     priority: Option<Priority>,
     reply_to: Option<String>,
@@ -133,8 +157,8 @@ pub struct MessageBuilder {
 
 impl MessageBuilder {
     /// Also publishes to `topic`.
-    pub fn topic(mut self, topic: impl Into<String>) -> Self {
-        self.topics.push(topic.into());
+    pub fn topic(mut self, topic: impl AsRef<str>) -> Self {
+        self.topics.push(intern(topic.as_ref()));
         self
     }
 

@@ -173,19 +173,17 @@ impl Namespace {
                 }
             }
         };
-        let mut wake = Vec::new();
+        // Most publishes wake a few subscribers: kept inline, without allocating.
+        let mut wake: smallvec::SmallVec<[Arc<dyn Notify>; 4]> = smallvec::SmallVec::new();
         let mut dropped = Vec::new();
         for name in &message.topics {
             let retention = self.config.retention_of(name);
-            let topic = match state.topics.get_mut(name.as_str()) {
+            let topic = match state.topics.get_mut(&**name) {
                 Some(topic) => topic,
-                None => {
-                    let name: Arc<str> = Arc::from(name.as_str());
-                    state
-                        .topics
-                        .entry(name.clone())
-                        .or_insert_with(|| Topic::new(name))
-                }
+                None => state
+                    .topics
+                    .entry(name.clone())
+                    .or_insert_with(|| Topic::new(name.clone())),
             };
             if retention > 0 {
                 topic.log.push_back(message.clone());
@@ -218,7 +216,7 @@ impl Namespace {
     /// dropping, with its limit.
     fn full_receiver(state: &State, message: &Message) -> Option<(String, QueueLimit)> {
         for name in &message.topics {
-            let Some(topic) = state.topics.get(name.as_str()) else {
+            let Some(topic) = state.topics.get(&**name) else {
                 continue;
             };
             for client in &topic.subscribers {
