@@ -83,7 +83,7 @@ impl Agent for Idle {
 }
 
 fn encode(n: u64) -> Payload {
-    Payload::new("u64", n.to_le_bytes().to_vec())
+    Payload::copy_of("u64", &n.to_le_bytes())
 }
 
 fn decode(payload: &Payload) -> u64 {
@@ -149,11 +149,12 @@ impl Run {
             .expect("the agent starts");
     }
 
-    fn publish(&self, topic: &str, sender: &str, payload: Payload) {
+    /// Publishes as `sender`, shared as agents share their ids.
+    fn publish(&self, topic: &str, sender: &Arc<str>, payload: Payload) {
         let message = Message::builder(topic, payload).build(
             &self.guild.ids,
             self.guild.namespace.clone(),
-            sender,
+            sender.clone(),
         );
         self.guild.messaging.publish(message).expect("publish");
     }
@@ -185,9 +186,10 @@ impl System for Guild {
         let run = Run::new(*self);
         run.launch(AgentSpec::new("sink", "sink").with_properties(json!({ "expect": n })));
         let inbox = inbox_topic("sink");
+        let producer: Arc<str> = "producer".into();
         let started = Instant::now();
         for i in 0..n {
-            run.publish(&inbox, "producer", encode(i));
+            run.publish(&inbox, &producer, encode(i));
         }
         run.wait(1);
         Sample::Elapsed(started.elapsed())
@@ -211,11 +213,12 @@ impl System for Guild {
             )
             .expect("subscribe");
         let inbox = inbox_topic("echo");
+        let asker: Arc<str> = "asker".into();
         let mut latencies = Vec::with_capacity(n as usize);
         let started = Instant::now();
         for i in 0..n {
             let asked = Instant::now();
-            run.publish(&inbox, "asker", encode(i));
+            run.publish(&inbox, &asker, encode(i));
             loop {
                 if replies.next().expect("next").is_some() {
                     replies.complete(Outcome::Handled).expect("complete");
@@ -236,9 +239,10 @@ impl System for Guild {
                 .with_properties(json!({ "expect": n }));
             run.launch(spec);
         }
+        let producer: Arc<str> = "producer".into();
         let started = Instant::now();
         for i in 0..n {
-            run.publish("fan", "producer", encode(i));
+            run.publish("fan", &producer, encode(i));
         }
         run.wait(agents);
         Sample::Elapsed(started.elapsed())
@@ -254,7 +258,7 @@ impl System for Guild {
             );
         }
         let started = Instant::now();
-        run.publish(&inbox_topic("node-0"), "bench", encode(hops));
+        run.publish(&inbox_topic("node-0"), &"bench".into(), encode(hops));
         run.wait(1);
         Sample::Elapsed(started.elapsed())
     }
