@@ -17,6 +17,8 @@ pub struct AgentCell {
     errors: AtomicU64,
     queued: AtomicU64,
     busy: AtomicBool,
+    /// Nanoseconds spent running the agent's code, where the engine measures it.
+    busy_ns: AtomicU64,
     status: Mutex<(AgentState, Option<ExitStatus>)>,
 }
 
@@ -28,6 +30,7 @@ impl Default for AgentCell {
             errors: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             busy: AtomicBool::new(false),
+            busy_ns: AtomicU64::new(0),
             status: Mutex::new((AgentState::Starting, None)),
         }
     }
@@ -73,6 +76,17 @@ impl AgentCell {
     /// elsewhere, such as in another process).
     pub fn set_busy(&self, busy: bool) {
         self.busy.store(busy, Ordering::Relaxed);
+    }
+
+    /// Adds time spent running the agent's code (for engines that measure it).
+    pub fn add_busy_time(&self, time: std::time::Duration) {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.busy_ns.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The time spent running the agent's code, as the engine measured it.
+    pub fn busy_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed))
     }
 
     fn status(&self) -> MutexGuard<'_, (AgentState, Option<ExitStatus>)> {

@@ -27,7 +27,6 @@ mod sched;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -41,7 +40,7 @@ use engine_core::{
 
 pub use config::{MAX_WORKERS, Policy, PoolConfig, check_rate};
 use error::PoolError;
-use sched::{Scheduler, TaskStats};
+use sched::Scheduler;
 
 /// The engine's name.
 pub const NAME: &str = "pool";
@@ -69,7 +68,6 @@ impl std::fmt::Debug for PoolEngine {
 #[derive(Debug)]
 struct Task {
     control: Arc<TaskControl>,
-    stats: Arc<TaskStats>,
     /// The thread of an agent placed on one of its own.
     thread: Option<JoinHandle<()>>,
 }
@@ -140,7 +138,7 @@ impl PoolEngine {
 
     fn describe(table: &AgentTable<Task>, record: &AgentRecord<Task>) -> AgentInfo {
         let mut info = table.describe(record);
-        info.cpu_time = Some(record.handle.stats.busy());
+        info.cpu_time = Some(record.cell.busy_time());
         info
     }
 
@@ -208,10 +206,8 @@ impl ExecutionEngine for PoolEngine {
         let spec = Arc::new(spec);
         let cell = Arc::new(AgentCell::default());
         let control = Arc::new(TaskControl::default());
-        let stats = Arc::new(TaskStats::default());
         let task = Task {
             control: control.clone(),
-            stats: stats.clone(),
             thread: None,
         };
         // Recorded as starting, and the table let go of while the start hook runs: it
@@ -238,13 +234,13 @@ impl ExecutionEngine for PoolEngine {
         self.events
             .emit(event(&guild.namespace, &spec.id, LifecycleKind::Started));
         let dedicated = spec.placement == Placement::Dedicated;
-        let env = self.scheduler.env(&spec, stats.clone(), !dedicated);
+        let env = self.scheduler.env(&spec, cell.clone(), !dedicated);
         let task = host.into_task(control.clone(), Box::new(env));
         let watch = Watch {
-            guild: guild.namespace.to_string(),
-            agent: spec.id.clone(),
+            guild: guild.namespace.clone(),
+            spec: spec.clone(),
             control: control.clone(),
-            stats,
+            cell: cell.clone(),
             events: self.events.clone(),
         };
         match self.spawn(&spec, task, watch) {
@@ -426,10 +422,10 @@ fn blocking<T>(wait: impl FnOnce() -> T) -> T {
 
 /// What the pool keeps watching of one task: who it is, and what to do when it ends.
 struct Watch {
-    guild: String,
-    agent: String,
+    guild: Arc<str>,
+    spec: Arc<AgentSpec>,
     control: Arc<TaskControl>,
-    stats: Arc<TaskStats>,
+    cell: Arc<AgentCell>,
     events: Arc<EventHub>,
 }
 
@@ -457,16 +453,32 @@ impl Future for Timed {
         let started = Instant::now();
         let outer =
             CURRENT.with(|current| current.replace(Arc::as_ptr(&this.watch.control) as usize));
-        let polled = this.task.as_mut().poll(cx);
+        // The handler's panics are caught inside the task; one here is the pool's own,
+        // and ends this agent alone, reported crashed, rather than vanish with the task.
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.task.as_mut().poll(cx)))
+                .unwrap_or_else(|panic| {
+                    let reason = format!(
+                        "the pool failed running it: {}",
+                        engine_core::panic_text(&*panic)
+                    );
+                    tracing::error!(agent = %this.watch.spec.id, "{reason}");
+                    this.watch.cell.set_state(
+                        AgentState::Crashed,
+                        Some(engine_core::ExitStatus {
+                            reason: reason.clone(),
+                            code: None,
+                            signal: None,
+                        }),
+                    );
+                    Poll::Ready(TaskEnd::Crashed(reason))
+                });
         CURRENT.with(|current| current.set(outer));
         let held = started.elapsed();
-        this.watch.stats.busy_ns.fetch_add(
-            u64::try_from(held.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        this.watch.cell.add_busy_time(held);
         if held >= this.long {
             tracing::warn!(
-                agent = %this.watch.agent,
+                agent = %this.watch.spec.id,
                 held_ms = held.as_millis() as u64,
                 "a handler held a pool worker for {}ms without yielding; \
                  consider placement = \"dedicated\" for code that blocks",
@@ -479,12 +491,12 @@ impl Future for Timed {
         match end {
             TaskEnd::Stopped(Ok(())) => {}
             TaskEnd::Stopped(Err(error)) => {
-                tracing::warn!(agent = %this.watch.agent, %error, "stopping the agent");
+                tracing::warn!(agent = %this.watch.spec.id, %error, "stopping the agent");
             }
             TaskEnd::Crashed(reason) => {
                 this.watch.events.emit(event(
                     &this.watch.guild,
-                    &this.watch.agent,
+                    &this.watch.spec.id,
                     LifecycleKind::Crashed { reason },
                 ));
             }
@@ -495,6 +507,8 @@ impl Future for Timed {
 
 impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watch").field("agent", &self.agent).finish()
+        f.debug_struct("Watch")
+            .field("agent", &self.spec.id)
+            .finish()
     }
 }

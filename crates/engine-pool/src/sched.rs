@@ -15,22 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use engine_core::{Message, RateLimit, TaskEnv};
+use engine_core::{AgentCell, Message, RateLimit, TaskEnv};
 
 use crate::config::{Policy, PoolConfig};
-
-/// What the pool measures of one agent's task.
-#[derive(Debug, Default)]
-pub(crate) struct TaskStats {
-    /// Time spent polling it (running its handlers), in nanoseconds.
-    pub(crate) busy_ns: AtomicU64,
-}
-
-impl TaskStats {
-    pub(crate) fn busy(&self) -> Duration {
-        Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed))
-    }
-}
 
 /// The pool-wide part of scheduling.
 #[derive(Debug)]
@@ -74,7 +61,7 @@ impl Scheduler {
     pub(crate) fn env(
         self: &Arc<Self>,
         spec: &engine_core::AgentSpec,
-        stats: Arc<TaskStats>,
+        cell: Arc<AgentCell>,
         gated: bool,
     ) -> AgentEnv {
         let rate = match self.policy {
@@ -86,7 +73,7 @@ impl Scheduler {
             token: self.tokens.fetch_add(1, Ordering::Relaxed),
             class: spec.priority as u8,
             weight: u64::from(spec.weight.unwrap_or(1).max(1)),
-            stats,
+            cell,
             gated: gated && self.gate.is_some(),
             holding: false,
             yielded: false,
@@ -113,7 +100,8 @@ pub(crate) struct AgentEnv {
     /// Its own priority (0 is most urgent).
     class: u8,
     weight: u64,
-    stats: Arc<TaskStats>,
+    /// Its handler time, which `fair_share` shares out.
+    cell: Arc<AgentCell>,
     gated: bool,
     /// It holds a turn at the gate.
     holding: bool,
@@ -157,7 +145,7 @@ impl TaskEnv for AgentEnv {
             token: self.token,
             class: self.class.min(next.priority() as u8),
             weight: self.weight,
-            stats: self.stats.clone(),
+            cell: self.cell.clone(),
             waker: cx.waker().clone(),
             since: Instant::now(),
             seq: 0,
@@ -245,7 +233,7 @@ struct Waiter {
     token: u64,
     class: u8,
     weight: u64,
-    stats: Arc<TaskStats>,
+    cell: Arc<AgentCell>,
     waker: Waker,
     since: Instant,
     seq: u64,
@@ -364,12 +352,16 @@ fn rank(waiter: &Waiter, scheduler: &Scheduler, now: Instant) -> (i64, u64) {
             (i64::from(waiter.class) - aged, waiter.seq)
         }
         Policy::FairShare => {
-            let share = waiter.stats.busy_ns.load(Ordering::Relaxed) / waiter.weight;
+            let busy = u64::try_from(waiter.cell.busy_time().as_nanos()).unwrap_or(u64::MAX);
+            let share = busy / waiter.weight;
             (i64::try_from(share).unwrap_or(i64::MAX), waiter.seq)
         }
         Policy::Fifo | Policy::Rate => (0, waiter.seq),
     }
 }
+
+/// The longest a rate-capped agent sleeps before looking at its bucket again.
+const MAX_TOKEN_WAIT: Duration = Duration::from_secs(86_400);
 
 /// A token bucket: `per_second` tokens a second, holding at most `burst`.
 #[derive(Debug)]
@@ -399,8 +391,11 @@ impl Bucket {
             self.tokens -= 1.0;
             return Ok(());
         }
-        let wait = (1.0 - self.tokens) / self.per_second;
-        Err(self.at + Duration::from_secs_f64(wait))
+        // A rate so low the next token is past any clock waits a day at a time.
+        let wait = Duration::try_from_secs_f64((1.0 - self.tokens) / self.per_second)
+            .unwrap_or(MAX_TOKEN_WAIT)
+            .min(MAX_TOKEN_WAIT);
+        Err(self.at + wait)
     }
 }
 
@@ -422,5 +417,16 @@ mod tests {
         assert_eq!(next - start, Duration::from_millis(100));
         assert!(bucket.take(next).is_ok());
         assert!(bucket.take(next).is_err());
+    }
+
+    #[test]
+    fn a_vanishing_rate_waits_a_day_at_a_time_instead_of_overflowing() {
+        let mut bucket = Bucket::new(RateLimit {
+            per_second: 1e-300,
+            burst: 1,
+        });
+        let start = bucket.at;
+        assert!(bucket.take(start).is_ok());
+        assert_eq!(bucket.take(start).unwrap_err() - start, MAX_TOKEN_WAIT);
     }
 }
