@@ -208,6 +208,13 @@ impl Starting {
     }
 }
 
+/// How many threads this process has now (from `/proc/self/task`).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc is mounted")
+        .count()
+}
+
 /// A guild context over `messaging` with the scenario agents registered.
 pub fn guild(namespace: &str, messaging: Arc<dyn MessagingBackend>) -> GuildContext {
     GuildContext::new(namespace, messaging, Arc::new(crate::agents::registry()))

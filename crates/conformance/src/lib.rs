@@ -15,6 +15,7 @@ pub mod engine;
 pub mod harness;
 pub mod messaging;
 pub mod redis_server;
+pub mod tcp;
 
 /// Stamps out one `#[test]` per delivery-contract scenario for the backend made by `$make`
 /// (an expression of type `Fn() -> Arc<impl MessagingBackend>`).

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use conformance::harness::{publish, subscribe, text, unique_namespace, wait_until};
+use conformance::tcp::ShoutServer;
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, ExecutionEngine, GuildContext,
     Message, MessagingBackend, Outcome, Payload, Placement, Priority, RateLimit, StartFrom,
@@ -15,8 +16,6 @@ use engine_core::{
 };
 use engine_pool::{Policy, PoolConfig, PoolEngine};
 use messaging_memory::MemoryMessaging;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
 
 /// An agent made of a closure run for each message.
 struct Hook<F>(F);
@@ -96,51 +95,11 @@ fn spin(for_: Duration) {
     }
 }
 
-struct Caller {
-    address: String,
-}
-
-impl Agent for Caller {
-    async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let mut stream = TcpStream::connect(&self.address).await?;
-        let text: String = message.decode_json()?;
-        stream.write_all(format!("{text}\n").as_bytes()).await?;
-        let mut answer = String::new();
-        BufReader::new(stream).read_line(&mut answer).await?;
-        ctx.send("answers", Payload::encode_json(answer.trim())?)?;
-        Ok(())
-    }
-}
-
 #[test]
 fn handlers_await_tokio_io_on_the_workers() {
-    let server = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = server.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let serving = std::thread::spawn(move || {
-        server.block_on(async move {
-            for _ in 0..3 {
-                let (stream, _) = listener.accept().await.unwrap();
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                BufReader::new(read).read_line(&mut line).await.unwrap();
-                write
-                    .write_all(line.to_uppercase().as_bytes())
-                    .await
-                    .unwrap();
-            }
-        });
-    });
+    let server = ShoutServer::start(3);
     let mut registry = AgentRegistry::new();
-    registry.register("caller", move |_| {
-        Ok(Caller {
-            address: address.clone(),
-        })
-    });
+    server.register_caller(&mut registry);
     // One worker: three callers interleave their awaits on it.
     let pool = setup(
         "pool-io",
@@ -160,7 +119,7 @@ fn handlers_await_tokio_io_on_the_workers() {
     let mut got: Vec<String> = (0..3).map(|_| next_text(&mut answers)).collect();
     got.sort();
     assert_eq!(got, ["HELLO 0", "HELLO 1", "HELLO 2"]);
-    serving.join().unwrap();
+    server.join();
     pool.engine.shutdown().unwrap();
 }
 

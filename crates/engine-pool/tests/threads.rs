@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use conformance::harness::{publish, unique_namespace, wait_until};
+use conformance::harness::{publish, thread_count as threads, unique_namespace, wait_until};
 use engine_core::{
     Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, ExecutionEngine, GuildContext,
     Message, MessagingBackend, inbox_topic,
@@ -25,12 +25,6 @@ impl Agent for Count {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task lists the threads")
-        .count()
 }
 
 #[test]

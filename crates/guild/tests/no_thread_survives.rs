@@ -3,13 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use conformance::harness::thread_count as threads_of_this_process;
 use guild::{AgentSpec, GuildBuilder, GuildSpec, Message, Payload, builtin::builtin_registry};
-
-fn threads_of_this_process() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc is mounted")
-        .count()
-}
 
 #[test]
 fn shutdown_joins_every_agent_thread() {
