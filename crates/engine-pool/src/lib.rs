@@ -76,6 +76,8 @@ thread_local! {
     /// The task this thread is polling, so an agent that stops or pauses itself is not
     /// waited for (it would wait for itself).
     static CURRENT: Cell<usize> = const { Cell::new(0) };
+    /// Whether this thread is one of a pool's workers.
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
 impl PoolEngine {
@@ -92,6 +94,7 @@ impl PoolEngine {
         builder
             .worker_threads(config.worker_count())
             .thread_name("guild-pool")
+            .on_thread_start(|| ON_WORKER.with(|on| on.set(true)))
             .enable_all();
         if scheduler.gated() {
             // An agent woken from outside the pool reaches its gate at the next tick,
@@ -168,7 +171,16 @@ impl PoolEngine {
                 {
                     Ok(runtime) => runtime.block_on(run),
                     Err(error) => {
-                        tracing::error!(%error, "cannot start a dedicated agent's runtime");
+                        let reason = format!("cannot start its thread's runtime: {error}");
+                        tracing::error!(agent = %run.watch.spec.id, "{reason}");
+                        run.watch.cell.set_state(
+                            AgentState::Crashed,
+                            Some(engine_core::ExitStatus {
+                                reason,
+                                code: None,
+                                signal: None,
+                            }),
+                        );
                     }
                 }
             })
@@ -217,10 +229,11 @@ impl ExecutionEngine for PoolEngine {
 
         // The start hook runs here, on the caller's thread, inside the pool's runtime
         // (so it may use tokio): an agent that starts at once costs no thread switch.
-        let started = {
+        // (Whether the caller may block is decided before entering the pool's runtime.)
+        let started = blocking(|| {
             let _runtime = self.handle.enter();
-            blocking(|| AgentHost::start(guild, spec.clone(), cell.clone(), control.clone()))
-        };
+            AgentHost::start(guild, spec.clone(), cell.clone(), control.clone())
+        });
         let host = match started {
             Ok(host) => host,
             Err(error) => {
@@ -338,12 +351,20 @@ impl ExecutionEngine for PoolEngine {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(runtime) = runtime {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                // Shut down from inside a runtime (a handler, or an async caller): its
-                // workers end on their own, as blocking here is not allowed.
+            if ON_WORKER.with(Cell::get) {
+                // A handler shutting down its own pool: the worker it runs on cannot
+                // be joined from itself, so the workers end on their own.
                 runtime.shutdown_background();
             } else {
-                runtime.shutdown_timeout(Duration::from_secs(10));
+                // Joined from a thread of its own, which no runtime has entered, so
+                // this works from async callers too (where dropping a runtime panics).
+                let joined = std::thread::Builder::new()
+                    .name("guild-pool-stop".into())
+                    .spawn(move || runtime.shutdown_timeout(Duration::from_secs(10)))
+                    .map(|stopping| stopping.join().is_ok());
+                if !matches!(joined, Ok(true)) {
+                    tracing::warn!("the pool's workers could not be joined");
+                }
             }
         }
         Ok(())

@@ -471,3 +471,37 @@ impl Agent for Nap {
         Ok(())
     }
 }
+
+#[test]
+fn an_async_program_starts_pauses_stops_and_shuts_down_a_pool() {
+    // As from `#[tokio::main]` and `#[tokio::main(flavor = "current_thread")]`: the
+    // engine's blocking calls run inside another runtime's async context.
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for runtime in [multi, single] {
+        runtime.block_on(async {
+            let mut registry = AgentRegistry::new();
+            hook(&mut registry, "echo", |ctx, message| {
+                ctx.send("answers", message.payload.clone())?;
+                Ok(())
+            });
+            let pool = setup("pool-async", registry, PoolConfig::default());
+            let mut answers = pool.watch("answers");
+            pool.run(AgentSpec::new("echo", "echo").with_topic("t"));
+            pool.send("t", "one");
+            assert_eq!(next_text(&mut answers), "one");
+            pool.engine.pause_agent(&pool.namespace, "echo").unwrap();
+            pool.engine.resume_agent(&pool.namespace, "echo").unwrap();
+            pool.send("t", "two");
+            assert_eq!(next_text(&mut answers), "two");
+            pool.engine.stop_agent(&pool.namespace, "echo").unwrap();
+            pool.engine.shutdown().unwrap();
+        });
+    }
+}
