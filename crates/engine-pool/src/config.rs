@@ -89,43 +89,46 @@ impl PoolConfig {
 
     /// Refuses settings out of range, naming the setting.
     pub fn check(&self) -> Result<()> {
-        let bad = |setting, why: String| Err(PoolError::BadConfig { setting, why }.into());
+        match self.problem() {
+            Some((setting, why)) => Err(PoolError::BadConfig { setting, why }.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The first setting out of range, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
         if let Some(workers) = self.workers
             && !(1..=MAX_WORKERS).contains(&workers)
         {
-            return bad(
+            return Some((
                 "workers",
                 format!("{workers} is not within 1..={MAX_WORKERS}"),
-            );
+            ));
         }
-        if self.budget == 0 {
-            return bad("budget", "must be at least 1 message".into());
+        let at_least_one = [
+            ("budget", u64::from(self.budget)),
+            ("time_slice_ms", self.time_slice_ms),
+            (
+                "max_concurrent",
+                self.max_concurrent.map_or(1, |n| n as u64),
+            ),
+            ("aging_ms", self.aging_ms),
+            ("long_handler_ms", self.long_handler_ms),
+        ];
+        if let Some((setting, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Some((setting, "must be at least 1".into()));
         }
-        if self.time_slice_ms == 0 {
-            return bad("time_slice_ms", "must be at least 1".into());
+        let rate = self.rate.as_ref()?;
+        if self.policy != Policy::Rate {
+            return Some((
+                "rate",
+                format!(
+                    "takes effect only under policy = \"rate\", and the policy is {:?}",
+                    self.policy.name()
+                ),
+            ));
         }
-        if self.max_concurrent == Some(0) {
-            return bad("max_concurrent", "must be at least 1".into());
-        }
-        if self.aging_ms == 0 {
-            return bad("aging_ms", "must be at least 1".into());
-        }
-        if self.long_handler_ms == 0 {
-            return bad("long_handler_ms", "must be at least 1".into());
-        }
-        if let Some(rate) = &self.rate {
-            if self.policy != Policy::Rate {
-                return bad(
-                    "rate",
-                    format!(
-                        "takes effect only under policy = \"rate\", and the policy is {:?}",
-                        self.policy.name()
-                    ),
-                );
-            }
-            check_rate(rate).or_else(|why| bad("rate", why))?;
-        }
-        Ok(())
+        check_rate(rate).err().map(|why| ("rate", why))
     }
 }
 

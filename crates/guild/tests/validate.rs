@@ -113,7 +113,10 @@ fn pool_settings_nothing_would_honour_are_refused() {
             "responder",
             "engine = \"threads\"\nplacement = \"dedicated\"",
         ),
-        &["agents[0].placement", "setting of the pool engine"],
+        &[
+            ".toml:8:1: agents[0].placement",
+            "setting of the pool engine",
+        ],
     );
     check(
         &one_agent("responder", "weight = 2"),
@@ -131,7 +134,11 @@ fn pool_settings_nothing_would_honour_are_refused() {
             "{}\n[pool]\nworkers = 0\n",
             one_agent("responder", "engine = \"threads\"")
         ),
-        &["pool setting workers", "runs none of this guild's agents"],
+        &[
+            ":1: pool.workers: pool setting workers",
+            ":1: pool: the [pool] table",
+            "runs none of this guild's agents",
+        ],
     );
 }
 

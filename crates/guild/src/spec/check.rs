@@ -333,11 +333,21 @@ impl<'a> Checker<'a> {
                 .into_iter()
                 .find(|key| error.message().contains(&format!("`{key}`")))
                 .unwrap_or("rate");
+            // Placed on this agent's line: count the earlier agents that set the key.
+            let sets = |agent: &AgentSpec| match key {
+                "placement" => agent.placement != engine_core::Placement::Shared,
+                "weight" => agent.weight.is_some(),
+                _ => agent.rate.is_some(),
+            };
+            let nth = self.loaded_spec().spec.agents[..i]
+                .iter()
+                .filter(|a| sets(a))
+                .count();
             self.error(
                 format!("agents[{i}].{key}"),
                 key,
                 "",
-                0,
+                nth,
                 error.message().to_owned(),
             );
         }
@@ -350,8 +360,14 @@ impl<'a> Checker<'a> {
         let Some(pool) = &spec.pool else {
             return;
         };
-        if let Err(error) = pool.check() {
-            self.error("pool".into(), "pool", "", 0, error.message().to_owned());
+        if let Some((setting, why)) = pool.problem() {
+            self.error(
+                format!("pool.{setting}"),
+                setting,
+                "",
+                0,
+                format!("pool setting {setting}: {why}"),
+            );
         }
         let runs_pool = spec.expanded_agents().iter().any(|agent| {
             agent

@@ -264,7 +264,12 @@ pub(crate) fn locate(source: &str, key: &str, value: &str, nth: usize) -> Option
         .nth(nth)
 }
 
+/// Where `key` is set to `value` on `line` (or, for an empty `value`, set to anything,
+/// or opened as a table), as a 1-based column.
 fn assignment_column(line: &str, key: &str, value: &str) -> Option<usize> {
+    if value.is_empty() {
+        return key_column(line, key);
+    }
     let mut from = 0;
     while let Some(found) = line[from..].find(key) {
         let start = from + found;
@@ -282,6 +287,31 @@ fn assignment_column(line: &str, key: &str, value: &str) -> Option<usize> {
             if unquoted.strip_prefix(value).is_some_and(ends_there) {
                 return Some(start + 1);
             }
+        }
+        from = start + key.len();
+    }
+    None
+}
+
+/// Where `key` is set (`key =`, `"key":`) or opened as a table (`[key]`) on `line`,
+/// as a whole word.
+fn key_column(line: &str, key: &str) -> Option<usize> {
+    let indent = line.len() - line.trim_start().len();
+    if line.trim() == format!("[{key}]") {
+        return Some(indent + 1);
+    }
+    let mut from = 0;
+    while let Some(found) = line[from..].find(key) {
+        let start = from + found;
+        let whole = !line[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let rest = line[start + key.len()..]
+            .trim_start_matches('"')
+            .trim_start();
+        if whole && (rest.starts_with('=') || rest.starts_with(':')) {
+            return Some(start + 1);
         }
         from = start + key.len();
     }
