@@ -49,6 +49,18 @@ const HOSTILE_LINES: &[&str] = &[
     "dependencies = [\"x\"]",
     "\"agents\": [],",
     "\"replicas\": 99999999999,",
+    "placement = \"dedicated\"",
+    "weight = 0",
+    "weight = 4294967295",
+    "rate = { per_second = 1e308, burst = 0 }",
+    "rate = { per_second = -0.0 }",
+    "[pool]",
+    "workers = 100000",
+    "policy = \"priority\"",
+    "policy = \"rate\"",
+    "budget = 0",
+    "time_slice_ms = 18446744073709551615",
+    "max_concurrent = 0",
 ];
 
 /// Numbers that break naive arithmetic.
@@ -146,7 +158,13 @@ fn load_check_launch(source: String, format: SpecFormat) -> Result<bool, TestCas
         return Ok(false);
     };
     let registry = builtin::builtin_registry();
-    if loaded.check(&registry, &select::known_names()).is_err() {
+    let known = select::known_names();
+    // Checked as written (on the default engine, the pool), then as it is launched here.
+    let _ = loaded.check(&registry, &known);
+    if loaded
+        .check_as_run(&registry, &known, Some("sync"), Some("memory"))
+        .is_err()
+    {
         return Ok(false);
     }
     let spec = loaded.spec;
