@@ -49,10 +49,14 @@ impl Payload {
     pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
         let mut bytes = PayloadBytes::new();
         serde_json::to_writer(&mut bytes, value).map_err(CoreError::EncodeJson)?;
-        Ok(Self {
+        Ok(Self::json(bytes))
+    }
+
+    fn json(bytes: PayloadBytes) -> Self {
+        Self {
             format: Cow::Borrowed(JSON_FORMAT),
             bytes,
-        })
+        }
     }
 
     /// Decodes a JSON payload into `T`.
@@ -72,10 +76,7 @@ impl From<serde_json::Value> for Payload {
         let mut bytes = PayloadBytes::new();
         // Writing a JSON value into memory cannot fail.
         let _ = serde_json::to_writer(&mut bytes, &value);
-        Self {
-            format: Cow::Borrowed(JSON_FORMAT),
-            bytes,
-        }
+        Self::json(bytes)
     }
 }
 

@@ -132,11 +132,6 @@ impl TaskControl {
         self.wait_phase(|phase| phase == Phase::Ended);
     }
 
-    /// Whether the task has ended.
-    pub fn has_ended(&self) -> bool {
-        *self.lock_phase() == Phase::Ended
-    }
-
     /// Called by the engine once the task's future has completed (or was dropped), to
     /// release whoever waits on it.
     pub fn set_ended(&self) {
