@@ -133,18 +133,9 @@ impl PoolEngine {
                     .build()
                 {
                     Ok(runtime) => runtime.block_on(run),
-                    Err(error) => {
-                        let reason = format!("cannot start its thread's runtime: {error}");
-                        tracing::error!(agent = %run.watch.spec.id, "{reason}");
-                        run.watch.cell.set_state(
-                            AgentState::Crashed,
-                            Some(engine_core::ExitStatus {
-                                reason,
-                                code: None,
-                                signal: None,
-                            }),
-                        );
-                    }
+                    Err(error) => run
+                        .watch
+                        .crash(format!("cannot start its thread's runtime: {error}")),
                 }
             })
             .map_err(|source| PoolError::Spawn {

@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use engine_core::{
-    AgentCell, AgentSpec, AgentState, AgentTask, EventHub, LifecycleKind, TaskControl, TaskEnd,
+    AgentCell, AgentSpec, AgentState, AgentTask, EventHub, ExitStatus, LifecycleKind, TaskControl,
+    TaskEnd,
 };
 
 use crate::engine::event;
@@ -59,6 +60,29 @@ pub(crate) struct Watch {
     pub(crate) events: Arc<EventHub>,
 }
 
+impl Watch {
+    /// Ends the agent as crashed for a reason of the pool's own (its code never ran,
+    /// or the pool failed running it), and reports it.
+    pub(crate) fn crash(&self, reason: String) {
+        tracing::error!(agent = %self.spec.id, "{reason}");
+        let exit = ExitStatus {
+            reason: reason.clone(),
+            code: None,
+            signal: None,
+        };
+        self.cell.set_state(AgentState::Crashed, Some(exit));
+        self.report_crash(reason);
+    }
+
+    fn report_crash(&self, reason: String) {
+        self.events.emit(event(
+            &self.guild,
+            &self.spec.id,
+            LifecycleKind::Crashed { reason },
+        ));
+    }
+}
+
 impl Drop for Watch {
     /// Runs when the task ends, and also when it is dropped unfinished (the runtime
     /// shut down), so nobody waits for it forever.
@@ -86,23 +110,7 @@ impl Future for Timed {
         // The handler's panics are caught inside the task; one here is the pool's own,
         // and ends this agent alone, reported crashed, rather than vanish with the task.
         let polled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.task.as_mut().poll(cx)))
-                .unwrap_or_else(|panic| {
-                    let reason = format!(
-                        "the pool failed running it: {}",
-                        engine_core::panic_text(&*panic)
-                    );
-                    tracing::error!(agent = %this.watch.spec.id, "{reason}");
-                    this.watch.cell.set_state(
-                        AgentState::Crashed,
-                        Some(engine_core::ExitStatus {
-                            reason: reason.clone(),
-                            code: None,
-                            signal: None,
-                        }),
-                    );
-                    Poll::Ready(TaskEnd::Crashed(reason))
-                });
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.task.as_mut().poll(cx)));
         CURRENT.with(|current| current.set(outer));
         let held = started.elapsed();
         this.watch.cell.add_busy_time(held);
@@ -115,21 +123,18 @@ impl Future for Timed {
                 held.as_millis()
             );
         }
-        let Poll::Ready(end) = polled else {
-            return Poll::Pending;
-        };
-        match end {
-            TaskEnd::Stopped(Ok(())) => {}
-            TaskEnd::Stopped(Err(error)) => {
+        match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(TaskEnd::Stopped(Ok(())))) => {}
+            Ok(Poll::Ready(TaskEnd::Stopped(Err(error)))) => {
                 tracing::warn!(agent = %this.watch.spec.id, %error, "stopping the agent");
             }
-            TaskEnd::Crashed(reason) => {
-                this.watch.events.emit(event(
-                    &this.watch.guild,
-                    &this.watch.spec.id,
-                    LifecycleKind::Crashed { reason },
-                ));
-            }
+            // The host recorded the crash; the engine reports it.
+            Ok(Poll::Ready(TaskEnd::Crashed(reason))) => this.watch.report_crash(reason),
+            Err(panic) => this.watch.crash(format!(
+                "the pool failed running it: {}",
+                engine_core::panic_text(&*panic)
+            )),
         }
         Poll::Ready(())
     }

@@ -28,7 +28,8 @@ pub(crate) struct Scheduler {
     aging: Duration,
     default_rate: Option<RateLimit>,
     gate: Option<Gate>,
-    tokens: AtomicU64,
+    /// Numbers agents, so the gate tells them apart.
+    next_token: AtomicU64,
 }
 
 impl Scheduler {
@@ -46,7 +47,7 @@ impl Scheduler {
             aging: Duration::from_millis(config.aging_ms),
             default_rate: config.rate,
             gate: permits.map(Gate::new),
-            tokens: AtomicU64::new(0),
+            next_token: AtomicU64::new(0),
         }
     }
 
@@ -70,7 +71,7 @@ impl Scheduler {
         };
         AgentEnv {
             scheduler: self.clone(),
-            token: self.tokens.fetch_add(1, Ordering::Relaxed),
+            token: self.next_token.fetch_add(1, Ordering::Relaxed),
             class: spec.priority as u8,
             weight: u64::from(spec.weight.unwrap_or(1).max(1)),
             cell,
