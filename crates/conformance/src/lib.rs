@@ -15,6 +15,7 @@ pub mod engine;
 pub mod harness;
 pub mod messaging;
 pub mod redis_server;
+pub mod supervision;
 pub mod tcp;
 
 /// Stamps out one `#[test]` per delivery-contract scenario for the backend made by `$make`
@@ -104,6 +105,47 @@ macro_rules! engine_suite {
                 let engine = move || -> ::std::sync::Arc<dyn ::engine_core::ExecutionEngine> { engine() };
                 let messaging = move || -> ::std::sync::Arc<dyn ::engine_core::MessagingBackend> { messaging() };
                 $crate::engine::$scenario(&engine, &messaging);
+            }
+        )*
+    };
+}
+
+/// Calls `callback!(args; scenario, ...)` with the name of every supervision scenario:
+/// the one list both [`supervision_suite!`] and [`supervision::scenarios`] are made
+/// from.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_supervision_scenarios {
+    ([$($callback:tt)+] $($args:tt)*) => {
+        $($callback)+! { $($args)*;
+            each_restart_policy_decides_on_a_crash,
+            one_for_one_restarts_only_the_agent_that_crashed,
+            one_for_all_stops_the_rest_in_reverse_and_restarts_all_in_order,
+            rest_for_one_restarts_the_agent_and_those_after_it,
+            past_its_intensity_a_group_is_stopped_and_the_failure_escalates,
+            backoff_delays_grow_in_order,
+            a_restarted_agent_gets_what_was_queued_and_the_poison_message_once,
+        }
+    };
+}
+
+/// Stamps out one `#[test]` per supervision scenario for the engine made by `engine`
+/// over the backend made by `messaging`, as [`engine_suite!`] does for the engine
+/// contract. Invoke it inside a `mod supervision`, so `cargo xtask conformance` finds
+/// the cell's tests by name.
+#[macro_export]
+macro_rules! supervision_suite {
+    (engine: $engine:expr, messaging: $messaging:expr $(,)?) => {
+        $crate::__with_supervision_scenarios!([$crate::supervision_suite] @each $engine, $messaging);
+    };
+    (@each $engine:expr, $messaging:expr; $($scenario:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $scenario() {
+                let (engine, messaging) = ($engine, $messaging);
+                let engine = move || -> ::std::sync::Arc<dyn ::engine_core::ExecutionEngine> { engine() };
+                let messaging = move || -> ::std::sync::Arc<dyn ::engine_core::MessagingBackend> { messaging() };
+                $crate::supervision::$scenario(&engine, &messaging);
             }
         )*
     };

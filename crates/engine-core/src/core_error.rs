@@ -45,6 +45,11 @@ pub(crate) enum CoreError {
     #[error("the {engine} engine cannot pause agents")]
     PauseUnsupported { engine: String },
     #[error(
+        "the {engine} engine cannot end an agent from outside (a stuck handler is reported, \
+         not killed); the process engine can"
+    )]
+    KillUnsupported { engine: String },
+    #[error(
         "agent {agent:?} cannot be paused or resumed: {}",
         match state {
             Some(state) => format!("it is {state}"),
@@ -112,6 +117,7 @@ impl CoreError {
             F::PoolOnly { engine, .. } => engine.clone(),
             F::EngineClosed { engine, .. }
             | F::PauseUnsupported { engine }
+            | F::KillUnsupported { engine }
             | F::NotPausable { engine, .. } => engine.clone(),
             F::UnknownType { .. }
             | F::BadAgent { .. }
@@ -147,7 +153,7 @@ impl CoreError {
             F::NotADependency { .. } | F::NoResource { .. } | F::NotPausable { .. } => {
                 ErrorKind::NotFound
             }
-            F::PauseUnsupported { .. } => ErrorKind::Unsupported,
+            F::PauseUnsupported { .. } | F::KillUnsupported { .. } => ErrorKind::Unsupported,
             F::UnknownType { .. } => ErrorKind::UnknownAgentType,
         }
     }

@@ -110,6 +110,19 @@ pub trait ExecutionEngine: Send + Sync {
         Err(pausing_unsupported(self.name()))
     }
 
+    /// Ends an agent at once, whatever it is doing (a handler stuck past its watchdog):
+    /// it is recorded as crashed, and what it had taken but not completed is handed
+    /// out again when it runs again. Engines whose capabilities do not list `kill`
+    /// refuse with `Unsupported`, which is what this default does; an unknown agent is
+    /// `NotFound`.
+    fn kill_agent(&self, guild: &str, agent_id: &str, reason: &str) -> Result<()> {
+        let _ = (guild, agent_id, reason);
+        Err(CoreError::KillUnsupported {
+            engine: self.name().to_owned(),
+        }
+        .into())
+    }
+
     /// The agents of a guild (running, or dead and not yet cleaned up), in launch order.
     fn agents_in_guild(&self, guild: &str) -> Vec<AgentInfo>;
 
@@ -197,6 +210,9 @@ pub struct EngineCapabilities {
     /// Timers run on a clock the caller moves ([`ExecutionEngine::advance_clock`]),
     /// not on real time.
     pub virtual_clock: bool,
+    /// An agent stuck in a handler can be ended from outside
+    /// ([`ExecutionEngine::kill_agent`]); elsewhere a stuck handler can only be reported.
+    pub kill: bool,
 }
 
 /// The lifecycle state of an agent.
@@ -287,6 +303,9 @@ pub struct AgentInfo {
     pub queued: u64,
     /// Whether a handler is running now.
     pub busy: bool,
+    /// How long the running handler has been running (on the process engine: since
+    /// the agent last finished a delivery), where the engine knows.
+    pub busy_for: Option<Duration>,
 }
 
 /// Totals over the agents an engine owns.

@@ -29,6 +29,7 @@ mod messaging;
 mod names;
 mod registry;
 mod spec;
+mod supervision;
 mod table;
 mod task;
 mod timers;
@@ -52,7 +53,9 @@ pub use names::{INLINE_PAYLOAD, PayloadBytes, Topics, intern};
 pub use registry::{AgentRegistry, Resources};
 pub use spec::{
     AgentSpec, DependencySpec, Overflow, Placement, QueueLimit, RateLimit, ResourceLimits,
-    RestartPolicy,
+};
+pub use supervision::{
+    Backoff, BackoffKind, BreakerSpec, HealthCheck, MAX_SUPERVISION_MS, RestartPolicy,
 };
 pub use table::{Admission, AgentCell, AgentRecord, AgentTable};
 pub use task::{AgentTask, TaskControl, TaskEnd, TaskEnv, TaskHost};

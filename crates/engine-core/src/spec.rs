@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::core_error::CoreError;
-use crate::{Priority, Result, StartFrom};
+use crate::{Backoff, BreakerSpec, HealthCheck, Priority, RestartPolicy, Result, StartFrom};
 
 /// One agent: what to build, what it listens to, and how it is run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,9 +37,25 @@ pub struct AgentSpec {
     /// Resource limits, enforced by engines whose capabilities say so.
     #[serde(default)]
     pub limits: ResourceLimits,
-    /// When a supervisor restarts it.
+    /// When a supervisor restarts it; the guild's supervision default (`transient`)
+    /// when not set.
     #[serde(default)]
-    pub restart: RestartPolicy,
+    pub restart: Option<RestartPolicy>,
+    /// How long a supervisor waits before restarting it; the guild's default when not
+    /// set.
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    /// Its health probes, run where it runs; none when not set.
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
+    /// Its handler's circuit breaker, run where it runs; none when not set.
+    #[serde(default)]
+    pub breaker: Option<BreakerSpec>,
+    /// How long one handler may run before a supervisor counts the agent as stuck, in
+    /// milliseconds: on engines that can end a stuck handler it is killed and
+    /// restarted, elsewhere reported. No watchdog when not set.
+    #[serde(default)]
+    pub watchdog_ms: Option<u64>,
     /// Default priority of the messages it sends.
     #[serde(default)]
     pub priority: Priority,
@@ -106,7 +122,11 @@ impl AgentSpec {
             start_from: StartFrom::default(),
             dependencies: Vec::new(),
             limits: ResourceLimits::default(),
-            restart: RestartPolicy::default(),
+            restart: None,
+            backoff: None,
+            health: None,
+            breaker: None,
+            watchdog_ms: None,
             priority: Priority::default(),
             engine: None,
             queue: None,
@@ -288,19 +308,6 @@ pub enum Overflow {
     Reject,
     /// The oldest waiting delivery is dropped to make room, and dead-lettered.
     DropOldest,
-}
-
-/// When a supervisor restarts an agent that ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RestartPolicy {
-    /// Whenever it ends.
-    Always,
-    /// Only when it crashed or was killed.
-    #[default]
-    OnFailure,
-    /// Never.
-    Never,
 }
 
 /// A named shared resource that agents can ask for by name.

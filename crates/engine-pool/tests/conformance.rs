@@ -1,4 +1,4 @@
-//! The engine contract, proven for the pool engine over every messaging backend.
+//! The engine contract and the supervisor's promises (`supervision::`), proven for the pool engine over every messaging backend.
 
 mod memory {
     use std::sync::Arc;
@@ -26,4 +26,35 @@ mod redis {
             move || Arc::new(RedisMessaging::connect(&server.url()).expect("the test server answers"))
         },
     );
+}
+
+/// The supervisor's promises on this engine, over each backend.
+mod supervision {
+    mod memory {
+        use std::sync::Arc;
+
+        use engine_pool::PoolEngine;
+        use messaging_memory::MemoryMessaging;
+
+        conformance::supervision_suite!(
+            engine: || Arc::new(PoolEngine::new().expect("the pool starts")),
+            messaging: || Arc::new(MemoryMessaging::process_wide(Default::default())),
+        );
+    }
+
+    mod redis {
+        use std::sync::Arc;
+
+        use conformance::redis_server::RedisServer;
+        use engine_pool::PoolEngine;
+        use messaging_redis::RedisMessaging;
+
+        conformance::supervision_suite!(
+            engine: || Arc::new(PoolEngine::new().expect("the pool starts")),
+            messaging: {
+                let server = RedisServer::start();
+                move || Arc::new(RedisMessaging::connect(&server.url()).expect("the test server answers"))
+            },
+        );
+    }
 }

@@ -106,6 +106,8 @@ pub(crate) enum ProcessError {
     AckUnsubscribed { agent: String },
     #[error("unexpected frame {frame} on a running agent's connection")]
     UnexpectedFrame { frame: String },
+    #[error("the process engine runs no agent {agent:?}")]
+    NoSuchAgent { agent: String },
     #[error("agent {agent:?} may subscribe only as itself, not as {client:?}")]
     SubscribeAs { agent: String, client: String },
     #[error("agent {agent:?} is subscribed already")]
@@ -161,6 +163,7 @@ impl ProcessError {
             // The engine that started this process is gone, and will not come back.
             E::Disconnected => (ErrorKind::Closed, false),
             E::NoTopic { .. } => (ErrorKind::InvalidInput, false),
+            E::NoSuchAgent { .. } => (ErrorKind::NotFound, false),
             E::NotHanded
             | E::Impersonation { .. }
             | E::SubscribeAs { .. }

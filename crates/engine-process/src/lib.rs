@@ -359,6 +359,7 @@ impl ExecutionEngine for ProcessEngine {
         capabilities.isolated = true;
         capabilities.enforces_limits = true;
         capabilities.pause = true;
+        capabilities.kill = true;
         capabilities
     }
 
@@ -407,6 +408,23 @@ impl ExecutionEngine for ProcessEngine {
         };
         record.handle.link.request_stop();
         self.finish(record.handle);
+        Ok(())
+    }
+
+    fn kill_agent(&self, guild: &str, agent_id: &str, reason: &str) -> Result<()> {
+        let inner = self.lock();
+        let Some(record) = inner.table.get(guild, agent_id) else {
+            return Err(ProcessError::NoSuchAgent {
+                agent: agent_id.to_owned(),
+            }
+            .into());
+        };
+        tracing::warn!(
+            agent = agent_id,
+            pid = record.handle.link.pid(),
+            "killing the agent process: {reason}"
+        );
+        record.handle.link.kill(reason);
         Ok(())
     }
 

@@ -46,6 +46,8 @@ pub(crate) struct Link {
     reaped: Mutex<bool>,
     last_lines: Mutex<VecDeque<String>>,
     allocation_failure: Mutex<Option<String>>,
+    /// Why the engine killed the process on purpose (`kill_agent`), if it did.
+    kill_reason: Mutex<Option<String>>,
 }
 
 impl Link {
@@ -59,7 +61,14 @@ impl Link {
             reaped: Mutex::new(false),
             last_lines: Mutex::new(VecDeque::new()),
             allocation_failure: Mutex::new(None),
+            kill_reason: Mutex::new(None),
         }
+    }
+
+    /// Kills the process at once, saying why in how its end is reported.
+    pub(crate) fn kill(&self, reason: &str) {
+        lock(&self.kill_reason).get_or_insert_with(|| reason.to_owned());
+        self.signal(Signal::SIGKILL);
     }
 
     /// The process id.
@@ -215,7 +224,13 @@ impl Watch {
         let _ = self.stderr_done.recv_timeout(EXIT_GRACE);
         last.stop_requested = self.link.stop_requested.load(Ordering::Acquire);
         last.allocation_failure = lock(&self.link.allocation_failure).clone();
-        let (state, exit, kind) = classify(status, &last, &self.limits);
+        let (state, mut exit, mut kind) = classify(status, &last, &self.limits);
+        if let Some(why) = lock(&self.link.kill_reason).clone()
+            && let LifecycleKind::Crashed { reason } = &mut kind
+        {
+            *reason = format!("killed: {why} ({reason})");
+            exit.reason.clone_from(reason);
+        }
         if let Some(ready) = ready.take() {
             let mut reason = format!("the agent process {} before it was ready", exit.reason);
             let words = self.link.last_words();

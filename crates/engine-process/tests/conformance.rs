@@ -57,6 +57,33 @@ fn main() {
             Ok(())
         }));
     }
+    for (name, scenario) in conformance::supervision::scenarios() {
+        trials.push(Trial::test(
+            format!("supervision::memory::{name}"),
+            move || {
+                let engine = || -> Arc<dyn ExecutionEngine> { Arc::new(ProcessEngine::new()) };
+                let messaging = || -> Arc<dyn MessagingBackend> {
+                    Arc::new(MemoryMessaging::process_wide(Default::default()))
+                };
+                scenario(&engine, &messaging);
+                Ok(())
+            },
+        ));
+        trials.push(Trial::test(
+            format!("supervision::redis::{name}"),
+            move || {
+                let server = RedisServer::start();
+                let engine = || -> Arc<dyn ExecutionEngine> { Arc::new(ProcessEngine::new()) };
+                let messaging = || -> Arc<dyn MessagingBackend> {
+                    Arc::new(
+                        RedisMessaging::connect(&server.url()).expect("the test server answers"),
+                    )
+                };
+                scenario(&engine, &messaging);
+                Ok(())
+            },
+        ));
+    }
     let specific: [(&str, fn()); 12] = [
         (
             "others_are_started_stopped_and_queried_while_one_starts_slowly",

@@ -10,6 +10,8 @@ use engine_core::{
     MessageId, MessagingBackend, Priority, Result, StartFrom, Timers, inbox_topic,
 };
 
+use supervisor::{NoHooks, SupervisionHooks, Supervisor};
+
 use crate::error::GuildError;
 use crate::observer::{DrivenEngines, Observer};
 use crate::{GuildSpec, LoadedSpec, select};
@@ -29,6 +31,7 @@ pub struct GuildBuilder {
     engine: Option<String>,
     engines: Vec<Arc<dyn ExecutionEngine>>,
     messaging: Option<Messaging>,
+    hooks: Option<Arc<dyn SupervisionHooks>>,
 }
 
 /// The messaging backend a builder was given.
@@ -78,7 +81,23 @@ impl GuildBuilder {
             engine: None,
             engines: Vec::new(),
             messaging: None,
+            hooks: None,
         }
+    }
+
+    /// Supervises the guild's agents as `supervision` says, replacing the spec's
+    /// `[supervision]` table.
+    pub fn supervision(mut self, supervision: supervisor::SupervisionSpec) -> Self {
+        self.loaded.spec.supervision = Some(supervision);
+        self
+    }
+
+    /// Calls `hooks` as the supervisor sees agents start, stop, fail and restart, and
+    /// when it gives up on a group. The guild is supervised from then on, with the
+    /// spec's `[supervision]` table or its defaults.
+    pub fn hooks(mut self, hooks: Arc<dyn SupervisionHooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// The registry agents are built from.
@@ -152,15 +171,24 @@ impl GuildBuilder {
             ids: IdGenerator::process(),
             timers: Timers::real(),
         };
+        let supervisor = (self.hooks.is_some() || self.loaded.spec.supervised()).then(|| {
+            let hooks = self.hooks.unwrap_or_else(|| Arc::new(NoHooks));
+            Supervisor::start(context.clone(), hooks)
+        });
+        let supervision = self.loaded.spec.supervision.clone().unwrap_or_default();
+        // The supervisor's own events (restarted, group failed, stuck) come first.
+        let events = supervisor.iter().map(Supervisor::events).collect();
         Ok(Guild {
             spec: self.loaded.spec,
+            supervisor,
+            supervision,
             context,
             forced_engine: forced,
             default_engine,
             supplied: self.engines,
             engines: BTreeMap::new(),
             driven: DrivenEngines::default(),
-            events: Mutex::default(),
+            events: Mutex::new(events),
             launched: Vec::new(),
             replies: Mutex::new(Replies::default()),
             sender: GUILD_SENDER.into(),
@@ -210,6 +238,10 @@ impl GuildBuilder {
 /// A guild: one namespace on one messaging backend, with agents on one or more engines.
 pub struct Guild {
     spec: GuildSpec,
+    /// Restarts agents, when the guild is supervised.
+    supervisor: Option<Supervisor>,
+    /// The spec's `[supervision]` table, or its defaults.
+    supervision: supervisor::SupervisionSpec,
     context: GuildContext,
     forced_engine: Option<String>,
     default_engine: String,
@@ -278,6 +310,9 @@ impl Guild {
                     .get_mut()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(engine.events());
+                if let Some(supervisor) = &self.supervisor {
+                    supervisor.watch(&engine);
+                }
                 if engine.capabilities().driven_by_caller {
                     self.driven
                         .lock()
@@ -289,7 +324,17 @@ impl Guild {
             }
         };
         let id = agent.id.clone();
-        engine.run_agent(&self.context, agent)?;
+        if let Some(supervisor) = &self.supervisor {
+            let agent = self.supervision.apply(&agent);
+            let group = self.supervision.group_of(&agent.id);
+            supervisor.supervise(&group, agent, engine.clone());
+        }
+        if let Err(error) = engine.run_agent(&self.context, agent) {
+            if let Some(supervisor) = &self.supervisor {
+                supervisor.forget(&id);
+            }
+            return Err(error);
+        }
         // Launching a running agent again is one agent, listed once.
         if !self.launched.iter().any(|(launched, _)| *launched == id) {
             self.launched.push((id, engine_name));
@@ -312,6 +357,9 @@ impl Guild {
         let Some(at) = self.launched.iter().position(|(id, _)| id == agent_id) else {
             return Ok(());
         };
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.forget(agent_id);
+        }
         if let Some(engine) = self.engines.get(&self.launched[at].1) {
             engine.stop_agent(&self.spec.id, agent_id)?;
         }
@@ -468,6 +516,26 @@ impl Guild {
             .collect()
     }
 
+    /// Whether the guild's supervisor will restart `agent_id` after an end of this
+    /// kind; false when the guild is not supervised.
+    pub fn will_restart(&self, agent_id: &str, kind: &engine_core::LifecycleKind) -> bool {
+        self.supervisor
+            .as_ref()
+            .is_some_and(|supervisor| supervisor.will_restart(agent_id, kind))
+    }
+
+    /// How many times the supervisor has restarted `agent_id`.
+    pub fn restarts(&self, agent_id: &str) -> u64 {
+        self.supervisor
+            .as_ref()
+            .map_or(0, |supervisor| supervisor.restarts(agent_id))
+    }
+
+    /// Whether a supervisor restarts this guild's agents.
+    pub fn is_supervised(&self) -> bool {
+        self.supervisor.is_some()
+    }
+
     /// Every agent launched and not stopped through [`stop`](Self::stop), in launch
     /// order, with what its engine knows of it.
     pub fn agents(&self) -> Vec<AgentInfo> {
@@ -492,6 +560,10 @@ impl Guild {
     /// Stops every agent: shuts down the engines the guild made, and stops this
     /// guild's agents on the engines it was given (which keep running).
     pub fn shutdown(&self) -> Result<()> {
+        // Nothing is restarted once the guild is going down.
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.shutdown();
+        }
         let mut first_error = None;
         for (name, engine) in &self.engines {
             let result = if self.supplied.iter().any(|s| Arc::ptr_eq(s, engine)) {

@@ -27,13 +27,14 @@ mod spec;
 // who need the machinery behind them (`AgentHost`, `AgentTable`, `EventHub`,
 // `Doorbell`), depend on `engine-core` itself.
 pub use engine_core::{
-    Agent, AgentContext, AgentInfo, AgentRegistry, AgentResult, AgentSpec, AgentState, BoxError,
-    Capabilities, DeadLetter, Delivery, DependencySpec, DynAgent, ERROR_TOPIC, EngineCapabilities,
-    EngineStats, Error, ErrorKind, EventReceiver, ExecutionEngine, ExecutionEngineExt, ExitStatus,
-    Failure, GuildContext, HistoryOrder, HistoryQuery, INBOX_PREFIX, IdGenerator, JSON_FORMAT,
-    LifecycleEvent, LifecycleKind, Message, MessageBuilder, MessageId, MessagingBackend, Notify,
-    Outcome, Overflow, Payload, Placement, Priority, QueueLimit, RateLimit, ResourceLimits,
-    Resources, RestartPolicy, Result, StartFrom, SubscribeRequest, Subscription, inbox_topic,
+    Agent, AgentContext, AgentInfo, AgentRegistry, AgentResult, AgentSpec, AgentState, Backoff,
+    BackoffKind, BoxError, BreakerSpec, Capabilities, DeadLetter, Delivery, DependencySpec,
+    DynAgent, ERROR_TOPIC, EngineCapabilities, EngineStats, Error, ErrorKind, EventReceiver,
+    ExecutionEngine, ExecutionEngineExt, ExitStatus, Failure, GuildContext, HealthCheck,
+    HistoryOrder, HistoryQuery, INBOX_PREFIX, IdGenerator, JSON_FORMAT, LifecycleEvent,
+    LifecycleKind, Message, MessageBuilder, MessageId, MessagingBackend, Notify, Outcome, Overflow,
+    Payload, Placement, Priority, QueueLimit, RateLimit, ResourceLimits, Resources, RestartPolicy,
+    Result, StartFrom, SubscribeRequest, Subscription, inbox_topic,
 };
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
 pub use observer::Observer;
@@ -45,6 +46,11 @@ pub use spec::load::{
     KnownNames, LoadedSpec, MAX_SPEC_BYTES, MessagingCheck, SpecError, SpecErrors, SpecFormat,
 };
 pub use spec::{AgentExitPolicy, GuildSpec, RunSpec, SendSpec, UntilSpec};
+/// Supervision: restart policies, strategies, intensity and backoff, on any engine.
+pub use supervisor::{
+    DEFAULT_GROUP, Group, GroupSpec, NoHooks, Strategy, SupervisionHooks, SupervisionSpec,
+    Supervisor,
+};
 
 /// The execution engines compiled into this build.
 pub mod engines {

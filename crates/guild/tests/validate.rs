@@ -170,10 +170,33 @@ fn sizes_and_timeouts_beyond_their_bounds_are_refused() {
 }
 
 #[test]
-fn settings_nothing_honours_are_refused() {
+fn supervision_settings_out_of_range_are_refused_on_their_lines() {
     check(
-        &one_agent("responder", "restart = \"always\""),
-        &["agents[0].restart", "supervisor"],
+        &one_agent("responder", "backoff = { initial_ms = 100, jitter = 1.5 }"),
+        &["agents[0].backoff.jitter", ":7:", "between 0 and 1"],
+    );
+    check(
+        &one_agent("responder", "restart = \"sometimes\""),
+        &["restart", "unknown variant", "permanent"],
+    );
+    check(
+        &one_agent("responder", "breaker = { failures = 0 }"),
+        &["agents[0].breaker.failures", "at least 1"],
+    );
+    check(
+        &one_agent("responder", "").replacen(
+            "id = \"g\"\n",
+            "id = \"g\"\n[supervision]\nwithin_ms = 0\nbackoff = { initial_ms = 500, max_ms = 100 }\n\
+             [supervision.groups.db]\nagents = [\"nobody\"]\n",
+            1,
+        ),
+        &[
+            "supervision.within_ms",
+            "supervision.backoff.max_ms",
+            "less than initial_ms",
+            "supervision.groups.db.agents[0]",
+            "\"nobody\", which is no agent",
+        ],
     );
 }
 

@@ -6,8 +6,10 @@
 //! | `relay` | forwards every message to other topics, optionally reshaped |
 //! | `aggregator` | collects a number of messages and publishes one summary |
 //! | `monte_carlo` | samples random points to estimate pi (CPU-bound work) |
+//! | `flaky` | forwards messages, and crashes on purpose every so often (to try supervision) |
 
 mod aggregator;
+mod flaky;
 mod monte_carlo;
 mod relay;
 mod responder;
@@ -16,6 +18,7 @@ use engine_core::{AgentRegistry, AgentSpec, BoxError};
 use serde::de::DeserializeOwned;
 
 pub use aggregator::{Aggregator, AggregatorConfig, Ratio};
+pub use flaky::{Flaky, FlakyConfig};
 pub use monte_carlo::{MonteCarlo, MonteCarloConfig};
 pub use relay::{Relay, RelayConfig};
 pub use responder::{Responder, ResponderConfig};
@@ -26,6 +29,7 @@ pub fn register_builtins(registry: &mut AgentRegistry) -> &mut AgentRegistry {
         .register("responder", |spec| Ok(Responder::new(properties(spec)?)))
         .register("relay", |spec| Ok(Relay::new(properties(spec)?)))
         .register("aggregator", |spec| Ok(Aggregator::new(properties(spec)?)))
+        .register("flaky", |spec| Ok(Flaky::new(properties(spec)?)?))
         .register("monte_carlo", |spec| {
             Ok(MonteCarlo::new(spec, properties(spec)?))
         })

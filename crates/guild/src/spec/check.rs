@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::load::{bump, locate};
 use crate::{
-    AgentRegistry, AgentSpec, ERROR_TOPIC, INBOX_PREFIX, KnownNames, LoadedSpec, RestartPolicy,
-    SpecError, SpecErrors,
+    AgentRegistry, AgentSpec, ERROR_TOPIC, INBOX_PREFIX, KnownNames, LoadedSpec, SpecError,
+    SpecErrors,
 };
 
 /// The most copies of one agent a spec may ask for.
@@ -55,6 +55,7 @@ impl LoadedSpec {
         #[cfg(feature = "engine-pool")]
         check.pool_table(known);
         check.agents(registry, known);
+        check.supervision_table();
         check.run();
         if check.errors.is_empty() {
             Ok(())
@@ -273,17 +274,7 @@ impl<'a> Checker<'a> {
                     ),
                 );
             }
-            if agent.restart != RestartPolicy::default() {
-                self.error(
-                    format!("agents[{i}].restart"),
-                    "restart",
-                    "",
-                    0,
-                    "restart policies need a supervisor, which this build does not have yet: \
-                     remove the setting (agents that end stay ended)"
-                        .into(),
-                );
-            }
+            self.supervision(i, agent);
             for (d, name) in agent.dependencies.iter().enumerate() {
                 if !spec.dependencies.contains_key(name) {
                     self.error(
@@ -350,6 +341,97 @@ impl<'a> Checker<'a> {
                 nth,
                 error.message().to_owned(),
             );
+        }
+    }
+
+    /// One agent's own supervision settings in range.
+    fn supervision(&mut self, i: usize, agent: &AgentSpec) {
+        for (field, problem) in supervisor::agent_problems(
+            agent.backoff,
+            agent.health,
+            agent.breaker,
+            agent.watchdog_ms,
+        ) {
+            let key = field.rsplit('.').next().unwrap_or(&field).to_owned();
+            let nth = self.nth_setting(i, &field);
+            self.error(format!("agents[{i}].{field}"), &key, "", nth, problem);
+        }
+    }
+
+    /// How many agents before agent `i` set the supervision setting `field`, so an
+    /// error lands on agent `i`'s own line.
+    fn nth_setting(&self, i: usize, field: &str) -> usize {
+        let table = field.split('.').next().unwrap_or(field);
+        let sets = |agent: &AgentSpec| match table {
+            "backoff" => agent.backoff.is_some(),
+            "health" => agent.health.is_some(),
+            "breaker" => agent.breaker.is_some(),
+            _ => agent.watchdog_ms.is_some(),
+        };
+        let supervision_sets = self
+            .loaded_spec()
+            .spec
+            .supervision
+            .as_ref()
+            .is_some_and(|s| match table {
+                "health" => s.health.is_some(),
+                "breaker" => s.breaker.is_some(),
+                "watchdog_ms" => s.watchdog_ms.is_some(),
+                _ => false,
+            });
+        let before = self.loaded_spec().spec.agents[..i]
+            .iter()
+            .filter(|a| sets(a))
+            .count();
+        // Tables are written before agents in a spec, so the guild's own comes first.
+        before + usize::from(supervision_sets)
+    }
+
+    /// The `[supervision]` table: its settings in range, and groups that name agents
+    /// of the guild, each in one group only.
+    fn supervision_table(&mut self) {
+        let spec = &self.loaded_spec().spec;
+        let Some(supervision) = &spec.supervision else {
+            return;
+        };
+        for (field, problem) in supervision.problems() {
+            let key = field.rsplit('.').next().unwrap_or(&field).to_owned();
+            self.error(
+                format!("supervision.{field}"),
+                &key,
+                "",
+                0,
+                format!("supervision setting {field}: {problem}"),
+            );
+        }
+        let ids: BTreeSet<String> = spec
+            .agents
+            .iter()
+            .map(|agent| agent.id.clone())
+            .chain(spec.expanded_agents().into_iter().map(|agent| agent.id))
+            .collect();
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for (name, group) in &supervision.groups {
+            for (m, member) in group.agents.iter().enumerate() {
+                let field = format!("supervision.groups.{name}.agents[{m}]");
+                if !ids.contains(member) {
+                    self.error(
+                        field,
+                        "agents",
+                        member,
+                        0,
+                        format!("supervision group {name:?} names {member:?}, which is no agent of this guild"),
+                    );
+                } else if let Some(other) = seen.insert(member, name) {
+                    self.error(
+                        field,
+                        "agents",
+                        member,
+                        0,
+                        format!("agent {member:?} is in supervision groups {other:?} and {name:?}: an agent has one supervisor"),
+                    );
+                }
+            }
         }
     }
 

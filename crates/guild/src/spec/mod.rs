@@ -38,6 +38,11 @@ pub struct GuildSpec {
     #[cfg(feature = "engine-pool")]
     #[serde(default)]
     pub pool: Option<engine_pool::PoolConfig>,
+    /// How the guild's agents are supervised (restart strategy, intensity, and the
+    /// defaults of the agents' own supervision settings). Without it, agents are
+    /// supervised only if one of them sets `restart`, `backoff` or `watchdog_ms`.
+    #[serde(default)]
+    pub supervision: Option<supervisor::SupervisionSpec>,
     /// The agents.
     #[serde(default)]
     pub agents: Vec<AgentSpec>,
@@ -58,14 +63,29 @@ impl GuildSpec {
             dependencies: BTreeMap::new(),
             #[cfg(feature = "engine-pool")]
             pool: None,
+            supervision: None,
             agents: Vec::new(),
             run: RunSpec::default(),
         }
     }
 
-    /// Every agent to launch, with replicas expanded, in spec order.
+    /// Every agent to launch, with replicas expanded, in spec order, with the
+    /// `[supervision]` table's defaults filled in where the agent sets nothing.
     pub fn expanded_agents(&self) -> Vec<AgentSpec> {
-        self.agents.iter().flat_map(AgentSpec::expand).collect()
+        let expanded = self.agents.iter().flat_map(AgentSpec::expand);
+        match &self.supervision {
+            Some(supervision) => expanded.map(|agent| supervision.apply(&agent)).collect(),
+            None => expanded.collect(),
+        }
+    }
+
+    /// Whether a supervisor restarts the guild's agents: it has a `[supervision]`
+    /// table, or an agent sets `restart`, `backoff` or `watchdog_ms`.
+    pub fn supervised(&self) -> bool {
+        self.supervision.is_some()
+            || self.agents.iter().any(|agent| {
+                agent.restart.is_some() || agent.backoff.is_some() || agent.watchdog_ms.is_some()
+            })
     }
 }
 

@@ -63,24 +63,37 @@ impl Progress {
     }
 }
 
-/// The table printed at the end of a run.
-pub(crate) fn summary(agents: &[AgentInfo], elapsed: Duration, errors_seen: u64) {
+/// The table printed at the end of a run; `restarts` gives each agent's restarts when
+/// the guild is supervised (a `restarts` column), `None` otherwise.
+pub(crate) fn summary(
+    agents: &[AgentInfo],
+    restarts: Option<&dyn Fn(&str) -> u64>,
+    elapsed: Duration,
+    errors_seen: u64,
+) {
     let width = agents.iter().map(|a| a.id.len()).max().unwrap_or(5).max(5);
+    let restarts_column = |value: String| match restarts {
+        Some(_) => format!("  {value:>8}"),
+        None => String::new(),
+    };
     say!("summary after {:.2}s:", elapsed.as_secs_f64());
     say!(
-        "  {:<width$}  {:<12}  {:<8}  {:>10}  {:>10}  {:>6}  state",
+        "  {:<width$}  {:<12}  {:<8}  {:>10}  {:>10}  {:>6}{}  state",
         "agent",
         "type",
         "engine",
         "in",
         "out",
-        "errors"
+        "errors",
+        restarts_column("restarts".into())
     );
-    let (mut total_in, mut total_out, mut total_errors) = (0, 0, 0);
+    let (mut total_in, mut total_out, mut total_errors, mut total_restarts) = (0, 0, 0, 0);
     for agent in agents {
         total_in += agent.messages_in;
         total_out += agent.messages_out;
         total_errors += agent.errors;
+        let restarted = restarts.map_or(0, |restarts| restarts(&agent.id));
+        total_restarts += restarted;
         let state = match (&agent.state, &agent.exit) {
             (AgentState::Crashed | AgentState::KilledByLimit, Some(exit)) => {
                 format!("{}: {}", agent.state, exit.reason)
@@ -88,25 +101,30 @@ pub(crate) fn summary(agents: &[AgentInfo], elapsed: Duration, errors_seen: u64)
             (state, _) => state.to_string(),
         };
         say!(
-            "  {:<width$}  {:<12}  {:<8}  {:>10}  {:>10}  {:>6}  {}",
+            "  {:<width$}  {:<12}  {:<8}  {:>10}  {:>10}  {:>6}{}  {}",
             agent.id,
             agent.agent_type,
             agent.engine,
             agent.messages_in,
             agent.messages_out,
             agent.errors,
+            restarts_column(restarted.to_string()),
             state
         );
     }
     say!(
-        "  {:<width$}  {:<12}  {:<8}  {:>10}  {:>10}  {:>6}",
+        "  {:<width$}  {:<12}  {:<8}  {:>10}  {:>10}  {:>6}{}",
         "total",
         "",
         "",
         total_in,
         total_out,
-        total_errors
+        total_errors,
+        restarts_column(total_restarts.to_string())
     );
+    if restarts.is_some() {
+        say!("  (in, out and errors count since each agent last started)");
+    }
     if errors_seen > 0 {
         say!("  {errors_seen} error(s) were published to the guild's error topic");
     }

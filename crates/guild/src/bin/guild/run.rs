@@ -43,6 +43,8 @@ enum End {
     Signalled(i32),
     /// This agent ended, and nothing restarts it.
     AgentEnded(String),
+    /// The supervisor gave up on a group.
+    GroupFailed(String),
 }
 
 pub(crate) fn run(
@@ -173,7 +175,15 @@ pub(crate) fn run(
 
     let elapsed = started.elapsed();
     let agents = guild.agents();
-    report::summary(&agents, elapsed, errors);
+    let restarts = |agent: &str| guild.restarts(agent);
+    report::summary(
+        &agents,
+        guild
+            .is_supervised()
+            .then_some(&restarts as &dyn Fn(&str) -> u64),
+        elapsed,
+        errors,
+    );
     let busy: Vec<&str> = agents
         .iter()
         .filter(|agent| agent.busy)
@@ -206,6 +216,10 @@ pub(crate) fn run(
             eprintln!("stopped by a signal: the guild was stopped");
             ExitCode::from((128 + signal) as u8)
         }
+        End::GroupFailed(why) => {
+            eprintln!("error: {why}; the supervisor gave up, so the run stops");
+            ExitCode::FAILURE
+        }
         End::AgentEnded(why) => {
             eprintln!(
                 "error: {why}; nothing restarts it, so the run stops \
@@ -234,20 +248,51 @@ pub(crate) fn run(
     Ok(code)
 }
 
-/// The first agent that ended on its own (not stopped by us), if the run is to stop
-/// for it.
+/// Reports what happened to agents since the last look; the end of the run, if an
+/// agent ended and nothing restarts it (and the spec says to stop then), or the
+/// supervisor gave up on a group.
 fn agent_ended(guild: &guild::Guild, policy: AgentExitPolicy) -> Option<End> {
     for event in guild.take_events() {
-        let why = match event.kind {
+        let agent = &event.agent_id;
+        let why = match &event.kind {
             LifecycleKind::Started | LifecycleKind::Stopped => continue,
-            LifecycleKind::Exited => format!("agent {} exited", event.agent_id),
-            LifecycleKind::Crashed { reason } => {
-                format!("agent {} crashed: {reason}", event.agent_id)
+            LifecycleKind::Restarted { attempt, delay_ms } => {
+                say!("  restarted {agent} (restart {attempt} in a row, after {delay_ms} ms)");
+                continue;
             }
+            LifecycleKind::GroupFailed { group, reason } => {
+                return Some(End::GroupFailed(format!(
+                    "supervision group {group:?} failed: agent {agent} {reason}"
+                )));
+            }
+            LifecycleKind::Stuck { busy_ms } => {
+                say!(
+                    "  agent {agent} is stuck: a handler has run for {busy_ms} ms, past its watchdog"
+                );
+                continue;
+            }
+            LifecycleKind::BreakerOpened { failures } => {
+                say!("  agent {agent}: circuit breaker opened after {failures} failures");
+                continue;
+            }
+            LifecycleKind::BreakerHalfOpen => {
+                say!("  agent {agent}: circuit breaker half-open, trying one delivery");
+                continue;
+            }
+            LifecycleKind::BreakerClosed => {
+                say!("  agent {agent}: circuit breaker closed");
+                continue;
+            }
+            LifecycleKind::Exited => format!("agent {agent} exited"),
+            LifecycleKind::Crashed { reason } => format!("agent {agent} crashed: {reason}"),
             LifecycleKind::KilledByLimit { reason } => {
-                format!("agent {} was killed by a limit: {reason}", event.agent_id)
+                format!("agent {agent} was killed by a limit: {reason}")
             }
         };
+        if guild.will_restart(agent, &event.kind) {
+            say!("  {why}; its supervisor restarts it");
+            continue;
+        }
         match policy {
             AgentExitPolicy::Stop => return Some(End::AgentEnded(why)),
             AgentExitPolicy::Continue => say!("  {why}; carrying on"),

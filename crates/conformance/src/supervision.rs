@@ -1,0 +1,428 @@
+//! The promises of the supervisor, on any engine over any backend, one scenario each:
+//! restart policies, the three strategies (with stops in reverse order and starts in
+//! order), intensity escalation, backoff delays in order, and nothing lost across a
+//! restart. The supervisor works through the engine contract alone, so the same
+//! scenarios prove it on every engine.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use engine_core::{
+    AgentSpec, AgentState, Backoff, BackoffKind, ExecutionEngine, GuildContext, LifecycleKind,
+    RestartPolicy,
+};
+use supervisor::{Group, Strategy, SupervisionHooks, Supervisor};
+
+use crate::engine::{dead_letters, send, spec};
+use crate::harness::{MakeEngine, MakeMessaging, guild, settle, unique_namespace, wait_until};
+
+/// One supervision scenario, as [`scenarios`] lists them.
+pub type Scenario = fn(MakeEngine<'_>, MakeMessaging<'_>);
+
+/// Builds the list of [`scenarios`] from the names `__with_supervision_scenarios!` gives.
+macro_rules! scenario_list {
+    (; $($scenario:ident),* $(,)?) => {
+        vec![$((stringify!($scenario), $scenario as Scenario)),*]
+    };
+}
+
+/// Every supervision scenario with its name, for test binaries that run them without
+/// the standard test harness.
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    crate::__with_supervision_scenarios!([scenario_list])
+}
+
+/// Records what the supervisor's hooks are told, one line each: `start a`, `stop a`,
+/// `error a`, `restart a <attempt> <delay ms>`, `give_up <group> a`.
+#[derive(Debug, Default)]
+pub struct Recorder(Mutex<Vec<String>>);
+
+impl Recorder {
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The lines so far that start with `prefix`.
+    pub fn starting_with(&self, prefix: &str) -> Vec<String> {
+        let mut lines = self.lines();
+        lines.retain(|line| line.starts_with(prefix));
+        lines
+    }
+
+    fn push(&self, line: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
+    }
+}
+
+impl SupervisionHooks for Recorder {
+    fn on_start(&self, agent: &str) {
+        self.push(format!("start {agent}"));
+    }
+    fn on_stop(&self, agent: &str) {
+        self.push(format!("stop {agent}"));
+    }
+    fn on_error(&self, agent: &str, _reason: &str) {
+        self.push(format!("error {agent}"));
+    }
+    fn on_restart(&self, agent: &str, attempt: u32, delay: Duration) {
+        self.push(format!("restart {agent} {attempt} {}", delay.as_millis()));
+    }
+    fn on_give_up(&self, group: &str, agent: &str, _reason: &str) {
+        self.push(format!("give_up {group} {agent}"));
+    }
+}
+
+/// One engine and guild under a supervisor that records its hooks.
+struct Supervised {
+    engine: Arc<dyn ExecutionEngine>,
+    guild: GuildContext,
+    supervisor: Supervisor,
+    hooks: Arc<Recorder>,
+    group: Group,
+}
+
+impl Supervised {
+    fn new(
+        make_engine: MakeEngine<'_>,
+        make_messaging: MakeMessaging<'_>,
+        scenario: &str,
+        strategy: Strategy,
+        max_restarts: u32,
+    ) -> Self {
+        let engine = make_engine();
+        let guild = guild(&unique_namespace(scenario), make_messaging());
+        let hooks = Arc::new(Recorder::default());
+        let supervisor = Supervisor::start(guild.clone(), hooks.clone());
+        supervisor.watch(&engine);
+        let group = Group::new("crew", strategy, max_restarts, Duration::from_secs(60));
+        Self {
+            engine,
+            guild,
+            supervisor,
+            hooks,
+            group,
+        }
+    }
+
+    /// Supervises and runs `spec` with `policy` and `backoff`.
+    fn run(&self, spec: AgentSpec, policy: RestartPolicy, backoff: Backoff) {
+        let mut spec = spec;
+        spec.restart = Some(policy);
+        spec.backoff = Some(backoff);
+        self.supervisor
+            .supervise(&self.group, spec.clone(), self.engine.clone());
+        self.engine.run_agent(&self.guild, spec).unwrap();
+    }
+
+    fn wait_for(&self, what: &str, condition: impl FnMut() -> bool) {
+        wait_until(&[&*self.engine], what, condition);
+    }
+
+    /// Waits until the hooks have recorded `count` lines starting with `prefix`.
+    fn wait_lines(&self, prefix: &str, count: usize) {
+        self.wait_for(&format!("{count} hook lines start {prefix:?}"), || {
+            self.hooks.starting_with(prefix).len() >= count
+        });
+    }
+
+    fn state(&self, agent: &str) -> Option<AgentState> {
+        self.engine
+            .agent_info(&self.guild.namespace, agent)
+            .map(|info| info.state)
+    }
+
+    fn handled(&self, agent: &str) -> u64 {
+        self.engine
+            .agent_info(&self.guild.namespace, agent)
+            .map_or(0, |info| info.messages_in)
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.supervisor.shutdown();
+        let _ = self.engine.shutdown();
+    }
+}
+
+/// A crash restarts a `permanent` and a `transient` agent and leaves a `temporary`
+/// one crashed; the others of a one-for-one group are not touched.
+pub fn each_restart_policy_decides_on_a_crash(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let s = Supervised::new(
+        make_engine,
+        make_messaging,
+        "policies",
+        Strategy::OneForOne,
+        10,
+    );
+    let policies = [
+        ("permanent", RestartPolicy::Permanent),
+        ("transient", RestartPolicy::Transient),
+        ("temporary", RestartPolicy::Temporary),
+    ];
+    for (id, policy) in policies {
+        s.run(spec(id, "fragile", &[id]), policy, Backoff::none());
+    }
+    s.run(
+        spec("bystander", "counter", &["calm"]),
+        RestartPolicy::Permanent,
+        Backoff::none(),
+    );
+    for (id, _) in policies {
+        send(&s.guild, id, &["panic"]);
+    }
+    s.wait_lines("restart ", 2);
+    s.wait_for("the temporary agent is crashed", || {
+        s.state("temporary") == Some(AgentState::Crashed)
+    });
+    for (id, _) in policies {
+        send(&s.guild, id, &["after"]);
+    }
+    send(&s.guild, "calm", &["still there?"]);
+    s.wait_for("the restarted agents handle what came after", || {
+        s.handled("permanent") == 1 && s.handled("transient") == 1 && s.handled("bystander") == 1
+    });
+    settle(&[&*s.engine]);
+    let mut restarts = s.hooks.starting_with("restart ");
+    restarts.sort();
+    assert_eq!(restarts, ["restart permanent 1 0", "restart transient 1 0"]);
+    assert_eq!(s.state("temporary"), Some(AgentState::Crashed));
+    assert!(
+        s.hooks.starting_with("stop ").is_empty(),
+        "{:?}",
+        s.hooks.lines()
+    );
+    assert_eq!(s.supervisor.restarts("bystander"), 0);
+    assert_eq!(s.supervisor.restarts("permanent"), 1);
+}
+
+/// One-for-all: when the middle agent crashes, the others stop in reverse order and
+/// all three start again in order.
+pub fn one_for_all_stops_the_rest_in_reverse_and_restarts_all_in_order(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    strategy_scenario(
+        make_engine,
+        make_messaging,
+        Strategy::OneForAll,
+        &["stop c", "stop a"],
+        &["restart a 1 0", "restart b 1 0", "restart c 1 0"],
+    );
+}
+
+/// Rest-for-one: when the middle agent crashes, the one after it stops, and both
+/// start again in order; the one before is not touched.
+pub fn rest_for_one_restarts_the_agent_and_those_after_it(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    strategy_scenario(
+        make_engine,
+        make_messaging,
+        Strategy::RestForOne,
+        &["stop c"],
+        &["restart b 1 0", "restart c 1 0"],
+    );
+}
+
+/// One-for-one: only the agent that crashed restarts.
+pub fn one_for_one_restarts_only_the_agent_that_crashed(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    strategy_scenario(
+        make_engine,
+        make_messaging,
+        Strategy::OneForOne,
+        &[],
+        &["restart b 1 0"],
+    );
+}
+
+/// Agents a, b, c (b fragile) under `strategy`; b crashes; the stops and restarts the
+/// hooks see are exactly `stops` and `restarts`, in that order, and every agent of
+/// the group handles a message afterwards.
+fn strategy_scenario(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+    strategy: Strategy,
+    stops: &[&str],
+    restarts: &[&str],
+) {
+    let s = Supervised::new(make_engine, make_messaging, "strategy", strategy, 10);
+    for (id, agent_type) in [("a", "counter"), ("b", "fragile"), ("c", "counter")] {
+        s.run(
+            spec(id, agent_type, &[id, "all"]),
+            RestartPolicy::Permanent,
+            Backoff::none(),
+        );
+    }
+    s.wait_lines("start ", 3);
+    send(&s.guild, "b", &["panic"]);
+    s.wait_lines("restart ", restarts.len());
+    s.wait_for("every agent runs again", || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|id| s.state(id) == Some(AgentState::Running))
+    });
+    send(&s.guild, "all", &["roll call"]);
+    settle(&[&*s.engine]);
+    assert_eq!(
+        s.hooks.starting_with("stop "),
+        stops,
+        "{:?}",
+        s.hooks.lines()
+    );
+    assert_eq!(
+        s.hooks.starting_with("restart "),
+        restarts,
+        "{:?}",
+        s.hooks.lines()
+    );
+    // Whoever was not restarted handled the roll call and what came before it.
+    assert!(s.handled("a") >= 1 && s.handled("b") == 1 && s.handled("c") >= 1);
+}
+
+/// Past its intensity, the group is stopped (in reverse order) and a `GroupFailed`
+/// event names the agent and how it ended; nothing is restarted after that.
+pub fn past_its_intensity_a_group_is_stopped_and_the_failure_escalates(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let s = Supervised::new(
+        make_engine,
+        make_messaging,
+        "intensity",
+        Strategy::OneForOne,
+        1,
+    );
+    let events = s.supervisor.events();
+    s.run(
+        spec("steady", "counter", &["calm"]),
+        RestartPolicy::Permanent,
+        Backoff::none(),
+    );
+    s.run(
+        spec("fragile", "fragile", &["risky"]),
+        RestartPolicy::Permanent,
+        Backoff::none(),
+    );
+    send(&s.guild, "risky", &["panic"]);
+    s.wait_lines("restart ", 1);
+    send(&s.guild, "risky", &["panic"]);
+    s.wait_lines("give_up ", 1);
+    let failed = events
+        .iter()
+        .find_map(|event| match event.kind {
+            LifecycleKind::GroupFailed { group, reason } => Some((event.agent_id, group, reason)),
+            _ => None,
+        })
+        .expect("a group-failed event");
+    assert_eq!(failed.0, "fragile");
+    assert_eq!(failed.1, "crew");
+    assert!(failed.2.contains("asked to panic"), "{}", failed.2);
+    assert!(failed.2.contains("more than 1 restart"), "{}", failed.2);
+    s.wait_for("the steady agent is stopped", || {
+        s.state("steady").is_none()
+    });
+    assert_eq!(s.state("fragile"), Some(AgentState::Crashed));
+    assert_eq!(s.hooks.starting_with("restart ").len(), 1);
+    assert_eq!(s.hooks.starting_with("give_up "), ["give_up crew fragile"]);
+}
+
+/// Backoff: each restart in a row waits longer (exponential: 10, 20, 40 ms), and the
+/// hooks hear of each crash before its restart.
+pub fn backoff_delays_grow_in_order(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let s = Supervised::new(
+        make_engine,
+        make_messaging,
+        "backoff",
+        Strategy::OneForOne,
+        10,
+    );
+    let backoff = Backoff {
+        kind: BackoffKind::Exponential,
+        initial_ms: 10,
+        max_ms: 1_000,
+        jitter: 0.0,
+        reset_after_ms: 3_600_000,
+    };
+    s.run(
+        spec("fragile", "fragile", &["risky"]),
+        RestartPolicy::Transient,
+        backoff,
+    );
+    for n in 1..=3 {
+        send(&s.guild, "risky", &["panic"]);
+        s.wait_lines("restart ", n);
+    }
+    let told: Vec<String> = s
+        .hooks
+        .lines()
+        .into_iter()
+        .filter(|line| line.starts_with("error ") || line.starts_with("restart "))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            "error fragile",
+            "restart fragile 1 10",
+            "error fragile",
+            "restart fragile 2 20",
+            "error fragile",
+            "restart fragile 3 40",
+        ]
+    );
+}
+
+/// Nothing is lost across a restart: what was queued behind the message that crashed
+/// the agent is handled by the restarted agent, and that message is dead-lettered once.
+pub fn a_restarted_agent_gets_what_was_queued_and_the_poison_message_once(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let s = Supervised::new(
+        make_engine,
+        make_messaging,
+        "no-loss",
+        Strategy::OneForOne,
+        10,
+    );
+    let backoff = Backoff {
+        kind: BackoffKind::Fixed,
+        initial_ms: 50,
+        ..Backoff::none()
+    };
+    s.run(
+        spec("fragile", "fragile", &["work"]),
+        RestartPolicy::Transient,
+        backoff,
+    );
+    let work: Vec<String> = (0..10).map(|n| format!("job {n}")).collect();
+    let mut texts = vec!["panic"];
+    texts.extend(work.iter().map(String::as_str));
+    send(&s.guild, "work", &texts);
+    s.wait_lines("restart ", 1);
+    s.wait_for("the restarted agent handles the ten jobs", || {
+        s.handled("fragile") >= 10
+    });
+    settle(&[&*s.engine]);
+    assert_eq!(s.handled("fragile"), 10);
+    let letters = dead_letters(&s.guild);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].failure.kind, "panic");
+}
