@@ -15,6 +15,8 @@ use engine_core::{Agent, AgentContext, AgentRegistry, AgentResult, BoxError, Mes
 /// - `announcer`: publishes `"hello"` to `announcements` from its start hook;
 /// - `broken`: its start hook fails;
 /// - `stalling`: waits forever on the payload `"stall"`, replies to any other;
+/// - `moody`: healthy until a message says `"sicken"`, then its health hook fails;
+/// - `sickly`: its health hook always fails;
 /// - `timed`: on `"after"`, sends `"later"` to `timed.out` 30 ms on; on `"every"`,
 ///   sends `"tick"` to `ticks` every 10 ms; on `"cancel"`, cancels that.
 pub fn registry() -> AgentRegistry {
@@ -27,7 +29,9 @@ pub fn registry() -> AgentRegistry {
         .register("announcer", |_| Ok(Announcer))
         .register("broken", |_| Ok(Broken))
         .register("stalling", |_| Ok(Stalling))
-        .register("timed", |_| Ok(Timed { every: None }));
+        .register("timed", |_| Ok(Timed { every: None }))
+        .register("moody", |_| Ok(Moody { sick: false }))
+        .register("sickly", |_| Ok(Sickly));
     registry
 }
 
@@ -143,5 +147,39 @@ impl Agent for Broken {
 
     async fn handle(&mut self, _ctx: &AgentContext, _message: &Message) -> AgentResult {
         Ok(())
+    }
+}
+
+/// Healthy until told `"sicken"`.
+struct Moody {
+    sick: bool,
+}
+
+impl Agent for Moody {
+    async fn handle(&mut self, _ctx: &AgentContext, message: &Message) -> AgentResult {
+        if message.decode_json::<String>()? == "sicken" {
+            self.sick = true;
+        }
+        Ok(())
+    }
+
+    async fn health(&mut self, _ctx: &AgentContext) -> AgentResult {
+        if self.sick {
+            return Err("told to be sick".into());
+        }
+        Ok(())
+    }
+}
+
+/// Never healthy, so never ready.
+struct Sickly;
+
+impl Agent for Sickly {
+    async fn handle(&mut self, _ctx: &AgentContext, _message: &Message) -> AgentResult {
+        Ok(())
+    }
+
+    async fn health(&mut self, _ctx: &AgentContext) -> AgentResult {
+        Err("born sick".into())
     }
 }

@@ -125,6 +125,10 @@ macro_rules! __with_supervision_scenarios {
             past_its_intensity_a_group_is_stopped_and_the_failure_escalates,
             backoff_delays_grow_in_order,
             a_restarted_agent_gets_what_was_queued_and_the_poison_message_once,
+            a_breaker_opens_then_half_opens_and_closes,
+            an_agent_failing_its_first_probe_is_not_ready,
+            an_agent_failing_its_health_probes_is_restarted,
+            a_stuck_handler_is_killed_where_the_engine_can_and_reported_elsewhere,
         }
     };
 }

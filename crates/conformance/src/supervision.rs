@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use engine_core::{
-    AgentSpec, AgentState, Backoff, BackoffKind, ExecutionEngine, GuildContext, LifecycleKind,
-    RestartPolicy,
+    AgentSpec, AgentState, Backoff, BackoffKind, BreakerSpec, ErrorKind, ExecutionEngine,
+    ExecutionEngineExt, GuildContext, HealthCheck, LifecycleKind, RestartPolicy,
 };
 use supervisor::{Group, Strategy, SupervisionHooks, Supervisor};
 
@@ -425,4 +425,171 @@ pub fn a_restarted_agent_gets_what_was_queued_and_the_poison_message_once(
     let letters = dead_letters(&s.guild);
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].failure.kind, "panic");
+}
+
+/// A circuit breaker opens after its failures, dead-letters what comes while open
+/// (kind `circuit_open`, the handler never sees it), lets one delivery through after
+/// the cool-down, and closes when that one succeeds; each change is a lifecycle event.
+pub fn a_breaker_opens_then_half_opens_and_closes(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let engine = make_engine();
+    let guild = guild(&unique_namespace("breaker"), make_messaging());
+    let events = engine.events();
+    let mut fragile = spec("fragile", "fragile", &["risky"]);
+    fragile.breaker = Some(BreakerSpec {
+        failures: 2,
+        window_ms: 60_000,
+        cooldown_ms: 100,
+    });
+    engine.run_agent(&guild, fragile).unwrap();
+    let breaker_events = || -> Vec<LifecycleKind> {
+        events
+            .try_iter()
+            .filter(|event| event.agent_id == "fragile")
+            .map(|event| event.kind)
+            .filter(|kind| {
+                matches!(
+                    kind,
+                    LifecycleKind::BreakerOpened { .. }
+                        | LifecycleKind::BreakerHalfOpen
+                        | LifecycleKind::BreakerClosed
+                )
+            })
+            .collect()
+    };
+    let mut seen = Vec::new();
+    send(&guild, "risky", &["fail", "fail", "while open"]);
+    wait_until(&[&*engine], "three dead letters", || {
+        dead_letters(&guild).len() == 3
+    });
+    seen.extend(breaker_events());
+    // All three were delivered and failed; the last never reached the handler.
+    settle(&[&*engine]);
+    let info = engine.agent_info(&guild.namespace, "fragile").unwrap();
+    assert_eq!((info.messages_in, info.errors), (3, 3));
+    // Past the cool-down (real time must pass for it), one delivery goes through.
+    std::thread::sleep(Duration::from_millis(150));
+    send(&guild, "risky", &["fine"]);
+    wait_until(&[&*engine], "the trial delivery is handled", || {
+        engine
+            .agent_info(&guild.namespace, "fragile")
+            .is_some_and(|info| info.messages_in == 4)
+    });
+    wait_until(&[&*engine], "the breaker closes", || {
+        seen.extend(breaker_events());
+        seen.contains(&LifecycleKind::BreakerClosed)
+    });
+    assert_eq!(
+        seen,
+        [
+            LifecycleKind::BreakerOpened { failures: 2 },
+            LifecycleKind::BreakerHalfOpen,
+            LifecycleKind::BreakerClosed,
+        ]
+    );
+    let kinds: Vec<String> = dead_letters(&guild)
+        .into_iter()
+        .map(|letter| letter.failure.kind)
+        .collect();
+    assert_eq!(kinds, ["error", "error", "circuit_open"]);
+    engine.shutdown().unwrap();
+}
+
+/// An agent is ready only once its first health probe has passed: one that fails it
+/// does not start, and the error says why.
+pub fn an_agent_failing_its_first_probe_is_not_ready(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let engine = make_engine();
+    let guild = guild(&unique_namespace("readiness"), make_messaging());
+    let mut sickly = spec("sickly", "sickly", &["t"]);
+    sickly.health = Some(HealthCheck::default());
+    let error = engine.run_agent(&guild, sickly).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::StartFailed, "{error}");
+    assert!(error.to_string().contains("born sick"), "{error}");
+    assert!(!engine.is_agent_running(&guild.namespace, "sickly"));
+    engine.shutdown().unwrap();
+}
+
+/// An agent that fails its health probes the set number of times in a row is ended
+/// and restarted; the restarted one is healthy and handles messages again.
+pub fn an_agent_failing_its_health_probes_is_restarted(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let s = Supervised::new(
+        make_engine,
+        make_messaging,
+        "health",
+        Strategy::OneForOne,
+        10,
+    );
+    let mut moody = spec("moody", "moody", &["mood"]);
+    moody.health = Some(HealthCheck {
+        interval_ms: 20,
+        timeout_ms: 5_000,
+        failures: 2,
+    });
+    s.run(moody, RestartPolicy::Permanent, Backoff::none());
+    send(&s.guild, "mood", &["sicken"]);
+    s.wait_lines("restart moody", 1);
+    s.wait_for("the restarted agent runs", || {
+        s.state("moody") == Some(AgentState::Running)
+    });
+    send(&s.guild, "mood", &["cheerful"]);
+    s.wait_for("the restarted agent handles a message", || {
+        s.handled("moody") >= 1
+    });
+    assert!(
+        s.hooks.starting_with("error moody").len() == 1,
+        "{:?}",
+        s.hooks.lines()
+    );
+}
+
+/// A handler running past the agent's watchdog is reported stuck; on an engine that
+/// can end it (`kill`), the agent is killed and restarted.
+pub fn a_stuck_handler_is_killed_where_the_engine_can_and_reported_elsewhere(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let s = Supervised::new(
+        make_engine,
+        make_messaging,
+        "watchdog",
+        Strategy::OneForOne,
+        100,
+    );
+    let events = s.supervisor.events();
+    let mut stalling = spec("stalling", "stalling", &["work"]);
+    stalling.watchdog_ms = Some(100);
+    // Where the handler cannot be killed, its timeout ends it in the end.
+    stalling.handler_timeout_ms = Some(2_000);
+    s.run(stalling, RestartPolicy::Permanent, Backoff::none());
+    send(&s.guild, "work", &["stall"]);
+    if s.engine.capabilities().driven_by_caller {
+        // The handler runs on the caller's thread under the engine's lock, so nothing
+        // can look at it while it runs: its timeout is what ends it there.
+        s.wait_for("the stalled handler times out", || {
+            !dead_letters(&s.guild).is_empty()
+        });
+        assert_eq!(dead_letters(&s.guild)[0].failure.kind, "timeout");
+        assert_eq!(s.state("stalling"), Some(AgentState::Running));
+        return;
+    }
+    let mut stuck = false;
+    s.wait_for("the stalled handler is reported stuck", || {
+        stuck |= events
+            .try_iter()
+            .any(|event| matches!(event.kind, LifecycleKind::Stuck { busy_ms } if busy_ms >= 100));
+        stuck
+    });
+    if s.engine.capabilities().kill {
+        s.wait_lines("restart stalling", 1);
+    } else {
+        assert!(s.hooks.starting_with("restart ").is_empty());
+    }
 }

@@ -61,6 +61,16 @@ pub trait Agent: Send + 'static {
         let _ = ctx;
         async { Ok(()) }
     }
+
+    /// Says whether the agent is healthy: `Ok` when it is, an error saying why when it
+    /// is not. Called between messages, when the agent's spec has `health` probes: once
+    /// right after [`start`](Agent::start) (the agent is not ready until it passes),
+    /// then at the probe interval. An agent that fails too many in a row, or takes too
+    /// long to answer, is restarted by its supervisor. Healthy unless overridden.
+    fn health(&mut self, ctx: &AgentContext) -> impl Future<Output = AgentResult> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
 }
 
 /// An [`Agent`] with its type erased, as built by the registry. Each method drives the
@@ -79,6 +89,13 @@ pub trait DynAgent: Send {
     ) -> Option<AgentResult>;
     /// Runs [`Agent::stop`] to completion.
     fn run_stop(&mut self, ctx: &AgentContext) -> AgentResult;
+    /// Runs [`Agent::health`] to completion, or until `deadline`: `None` when the
+    /// deadline passed first.
+    fn run_health(
+        &mut self,
+        ctx: &AgentContext,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<AgentResult>;
     /// The started agent as one long-lived task (see [`TaskHost::run`]): one allocation,
     /// made here where the agent's type is known, holds it and every handler's future.
     fn into_task(self: Box<Self>, host: TaskHost) -> AgentTask;
@@ -100,6 +117,14 @@ impl<A: Agent> DynAgent for A {
 
     fn run_stop(&mut self, ctx: &AgentContext) -> AgentResult {
         crate::block_on::block_on(self.stop(ctx))
+    }
+
+    fn run_health(
+        &mut self,
+        ctx: &AgentContext,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<AgentResult> {
+        crate::block_on::block_on_until(self.health(ctx), deadline)
     }
 
     fn into_task(self: Box<Self>, host: TaskHost) -> AgentTask {
@@ -210,6 +235,29 @@ impl AgentContext {
     /// its thread.
     pub fn reply(&self, message: &Message, payload: Payload) -> Result<MessageId> {
         self.publish(Message::builder(message.reply_topic(), payload).in_reply_to(message))
+    }
+
+    /// Answers a health probe: published as the agent, not counted as its output.
+    pub(crate) fn answer_probe(&self, probe: &Message, answer: &crate::ProbeAnswer) -> Result<()> {
+        let payload = Payload::encode_json(answer).map_err(|error| CoreError::Probe {
+            agent: self.spec.id.clone(),
+            text: error.to_string(),
+        })?;
+        let message = Message::builder(probe.reply_topic(), payload)
+            .in_reply_to(probe)
+            .priority(probe.priority())
+            .build(
+                &self.guild.ids,
+                self.guild.namespace.clone(),
+                self.id.clone(),
+            );
+        self.guild.messaging.publish(message)
+    }
+
+    /// Reports a change the host saw (a circuit breaker's) as a lifecycle event of the
+    /// agent, where its engine listens.
+    pub(crate) fn report(&self, kind: crate::LifecycleKind) {
+        self.cell.report(kind);
     }
 
     /// Queries the guild's message history, arranged in `order`.

@@ -42,6 +42,10 @@ pub(crate) enum CoreError {
         agent: String,
         setting: &'static str,
     },
+    #[error("agent {agent:?} could not answer a health probe: {text}")]
+    Probe { agent: String, text: String },
+    #[error("agent {agent:?} is not ready: its first health probe failed: {text}")]
+    NotReady { agent: String, text: String },
     #[error("the {engine} engine cannot pause agents")]
     PauseUnsupported { engine: String },
     #[error(
@@ -145,9 +149,11 @@ impl CoreError {
             | F::UnknownResourceKind { .. }
             | F::ResourceType { .. } => ErrorKind::InvalidSpec,
             F::EngineClosed { .. } | F::Unsubscribed { .. } => ErrorKind::Closed,
-            F::StartHook { .. } | F::StartPanic { .. } | F::ResourceFailed { .. } => {
-                ErrorKind::StartFailed
-            }
+            F::StartHook { .. }
+            | F::StartPanic { .. }
+            | F::ResourceFailed { .. }
+            | F::NotReady { .. } => ErrorKind::StartFailed,
+            F::Probe { .. } => ErrorKind::Codec,
             F::StopHook { .. } | F::StopPanic { .. } => ErrorKind::Handler,
             F::ErrorTopic { .. } => ErrorKind::Conflict,
             F::NotADependency { .. } | F::NoResource { .. } | F::NotPausable { .. } => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core_error::CoreError;
+use crate::guard::{Breaker, ProbeAnswer, is_probe};
 use crate::task::{AgentTask, TaskControl, TaskEnv};
 use crate::{
     AgentCell, AgentContext, AgentResult, AgentSpec, AgentState, Delivery, DynAgent, Error,
@@ -40,6 +41,19 @@ pub(crate) struct HostCore {
     pub(crate) cell: Arc<AgentCell>,
     /// How long one handler may take.
     pub(crate) timeout: Option<Duration>,
+    /// How long one health probe may take.
+    pub(crate) probe_timeout: Duration,
+    breaker: Option<Breaker>,
+}
+
+/// What the host does with a delivery before any handler sees it.
+pub(crate) enum Screen {
+    /// Hand it to the handler.
+    Handle,
+    /// A health probe: answer it with the health hook.
+    Probe,
+    /// The circuit breaker is open: it was dead-lettered (kind `circuit_open`).
+    Rejected,
 }
 
 impl std::fmt::Debug for AgentHost {
@@ -82,6 +96,9 @@ impl AgentHost {
             notify,
         )?;
         let timeout = spec.handler_timeout_ms.map(Duration::from_millis);
+        let health = spec.health;
+        let probe_timeout = Duration::from_millis(health.unwrap_or_default().timeout_ms);
+        let breaker = spec.breaker.map(Breaker::new);
         let ctx = AgentContext::new(spec, guild.clone(), cell.clone());
         let mut host = Self {
             agent,
@@ -90,11 +107,13 @@ impl AgentHost {
                 subscription: Some(subscription),
                 cell,
                 timeout,
+                probe_timeout,
+                breaker,
             },
         };
         let started = catch_unwind(AssertUnwindSafe(|| host.agent.run_start(&host.core.ctx)));
         let agent = host.core.ctx.id().to_owned();
-        let failure = match started {
+        let mut failure = match started {
             Ok(Ok(())) => None,
             Ok(Err(source)) => Some(CoreError::StartHook { agent, source }),
             Err(panic) => Some(CoreError::StartPanic {
@@ -102,6 +121,23 @@ impl AgentHost {
                 text: panic_text(&*panic),
             }),
         };
+        // Ready only once the first probe has passed too.
+        if failure.is_none() && health.is_some() {
+            let deadline = Instant::now().checked_add(probe_timeout);
+            let probed = catch_unwind(AssertUnwindSafe(|| {
+                host.agent.run_health(&host.core.ctx, deadline)
+            }));
+            if let ProbeAnswer {
+                healthy: false,
+                reason: Some(text),
+            } = host.core.probe_answer(probed)
+            {
+                failure = Some(CoreError::NotReady {
+                    agent: host.core.ctx.id().to_owned(),
+                    text,
+                });
+            }
+        }
         if let Some(failure) = failure {
             host.core.close();
             return Err(failure.into());
@@ -124,6 +160,18 @@ impl AgentHost {
         let Some(delivery) = core.next()? else {
             return Ok(Step::Idle);
         };
+        match core.screen(&delivery)? {
+            Screen::Handle => {}
+            Screen::Rejected => return Ok(Step::Handled),
+            Screen::Probe => {
+                let deadline = Instant::now().checked_add(core.probe_timeout);
+                let probed = catch_unwind(AssertUnwindSafe(|| {
+                    self.agent.run_health(&core.ctx, deadline)
+                }));
+                core.answer(&delivery, probed)?;
+                return Ok(Step::Handled);
+            }
+        }
         let _entered = core.span(&delivery).entered();
         core.cell.begin_handling();
         let deadline = core
@@ -190,11 +238,93 @@ impl HostCore {
     ) -> Result<Step> {
         let (outcome, step) = judge(&self.ctx, self.timeout, delivery, result);
         let failed = outcome != Outcome::Handled;
+        if let Some(breaker) = &mut self.breaker
+            && let Some(change) = breaker.record(failed, Instant::now())
+        {
+            self.breaker_changed(change);
+        }
         let subscription = self.subscription_mut()?;
         subscription.complete(outcome)?;
         let queued = subscription.pending();
         self.cell.end_handling(failed, queued);
         Ok(step)
+    }
+
+    /// Decides what becomes of `delivery` before any handler sees it: probes go to the
+    /// health hook, and an open circuit breaker dead-letters the delivery at once.
+    pub(crate) fn screen(&mut self, delivery: &Delivery) -> Result<Screen> {
+        if is_probe(&delivery.message) {
+            return Ok(Screen::Probe);
+        }
+        let Some(breaker) = &mut self.breaker else {
+            return Ok(Screen::Handle);
+        };
+        let (admitted, change) = breaker.admit(Instant::now());
+        if let Some(change) = change {
+            self.breaker_changed(change);
+        }
+        if admitted {
+            return Ok(Screen::Handle);
+        }
+        let failure = Failure {
+            kind: "circuit_open".into(),
+            text: format!(
+                "agent {} has its circuit breaker open after repeated failures; \
+                 the message waits on the dead-letter topic for replay",
+                self.ctx.id()
+            ),
+        };
+        let subscription = self.subscription_mut()?;
+        subscription.complete(Outcome::Failed(failure))?;
+        let queued = subscription.pending();
+        // Delivered and failed, as every engine counts it.
+        self.cell.begin_handling();
+        self.cell.end_handling(true, queued);
+        Ok(Screen::Rejected)
+    }
+
+    fn breaker_changed(&self, change: crate::LifecycleKind) {
+        tracing::warn!(agent = %self.ctx.id(), ?change, "circuit breaker");
+        self.ctx.report(change);
+    }
+
+    /// How a health hook's run ended, as the answer to a probe. `probed` is `Err` for
+    /// a panic and `Ok(None)` when the probe's time ran out.
+    pub(crate) fn probe_answer(
+        &self,
+        probed: std::thread::Result<Option<AgentResult>>,
+    ) -> ProbeAnswer {
+        let reason = match probed {
+            Ok(Some(Ok(()))) => None,
+            Ok(Some(Err(error))) => Some(error.to_string()),
+            Ok(None) => Some(format!(
+                "the health hook did not answer within {} ms",
+                self.probe_timeout.as_millis()
+            )),
+            Err(panic) => Some(format!("the health hook panicked: {}", panic_text(&*panic))),
+        };
+        ProbeAnswer {
+            healthy: reason.is_none(),
+            reason,
+        }
+    }
+
+    /// Answers the probe `delivery` with how the health hook ended, and completes it.
+    /// Probes are not counted as messages handled.
+    pub(crate) fn answer(
+        &mut self,
+        delivery: &Delivery,
+        probed: std::thread::Result<Option<AgentResult>>,
+    ) -> Result<()> {
+        let answer = self.probe_answer(probed);
+        if let Err(error) = self.ctx.answer_probe(&delivery.message, &answer) {
+            tracing::warn!(agent = %self.ctx.id(), %error, "answering a health probe failed");
+        }
+        let subscription = self.subscription_mut()?;
+        subscription.complete(Outcome::Handled)?;
+        let queued = subscription.pending();
+        self.cell.set_queued(queued);
+        Ok(())
     }
 
     /// Detaches the subscription after the stop hook ran, and reports how the hook ended.

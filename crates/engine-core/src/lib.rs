@@ -21,6 +21,7 @@ mod doorbell;
 mod engine;
 mod error;
 mod events;
+mod guard;
 
 mod host;
 mod id;
@@ -42,6 +43,7 @@ pub use engine::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use events::{EventHub, EventReceiver, LifecycleEvent, LifecycleKind};
+pub use guard::{PROBE_FORMAT, PROBE_SENDER, ProbeAnswer, is_probe};
 pub use host::{AgentHost, Step, panic_text};
 pub use id::{GENERATOR_ID_MAX, ID_EPOCH_UNIX_MS, IdGenerator, MessageId, Priority, unix_ms_now};
 pub use message::{INBOX_PREFIX, JSON_FORMAT, Message, MessageBuilder, Payload, inbox_topic};
@@ -57,6 +59,6 @@ pub use spec::{
 pub use supervision::{
     Backoff, BackoffKind, BreakerSpec, HealthCheck, MAX_SUPERVISION_MS, RestartPolicy,
 };
-pub use table::{Admission, AgentCell, AgentRecord, AgentTable};
+pub use table::{Admission, AgentCell, AgentRecord, AgentTable, Reporter};
 pub use task::{AgentTask, TaskControl, TaskEnd, TaskEnv, TaskHost};
 pub use timers::{MAX_TIMERS_PER_AGENT, TimerId, Timers};

@@ -10,7 +10,6 @@ use crate::{AgentInfo, AgentSpec, AgentState, EngineStats, ExitStatus, Result};
 
 /// The live state of one agent, shared by the host that runs it (which counts and
 /// reports) and the engine that answers queries about it.
-#[derive(Debug)]
 pub struct AgentCell {
     messages_in: AtomicU64,
     messages_out: AtomicU64,
@@ -23,6 +22,21 @@ pub struct AgentCell {
     /// [`epoch`]; 0 while idle.
     busy_since: AtomicU64,
     status: Mutex<(AgentState, Option<ExitStatus>)>,
+    /// Where changes the host sees (a circuit breaker's) are reported.
+    reporter: Option<Reporter>,
+}
+
+/// Reports lifecycle changes of one agent as its engine does: set by the engine on the
+/// agent's cell.
+pub type Reporter = Box<dyn Fn(crate::LifecycleKind) + Send + Sync>;
+
+impl std::fmt::Debug for AgentCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCell")
+            .field("status", &*self.status())
+            .field("messages_in", &self.messages_in)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AgentCell {
@@ -36,11 +50,46 @@ impl Default for AgentCell {
             busy_ns: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
             status: Mutex::new((AgentState::Starting, None)),
+            reporter: None,
         }
     }
 }
 
 impl AgentCell {
+    /// A cell whose host reports what it sees (circuit breaker changes) through
+    /// `reporter`; a default cell reports nothing.
+    pub fn reporting(reporter: Reporter) -> Self {
+        Self {
+            reporter: Some(reporter),
+            ..Self::default()
+        }
+    }
+
+    /// A cell that reports to `events` as agent `agent_id` of `guild` on `engine`.
+    pub fn reporting_to(
+        events: std::sync::Arc<crate::EventHub>,
+        guild: &str,
+        agent_id: &str,
+        engine: &str,
+    ) -> Self {
+        let (guild, agent_id, engine) = (guild.to_owned(), agent_id.to_owned(), engine.to_owned());
+        Self::reporting(Box::new(move |kind| {
+            events.emit(crate::LifecycleEvent {
+                guild: guild.clone(),
+                agent_id: agent_id.clone(),
+                engine: engine.clone(),
+                kind,
+            });
+        }))
+    }
+
+    /// Reports a change through the cell's reporter, if it has one.
+    pub fn report(&self, kind: crate::LifecycleKind) {
+        if let Some(reporter) = &self.reporter {
+            reporter(kind);
+        }
+    }
+
     /// The agent's lifecycle state.
     pub fn state(&self) -> AgentState {
         self.status().0

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
-use crate::host::HostCore;
+use crate::host::{HostCore, Screen};
 use crate::{Agent, AgentState, Message, Notify, Result, Step};
 
 /// An agent turned into a task: poll it to completion on any worker.
@@ -260,6 +260,22 @@ impl TaskHost {
                 }
                 Err(error) => return Some(format!("delivery failed: {error}")),
             };
+            match self.core.screen(&delivery) {
+                Ok(Screen::Handle) => {}
+                Ok(Screen::Rejected) => continue,
+                Ok(Screen::Probe) => {
+                    let deadline = Instant::now().checked_add(self.core.probe_timeout);
+                    let probed = {
+                        let probe = pin!(agent.health(&self.core.ctx));
+                        until(probe, deadline, &mut self.env).await
+                    };
+                    if let Err(error) = self.core.answer(&delivery, probed) {
+                        return Some(format!("delivery failed: {error}"));
+                    }
+                    continue;
+                }
+                Err(error) => return Some(format!("delivery failed: {error}")),
+            }
             let control = &self.control;
             let env = &mut self.env;
             let go = poll_fn(|cx| {
@@ -283,26 +299,12 @@ impl TaskHost {
                 .core
                 .timeout
                 .and_then(|timeout| Instant::now().checked_add(timeout));
-            let ctx = &self.core.ctx;
-            let env = &mut self.env;
-            let result = async {
-                let mut handler = pin!(agent.handle(ctx, &delivery.message));
-                match deadline {
-                    None => caught(handler).await.map(Some),
-                    Some(deadline) => {
-                        let mut late = env.sleep_until(deadline);
-                        poll_fn(|cx| {
-                            if let Poll::Ready(result) = poll_caught(handler.as_mut(), cx) {
-                                return Poll::Ready(result.map(Some));
-                            }
-                            late.as_mut().poll(cx).map(|()| Ok(None))
-                        })
-                        .await
-                    }
-                }
-            }
-            .instrument(span)
-            .await;
+            let result = {
+                let handler = pin!(agent.handle(&self.core.ctx, &delivery.message));
+                until(handler, deadline, &mut self.env)
+                    .instrument(span)
+                    .await
+            };
             match self.core.finish(&delivery, result) {
                 Ok(Step::Handled | Step::Idle) => {}
                 Ok(Step::Crashed(reason)) => return Some(reason),
@@ -330,6 +332,27 @@ impl TaskHost {
         self.control.set_phase(Phase::Running);
         true
     }
+}
+
+/// Awaits `future` until `deadline` on the engine's clock: `Ok(None)` when the deadline
+/// passed first (the future is dropped, which cancels it at its await), `Err` for a
+/// panic.
+async fn until<F: Future>(
+    mut future: Pin<&mut F>,
+    deadline: Option<Instant>,
+    env: &mut Box<dyn TaskEnv>,
+) -> std::thread::Result<Option<F::Output>> {
+    let Some(deadline) = deadline else {
+        return caught(future).await.map(Some);
+    };
+    let mut late = env.sleep_until(deadline);
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = poll_caught(future.as_mut(), cx) {
+            return Poll::Ready(result.map(Some));
+        }
+        late.as_mut().poll(cx).map(|()| Ok(None))
+    })
+    .await
 }
 
 /// Polls `future`, catching a panic as `Err`.

@@ -170,7 +170,12 @@ impl ExecutionEngine for PoolEngine {
         spec.limits.refuse_unenforced(NAME, &spec.id)?;
         check_agent(&self.config, &spec)?;
         let spec = Arc::new(spec);
-        let cell = Arc::new(AgentCell::default());
+        let cell = Arc::new(AgentCell::reporting_to(
+            self.events.clone(),
+            &guild.namespace,
+            &spec.id,
+            NAME,
+        ));
         let control = Arc::new(TaskControl::default());
         let task = Task {
             control: control.clone(),

@@ -16,8 +16,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use engine_core::{
-    AgentCell, AgentHost, AgentRegistry, AgentSpec, Error, GuildContext, IdGenerator, NoNotify,
-    Notify, ResourceLimits, Result, Step, Timers,
+    AgentCell, AgentHost, AgentRegistry, AgentSpec, Error, GuildContext, IdGenerator,
+    LifecycleKind, NoNotify, Notify, ResourceLimits, Result, Step, Timers,
 };
 use nix::sys::resource::{Resource, setrlimit};
 
@@ -112,12 +112,22 @@ fn host(registry: impl FnOnce() -> AgentRegistry) -> Result<i32> {
 
     // This thread reads the connection itself whenever it waits for work.
     let notify: Arc<dyn Notify> = Arc::new(NoNotify);
-    let host = match AgentHost::start(&guild, spec, Arc::new(AgentCell::default()), notify) {
+    // What the host reports (a circuit breaker's changes) goes to the engine between
+    // messages.
+    let reported: Reported = Arc::default();
+    let reporter = reported.clone();
+    let cell = AgentCell::reporting(Box::new(move |kind| {
+        reporter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(kind);
+    }));
+    let host = match AgentHost::start(&guild, spec, Arc::new(cell), notify) {
         Ok(host) => host,
         Err(error) => return report_launch_failure(&client, &error),
     };
     client.send_now(&ToParent::Ready)?;
-    Ok(serve(host, &client))
+    Ok(serve(host, &client, &reported))
 }
 
 /// Reads the spec, applies isolation and limits, and builds the agent's guild context.
@@ -170,6 +180,21 @@ fn apply_limits(limits: &ResourceLimits) -> Result<()> {
     Ok(())
 }
 
+/// Lifecycle changes the agent's host reported, not yet sent to the engine.
+type Reported = Arc<std::sync::Mutex<Vec<LifecycleKind>>>;
+
+/// Sends what the host reported to the engine.
+fn send_reported(reported: &Reported, client: &BrokerClient) -> Result<()> {
+    let kinds = std::mem::take(
+        &mut *reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    kinds
+        .into_iter()
+        .try_for_each(|kind| client.send_now(&ToParent::Lifecycle(kind)))
+}
+
 /// Why an agent process's loop ended.
 enum Ending {
     Stop,
@@ -179,8 +204,11 @@ enum Ending {
 
 /// Handles messages until told to stop, the agent crashes, or the engine goes away;
 /// returns the exit code.
-fn serve(mut host: AgentHost, client: &BrokerClient) -> i32 {
+fn serve(mut host: AgentHost, client: &BrokerClient, reported: &Reported) -> i32 {
     let ending = loop {
+        if let Err(error) = send_reported(reported, client) {
+            break Ending::Disconnected(error.to_string());
+        }
         if client.pause_requested() {
             if let Err(error) = client.send_now(&ToParent::Paused) {
                 break Ending::Disconnected(error.to_string());

@@ -189,6 +189,7 @@ impl Watch {
                     }
                 }
                 Ok(Some(ToParent::Crashed { reason })) => last.crash = Some(reason),
+                Ok(Some(ToParent::Lifecycle(kind))) => self.emit(kind),
                 Ok(Some(ToParent::Paused)) => {
                     self.cell.set_state(AgentState::Paused, None);
                     if let Some(paused) = lock(&self.link.paused).take() {

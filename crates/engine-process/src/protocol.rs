@@ -11,7 +11,9 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use engine_core::{Error, ErrorKind, HistoryQuery, Message, Outcome, SubscribeRequest};
+use engine_core::{
+    Error, ErrorKind, HistoryQuery, LifecycleKind, Message, Outcome, SubscribeRequest,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -345,6 +347,9 @@ pub(crate) enum ToParent {
     },
     /// The agent is between messages and handles nothing until resumed.
     Paused,
+    /// Something the agent's host saw (a circuit breaker's change), to report as a
+    /// lifecycle event of the agent.
+    Lifecycle(LifecycleKind),
 }
 
 #[cfg(test)]

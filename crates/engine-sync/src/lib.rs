@@ -42,7 +42,7 @@ pub const NAME: &str = "sync";
 #[derive(Debug)]
 pub struct SyncEngine {
     inner: Mutex<Inner>,
-    events: EventHub,
+    events: Arc<EventHub>,
     /// The agents' timers, on a clock that moves only when the caller advances it.
     timers: Timers,
 }
@@ -66,7 +66,7 @@ impl SyncEngine {
             inner: Mutex::new(Inner {
                 table: AgentTable::new(NAME),
             }),
-            events: EventHub::new(),
+            events: Arc::new(EventHub::new()),
             timers: Timers::manual(),
         }
     }
@@ -107,7 +107,12 @@ impl ExecutionEngine for SyncEngine {
         spec.limits.refuse_unenforced(NAME, &spec.id)?;
         spec.refuse_pool_settings(NAME)?;
         let spec = Arc::new(spec);
-        let cell = Arc::new(AgentCell::default());
+        let cell = Arc::new(AgentCell::reporting_to(
+            self.events.clone(),
+            &guild.namespace,
+            &spec.id,
+            NAME,
+        ));
         // The agents' timers run on this engine's clock, not the guild's real-time one.
         let mut guild = guild.clone();
         guild.timers = self.timers.clone();

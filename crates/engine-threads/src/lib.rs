@@ -134,7 +134,12 @@ impl ExecutionEngine for ThreadsEngine {
         spec.refuse_pool_settings(NAME)?;
 
         let spec = Arc::new(spec);
-        let cell = Arc::new(AgentCell::default());
+        let cell = Arc::new(AgentCell::reporting_to(
+            self.events.clone(),
+            &guild.namespace,
+            &spec.id,
+            NAME,
+        ));
         let (signals_tx, signals_rx) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let worker = Worker {

@@ -31,6 +31,7 @@
 
 mod hooks;
 mod jitter;
+mod probes;
 mod restarts;
 mod spec;
 mod supervisor;

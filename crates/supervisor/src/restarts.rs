@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Select};
+use crossbeam_channel::{Receiver, Select, Sender};
 use engine_core::{AgentSpec, EventReceiver, ExecutionEngine, LifecycleEvent, LifecycleKind};
 
+use crate::probes::{self, ProbeState, Prober};
 use crate::supervisor::{Child, Control, Phase, Shared, State, policy};
 use crate::watchdog;
 
@@ -16,8 +17,9 @@ use crate::watchdog;
 const IDLE: Duration = Duration::from_secs(1);
 
 /// The supervisor's thread: waits for an event, a command, or the next thing due.
-pub(crate) fn run(shared: &Shared, commands: &Receiver<Control>) {
+pub(crate) fn run(shared: &Shared, commands: &Receiver<Control>, wake: Sender<Control>) {
     let mut engines: Vec<EventReceiver> = Vec::new();
+    let mut prober = Prober::new(wake);
     loop {
         let now = Instant::now();
         let wait = next_due(shared, now).map_or(IDLE, |due| due.saturating_duration_since(now));
@@ -51,6 +53,7 @@ pub(crate) fn run(shared: &Shared, commands: &Receiver<Control>) {
         engines.extend(added);
         restart_due(shared, Instant::now());
         watchdog::check(shared, Instant::now());
+        prober.tick(shared, Instant::now());
     }
 }
 
@@ -66,7 +69,8 @@ fn next_due(shared: &Shared, now: Instant) -> Option<Instant> {
         })
         .min();
     let look = watchdog::next_look(&state, now);
-    restart.into_iter().chain(look).min()
+    let probe = probes::next_due(&state);
+    restart.into_iter().chain(look).chain(probe).min()
 }
 
 /// Acts on one engine event about a supervised agent.
@@ -232,6 +236,45 @@ fn take_members<'a>(
     stopping
 }
 
+/// An agent failed its health probes: ends it (killed where its engine can, which
+/// its engine reports as a crash; else stopped between messages) and restarts it like
+/// any agent that crashed. A handler that is running on an engine that cannot end it
+/// is reported stuck instead.
+pub(crate) fn unhealthy(shared: &Shared, agent: &str, why: &str) {
+    let reason = format!("unhealthy: {why}");
+    let (engine, since) = {
+        let state = shared.lock();
+        let Some(child) = state.children.get(agent) else {
+            return;
+        };
+        let Phase::Running(since) = child.phase else {
+            return;
+        };
+        (child.engine.clone(), since)
+    };
+    tracing::warn!(agent, "{reason}");
+    let guild = &shared.context.namespace;
+    if engine.capabilities().kill && engine.kill_agent(guild, agent, &reason).is_ok() {
+        return;
+    }
+    if let Some(busy) = engine
+        .agent_info(guild, agent)
+        .and_then(|info| info.busy_for)
+    {
+        let busy_ms = busy.as_millis() as u64;
+        shared.emit(agent, engine.name(), LifecycleKind::Stuck { busy_ms });
+        return;
+    }
+    if let Some(child) = shared.lock().children.get_mut(agent) {
+        child.expected_stops += 1;
+    }
+    if let Err(error) = engine.stop_agent(guild, agent) {
+        tracing::warn!(agent, %error, "stopping an unhealthy agent failed");
+    }
+    shared.hooks.on_error(agent, &reason);
+    ended(shared, agent, true, since, &reason);
+}
+
 /// Stops group members in the order given, telling the hooks of each as it stops
 /// (its `Stopped` event, which comes later, is not told again).
 fn stop_all(shared: &Shared, stopping: &[(String, Arc<dyn ExecutionEngine>)]) {
@@ -292,6 +335,7 @@ fn restart_due(shared: &Shared, now: Instant) {
                 continue;
             }
             child.phase = Phase::Running(started_at);
+            child.probe = ProbeState::default();
         }
         match engine.run_agent(&shared.context, spec) {
             Ok(()) => {

@@ -15,6 +15,7 @@ use engine_core::{
 
 use crate::hooks::SupervisionHooks;
 use crate::jitter::Jitter;
+use crate::probes::ProbeState;
 use crate::restarts;
 use crate::spec::Group;
 
@@ -74,6 +75,8 @@ pub(crate) struct Child {
     pub(crate) expected_stops: u32,
     /// When the watchdog last reported it stuck, so it reports each stall once.
     pub(crate) reported_stuck: bool,
+    /// Its health probes.
+    pub(crate) probe: ProbeState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,9 +111,10 @@ impl Supervisor {
         });
         let (control, commands) = unbounded();
         let thread_shared = shared.clone();
+        let wake = control.clone();
         let thread = std::thread::Builder::new()
             .name("guild-supervisor".into())
-            .spawn(move || restarts::run(&thread_shared, &commands))
+            .spawn(move || restarts::run(&thread_shared, &commands, wake))
             .expect("a thread for the supervisor");
         Self {
             shared,
@@ -154,6 +158,7 @@ impl Supervisor {
                 restarts: 0,
                 expected_stops: 0,
                 reported_stuck: false,
+                probe: ProbeState::default(),
             },
         );
         drop(state);
