@@ -61,7 +61,7 @@ fn read_once(
         Ok(batches) => {
             backoff.reset();
             shared.outage.recovered();
-            dispatch(shared, batches);
+            dispatch(shared, &wanted, batches);
         }
         Err(error) => {
             *connection = None;
@@ -92,8 +92,19 @@ fn wanted(shared: &Shared, reader: usize, readers: usize) -> Vec<(String, EntryI
         .collect()
 }
 
-fn dispatch(shared: &Shared, batches: Vec<Batch>) {
+/// Hands each stream's entries to its subscribers. `wanted` says where each read
+/// started: a subscriber whose own cursor is behind that (one that subscribed, or
+/// resubscribed from its stored position, while the read was waiting) would miss what
+/// lies between, so it is left out and reads from its own cursor next turn.
+fn dispatch(shared: &Shared, wanted: &[(String, EntryId)], batches: Vec<Batch>) {
     for (key, entries) in batches {
+        let Some(after) = wanted
+            .iter()
+            .find(|(wanted, _)| *wanted == key)
+            .map(|(_, after)| *after)
+        else {
+            continue;
+        };
         let clients: Vec<(usize, Arc<ClientState>)> = shared
             .lock_streams()
             .get(&key)
@@ -105,7 +116,7 @@ fn dispatch(shared: &Shared, batches: Vec<Batch>) {
             })
             .unwrap_or_default();
         for (topic, client) in clients {
-            client.receive(topic, &entries);
+            client.receive(topic, after, &entries);
         }
     }
 }

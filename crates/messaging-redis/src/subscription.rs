@@ -131,9 +131,19 @@ impl ClientState {
         (inner.queue.len() < FETCH_AHEAD).then(|| inner.cursor[topic].read_after())
     }
 
-    /// Takes entries the readers fetched from `topic`'s stream, in stream order.
-    pub(crate) fn receive(&self, topic: usize, entries: &[(EntryId, Vec<Arc<Message>>)]) {
+    /// Takes entries the readers fetched from `topic`'s stream, in stream order, read
+    /// after entry `after`. Entries read from beyond where this client has fetched to
+    /// are left for its own next read: taking them would skip what lies between.
+    pub(crate) fn receive(
+        &self,
+        topic: usize,
+        after: EntryId,
+        entries: &[(EntryId, Vec<Arc<Message>>)],
+    ) {
         let mut inner = self.lock();
+        if after > inner.cursor[topic].read_after() {
+            return;
+        }
         let mut queued = false;
         'entries: for (entry, messages) in entries {
             if messages.is_empty() && Pos::whole(*entry) > inner.cursor[topic] {
@@ -372,6 +382,34 @@ mod tests {
         for pos in [first, Pos::whole(b)] {
             assert_eq!(Pos::parse(&pos.to_string()), Some(pos));
         }
+    }
+
+    #[test]
+    fn a_read_from_beyond_the_cursor_is_left_for_the_next() {
+        let topics = vec![Arc::<str>::from("t")];
+        let start = Pos::whole(EntryId(5, 0));
+        let client = ClientState::new(
+            "ns",
+            "c",
+            topics,
+            vec!["k".into()],
+            vec![start],
+            Arc::new(engine_core::NoNotify),
+        );
+        let message = Arc::new(
+            Message::builder("t", engine_core::Payload::encode_json(&1).unwrap()).build(
+                &engine_core::IdGenerator::process(),
+                "ns",
+                "publisher",
+            ),
+        );
+        let entries = vec![(EntryId(9, 0), vec![message.clone()])];
+        // Read after entry 8 while this client has only fetched up to 5: a gap.
+        client.receive(0, EntryId(8, 0), &entries);
+        assert_eq!(client.lock().queue.len(), 0);
+        assert_eq!(client.lock().cursor[0], start);
+        client.receive(0, EntryId(5, 0), &entries);
+        assert_eq!(client.lock().queue.len(), 1);
     }
 
     #[test]
