@@ -17,6 +17,7 @@ use engine_core::{Agent, AgentContext, AgentRegistry, AgentResult, BoxError, Mes
 /// - `stalling`: waits forever on the payload `"stall"`, replies to any other;
 /// - `moody`: healthy until a message says `"sicken"`, then its health hook fails;
 /// - `sickly`: its health hook always fails;
+/// - `relay`: forwards to the topic its `to` property names (see [`crate::chaos`]);
 /// - `timed`: on `"after"`, sends `"later"` to `timed.out` 30 ms on; on `"every"`,
 ///   sends `"tick"` to `ticks` every 10 ms; on `"cancel"`, cancels that.
 pub fn registry() -> AgentRegistry {
@@ -31,7 +32,11 @@ pub fn registry() -> AgentRegistry {
         .register("stalling", |_| Ok(Stalling))
         .register("timed", |_| Ok(Timed { every: None }))
         .register("moody", |_| Ok(Moody { sick: false }))
-        .register("sickly", |_| Ok(Sickly));
+        .register("sickly", |_| Ok(Sickly))
+        .register("relay", |spec| {
+            let to = spec.properties["to"].as_str().unwrap_or("out").to_owned();
+            Ok(crate::chaos::Relay { to })
+        });
     registry
 }
 

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod agents;
+pub mod chaos;
 pub mod engine;
 pub mod harness;
 pub mod messaging;
