@@ -257,11 +257,15 @@ impl Watch {
     fn reap(&mut self) -> std::process::ExitStatus {
         let pid = || Id::Pid(Pid::from_raw(self.link.pid as i32));
         let deadline = Instant::now() + EXIT_GRACE;
+        // The connection closes as the process exits, a moment before it can be
+        // reaped: look again soon, then less and less often.
+        let mut pause = Duration::from_micros(50);
         loop {
             let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
             match waitid(pid(), peek) {
                 Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
                 }
                 Ok(nix::sys::wait::WaitStatus::StillAlive) => {
                     tracing::warn!(agent = %self.agent_id, "the agent process closed its connection but lives on; killing it");
