@@ -95,6 +95,16 @@ const PROCESS_WORKLOADS: &[(&str, &str, bool)] = &[
         "messages to an agent in another process, batched (raw: 64-byte frames through a buffered socket)",
         false,
     ),
+    (
+        "detect",
+        "from an agent process's SIGKILL to its engine reporting the crash (raw: kill a child and reap it)",
+        true,
+    ),
+    (
+        "restart",
+        "from an agent process's SIGKILL to its supervised restart answering a request, no backoff (raw: kill, reap, spawn the same program, one byte back)",
+        true,
+    ),
 ];
 
 /// One cell's figures, as the bench binary reports them.

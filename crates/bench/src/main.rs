@@ -32,6 +32,7 @@ mod process;
 mod raw;
 mod redis;
 mod sizes;
+mod supervision;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -82,7 +83,7 @@ fn main() -> ExitCode {
         .collect();
     let [system_name, workload] = positional[..] else {
         eprintln!(
-            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]"
+            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway|detect|restart> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]"
         );
         return ExitCode::from(2);
     };
@@ -139,6 +140,7 @@ fn main() -> ExitCode {
 fn process_cell(system: &str, workload: &str, sizes: &Sizes) -> ExitCode {
     let n = match workload {
         "spawn" => process::SPAWNS as u64,
+        "detect" | "restart" => supervision::KILLS as u64,
         "rtt" => sizes.rtt,
         "oneway" => sizes.oneway,
         "throughput" => sizes.redis_throughput,
@@ -148,10 +150,12 @@ fn process_cell(system: &str, workload: &str, sizes: &Sizes) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let run = || match system {
-        "process" => process::guild(workload, n),
-        "unix" => process::raw(workload, n),
-        "redis" => redis::guild(workload, n),
+    let run = || match (system, workload) {
+        ("process", "detect" | "restart") => supervision::guild(workload),
+        ("unix", "detect" | "restart") => supervision::raw(workload),
+        ("process", _) => process::guild(workload, n),
+        ("unix", _) => process::raw(workload, n),
+        ("redis", _) => redis::guild(workload, n),
         _ => redis::raw(workload, n),
     };
     run(); // warm-up

@@ -124,7 +124,7 @@ pub(crate) fn run_if_raw_child() {
     std::process::exit(0);
 }
 
-fn raw_child(role: &str) -> (Child, UnixStream) {
+pub(crate) fn raw_child(role: &str) -> (Child, UnixStream) {
     let (ours, theirs) = UnixStream::pair().expect("a socket pair");
     let child = Command::new(std::env::current_exe().expect("this program"))
         .env(RAW_CHILD, role)
@@ -194,22 +194,22 @@ pub(crate) fn raw(workload: &str, n: u64) -> Sample {
 }
 
 /// A guild whose test client `bench` receives replies in its inbox.
-struct Bench {
-    engine: ProcessEngine,
-    guild: GuildContext,
+pub(crate) struct Bench {
+    pub(crate) engine: Arc<ProcessEngine>,
+    pub(crate) guild: GuildContext,
 }
 
 impl Bench {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let messaging: Arc<dyn MessagingBackend> =
             Arc::new(MemoryMessaging::with_config(MemoryConfig::default()));
         let guild = GuildContext::new("bench", messaging, Arc::new(registry()));
-        let engine = ProcessEngine::with_config(ProcessConfig::default());
+        let engine = Arc::new(ProcessEngine::with_config(ProcessConfig::default()));
         Self { engine, guild }
     }
 
     /// The bench's own inbox, and a channel that says when something arrived.
-    fn inbox(&self) -> (Box<dyn engine_core::Subscription>, Receiver<()>) {
+    pub(crate) fn inbox(&self) -> (Box<dyn engine_core::Subscription>, Receiver<()>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let subscription = self
             .guild
@@ -228,7 +228,7 @@ impl Bench {
         (subscription, rx)
     }
 
-    fn send(&self, topic: &str, payload: Payload) {
+    pub(crate) fn send(&self, topic: &str, payload: Payload) {
         let message = Message::builder(topic, payload).build(&self.guild.ids, "bench", "bench");
         self.guild.messaging.publish(message).expect("publish");
     }
@@ -243,7 +243,7 @@ impl engine_core::Notify for Ping {
 }
 
 /// Waits for the next delivery on `inbox` and completes it.
-fn receive(inbox: &mut Box<dyn engine_core::Subscription>, ping: &Receiver<()>) {
+pub(crate) fn receive(inbox: &mut Box<dyn engine_core::Subscription>, ping: &Receiver<()>) {
     loop {
         if inbox.next().expect("next").is_some() {
             inbox.complete(Outcome::Handled).expect("complete");
