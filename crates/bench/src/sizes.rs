@@ -49,6 +49,7 @@ impl Sizes {
             "fanout" => (self.fanout * self.fanout_agents as u64) as f64,
             "ring" => self.ring_hops as f64,
             "spawn" => crate::process::SPAWNS as f64,
+            "detect" | "restart" => crate::supervision::KILLS as f64,
             "rtt" => self.rtt as f64,
             "oneway" => self.oneway as f64,
             "throughput" => self.redis_throughput as f64,

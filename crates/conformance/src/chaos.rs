@@ -88,6 +88,9 @@ pub struct Report {
     pub took: Duration,
 }
 
+/// Numbers each fault test sends through the chain.
+pub const MESSAGES: u64 = 100_000;
+
 /// Sends `messages` numbers through the chain on `engine` over a backend made by
 /// `make_messaging`, dealing `fault(engine, guild, relay)` to a random relay every
 /// 100–400 ms until every number is accounted for. Fails if any is missing after

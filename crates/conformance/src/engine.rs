@@ -18,13 +18,6 @@ use crate::harness::{
 /// One engine scenario, as [`scenarios`] lists them.
 pub type Scenario = fn(MakeEngine<'_>, MakeMessaging<'_>);
 
-/// Builds the list of [`scenarios`] from the names `__with_engine_scenarios!` gives.
-macro_rules! scenario_list {
-    (; $($scenario:ident),* $(,)?) => {
-        vec![$((stringify!($scenario), $scenario as Scenario)),*]
-    };
-}
-
 /// Every engine scenario with its name, for test binaries that run them without the
 /// standard test harness.
 pub fn scenarios() -> Vec<(&'static str, Scenario)> {

@@ -10,6 +10,14 @@
 //! conformance::messaging_suite!(|| std::sync::Arc::new(messaging_memory::MemoryMessaging::process_wide(Default::default())));
 //! ```
 
+/// Builds a list of `(name, scenario)` from the names a `__with_…_scenarios!` macro
+/// gives, for `engine::scenarios` and `supervision::scenarios`.
+macro_rules! scenario_list {
+    (; $($scenario:ident),* $(,)?) => {
+        vec![$((stringify!($scenario), $scenario as Scenario)),*]
+    };
+}
+
 pub mod agents;
 pub mod chaos;
 pub mod engine;
@@ -96,16 +104,24 @@ macro_rules! __with_engine_scenarios {
 #[macro_export]
 macro_rules! engine_suite {
     (engine: $engine:expr, messaging: $messaging:expr $(,)?) => {
-        $crate::__with_engine_scenarios!([$crate::engine_suite] @each $engine, $messaging);
+        $crate::__with_engine_scenarios!([$crate::__stamp_tests] engine; $engine, $messaging);
     };
-    (@each $engine:expr, $messaging:expr; $($scenario:ident),* $(,)?) => {
+}
+
+/// One `#[test]` per scenario of module `$module`, each on a fresh engine and backend
+/// from `$engine` and `$messaging`: what [`engine_suite!`] and [`supervision_suite!`]
+/// expand to.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stamp_tests {
+    ($module:ident; $engine:expr, $messaging:expr; $($scenario:ident),* $(,)?) => {
         $(
             #[test]
             fn $scenario() {
                 let (engine, messaging) = ($engine, $messaging);
                 let engine = move || -> ::std::sync::Arc<dyn ::engine_core::ExecutionEngine> { engine() };
                 let messaging = move || -> ::std::sync::Arc<dyn ::engine_core::MessagingBackend> { messaging() };
-                $crate::engine::$scenario(&engine, &messaging);
+                $crate::$module::$scenario(&engine, &messaging);
             }
         )*
     };
@@ -141,17 +157,91 @@ macro_rules! __with_supervision_scenarios {
 #[macro_export]
 macro_rules! supervision_suite {
     (engine: $engine:expr, messaging: $messaging:expr $(,)?) => {
-        $crate::__with_supervision_scenarios!([$crate::supervision_suite] @each $engine, $messaging);
+        $crate::__with_supervision_scenarios!([$crate::__stamp_tests] supervision; $engine, $messaging);
     };
-    (@each $engine:expr, $messaging:expr; $($scenario:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $scenario() {
-                let (engine, messaging) = ($engine, $messaging);
-                let engine = move || -> ::std::sync::Arc<dyn ::engine_core::ExecutionEngine> { engine() };
-                let messaging = move || -> ::std::sync::Arc<dyn ::engine_core::MessagingBackend> { messaging() };
-                $crate::supervision::$scenario(&engine, &messaging);
-            }
-        )*
+}
+
+/// Stamps out the fault test of [`chaos`] for the engine made by `engine` with panics
+/// as the fault: `panics_in_a_supervised_chain_lose_nothing_over_memory` and `…_redis`
+/// (a private server), each printing what it found.
+#[macro_export]
+macro_rules! panic_chaos_suite {
+    (engine: $engine:expr $(,)?) => {
+        #[test]
+        fn panics_in_a_supervised_chain_lose_nothing_over_memory() {
+            $crate::panic_chaos_suite!(@run "memory", $engine, || {
+                ::std::sync::Arc::new(::messaging_memory::MemoryMessaging::process_wide(
+                    ::std::default::Default::default(),
+                ))
+            });
+        }
+
+        #[test]
+        fn panics_in_a_supervised_chain_lose_nothing_over_redis() {
+            let server = $crate::redis_server::RedisServer::start();
+            // Retention above the stream's length: a relay that lags is never trimmed past.
+            let url = format!("{}?maxlen={}", server.url(), $crate::chaos::MESSAGES);
+            $crate::panic_chaos_suite!(@run "redis", $engine, || {
+                ::std::sync::Arc::new(
+                    ::messaging_redis::RedisMessaging::connect(&url)
+                        .expect("the test server answers"),
+                )
+            });
+        }
+    };
+    (@run $backend:literal, $engine:expr, $messaging:expr) => {
+        let report = $crate::chaos::chain_under_faults(
+            ::std::sync::Arc::new($engine),
+            &$messaging,
+            $crate::chaos::MESSAGES,
+            |_, _, relay| $crate::chaos::panic_next(relay),
+        );
+        eprintln!("over {}: {report:?}", $backend);
+        assert!(report.dead_lettered > 0 && report.restarts > 0, "{report:?}");
+    };
+}
+
+/// The whole matrix row of one engine, for its `tests/conformance.rs`: the engine
+/// contract and the supervisor's promises, over the in-memory bus (`memory::`,
+/// `supervision::memory::`) and over a private Redis per test (`redis::`,
+/// `supervision::redis::`). `engine` is the path of a function that makes a fresh
+/// engine, such as `crate::engine`. The test crate depends on `messaging-memory` and
+/// `messaging-redis`.
+#[macro_export]
+macro_rules! engine_row {
+    (engine: $engine:path $(,)?) => {
+        $crate::engine_row!(@backends engine_suite, $engine);
+
+        /// The supervisor's promises on this engine, over each backend.
+        mod supervision {
+            $crate::engine_row!(@backends supervision_suite, $engine);
+        }
+    };
+    (@backends $suite:ident, $engine:path) => {
+        mod memory {
+            $crate::$suite!(
+                engine: $engine,
+                messaging: || {
+                    ::std::sync::Arc::new(::messaging_memory::MemoryMessaging::process_wide(
+                        ::std::default::Default::default(),
+                    ))
+                },
+            );
+        }
+
+        mod redis {
+            $crate::$suite!(
+                engine: $engine,
+                messaging: {
+                    let server = $crate::redis_server::RedisServer::start();
+                    move || {
+                        ::std::sync::Arc::new(
+                            ::messaging_redis::RedisMessaging::connect(&server.url())
+                                .expect("the test server answers"),
+                        )
+                    }
+                },
+            );
+        }
     };
 }

@@ -16,15 +16,7 @@ use supervisor::{Group, Strategy, SupervisionHooks, Supervisor};
 use crate::engine::{dead_letters, send, spec};
 use crate::harness::{MakeEngine, MakeMessaging, guild, settle, unique_namespace, wait_until};
 
-/// One supervision scenario, as [`scenarios`] lists them.
-pub type Scenario = fn(MakeEngine<'_>, MakeMessaging<'_>);
-
-/// Builds the list of [`scenarios`] from the names `__with_supervision_scenarios!` gives.
-macro_rules! scenario_list {
-    (; $($scenario:ident),* $(,)?) => {
-        vec![$((stringify!($scenario), $scenario as Scenario)),*]
-    };
-}
+pub use crate::engine::Scenario;
 
 /// Every supervision scenario with its name, for test binaries that run them without
 /// the standard test harness.

@@ -57,7 +57,7 @@ pub use spec::{
     AgentSpec, DependencySpec, Overflow, Placement, QueueLimit, RateLimit, ResourceLimits,
 };
 pub use supervision::{
-    Backoff, BackoffKind, BreakerSpec, HealthCheck, MAX_SUPERVISION_MS, RestartPolicy,
+    Backoff, BackoffKind, BreakerSpec, HealthCheck, Jitter, MAX_SUPERVISION_MS, RestartPolicy,
 };
 pub use table::{Admission, AgentCell, AgentRecord, AgentTable, Reporter};
 pub use task::{AgentTask, TaskControl, TaskEnd, TaskEnv, TaskHost};

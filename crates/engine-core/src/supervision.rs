@@ -140,6 +140,30 @@ impl Backoff {
     }
 }
 
+/// The randomness behind backoff jitter: numbers in `[0, 1)` from a xorshift generator
+/// seeded from the process's hash seed, so processes that fail together spread apart.
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Default for Jitter {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        Self(RandomState::new().hash_one(std::time::Instant::now()) | 1)
+    }
+}
+
+impl Jitter {
+    /// The next number in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// The longest wait any supervision setting accepts, in milliseconds (one day).
 pub const MAX_SUPERVISION_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -305,6 +329,18 @@ mod tests {
             ..b
         };
         assert!(at_cap.delay(1, 0.99) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_units_are_in_range_and_spread() {
+        let mut jitter = Jitter::default();
+        let draws: Vec<f64> = (0..10_000).map(|_| jitter.unit()).collect();
+        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
+        let low = draws.iter().filter(|u| **u < 0.5).count();
+        assert!(
+            (4_000..6_000).contains(&low),
+            "{low} of 10000 below one half"
+        );
     }
 
     #[test]

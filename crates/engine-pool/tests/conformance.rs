@@ -1,60 +1,11 @@
-//! The engine contract and the supervisor's promises (`supervision::`), proven for the pool engine over every messaging backend.
+//! The engine contract and the supervisor's promises (`supervision::`), proven for the
+//! pool engine over every messaging backend.
 
-mod memory {
-    use std::sync::Arc;
+use std::sync::Arc;
 
-    use engine_pool::PoolEngine;
-    use messaging_memory::MemoryMessaging;
-
-    conformance::engine_suite!(
-        engine: || Arc::new(PoolEngine::new().expect("the pool starts")),
-        messaging: || Arc::new(MemoryMessaging::process_wide(Default::default())),
-    );
+/// A fresh engine for each scenario.
+fn engine() -> Arc<engine_pool::PoolEngine> {
+    Arc::new(engine_pool::PoolEngine::new().expect("the pool starts"))
 }
 
-mod redis {
-    use std::sync::Arc;
-
-    use conformance::redis_server::RedisServer;
-    use engine_pool::PoolEngine;
-    use messaging_redis::RedisMessaging;
-
-    conformance::engine_suite!(
-        engine: || Arc::new(PoolEngine::new().expect("the pool starts")),
-        messaging: {
-            let server = RedisServer::start();
-            move || Arc::new(RedisMessaging::connect(&server.url()).expect("the test server answers"))
-        },
-    );
-}
-
-/// The supervisor's promises on this engine, over each backend.
-mod supervision {
-    mod memory {
-        use std::sync::Arc;
-
-        use engine_pool::PoolEngine;
-        use messaging_memory::MemoryMessaging;
-
-        conformance::supervision_suite!(
-            engine: || Arc::new(PoolEngine::new().expect("the pool starts")),
-            messaging: || Arc::new(MemoryMessaging::process_wide(Default::default())),
-        );
-    }
-
-    mod redis {
-        use std::sync::Arc;
-
-        use conformance::redis_server::RedisServer;
-        use engine_pool::PoolEngine;
-        use messaging_redis::RedisMessaging;
-
-        conformance::supervision_suite!(
-            engine: || Arc::new(PoolEngine::new().expect("the pool starts")),
-            messaging: {
-                let server = RedisServer::start();
-                move || Arc::new(RedisMessaging::connect(&server.url()).expect("the test server answers"))
-            },
-        );
-    }
-}
+conformance::engine_row!(engine: crate::engine);

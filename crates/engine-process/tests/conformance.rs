@@ -38,51 +38,30 @@ fn main() {
     }
     let arguments = Arguments::from_args();
     let mut trials = Vec::new();
-    for (name, scenario) in conformance::engine::scenarios() {
-        trials.push(Trial::test(format!("memory::{name}"), move || {
-            let engine = || -> Arc<dyn ExecutionEngine> { Arc::new(ProcessEngine::new()) };
-            let messaging = || -> Arc<dyn MessagingBackend> {
-                Arc::new(MemoryMessaging::process_wide(Default::default()))
-            };
-            scenario(&engine, &messaging);
-            Ok(())
-        }));
-        trials.push(Trial::test(format!("redis::{name}"), move || {
-            let server = RedisServer::start();
-            let engine = || -> Arc<dyn ExecutionEngine> { Arc::new(ProcessEngine::new()) };
-            let messaging = || -> Arc<dyn MessagingBackend> {
-                Arc::new(RedisMessaging::connect(&server.url()).expect("the test server answers"))
-            };
-            scenario(&engine, &messaging);
-            Ok(())
-        }));
-    }
-    for (name, scenario) in conformance::supervision::scenarios() {
-        trials.push(Trial::test(
-            format!("supervision::memory::{name}"),
-            move || {
-                let engine = || -> Arc<dyn ExecutionEngine> { Arc::new(ProcessEngine::new()) };
+    let suites = [
+        ("", conformance::engine::scenarios()),
+        ("supervision::", conformance::supervision::scenarios()),
+    ];
+    for (suite, scenarios) in suites {
+        for (name, scenario) in scenarios {
+            trials.push(Trial::test(format!("{suite}memory::{name}"), move || {
                 let messaging = || -> Arc<dyn MessagingBackend> {
                     Arc::new(MemoryMessaging::process_wide(Default::default()))
                 };
-                scenario(&engine, &messaging);
+                scenario(&process_engine, &messaging);
                 Ok(())
-            },
-        ));
-        trials.push(Trial::test(
-            format!("supervision::redis::{name}"),
-            move || {
+            }));
+            trials.push(Trial::test(format!("{suite}redis::{name}"), move || {
                 let server = RedisServer::start();
-                let engine = || -> Arc<dyn ExecutionEngine> { Arc::new(ProcessEngine::new()) };
                 let messaging = || -> Arc<dyn MessagingBackend> {
                     Arc::new(
                         RedisMessaging::connect(&server.url()).expect("the test server answers"),
                     )
                 };
-                scenario(&engine, &messaging);
+                scenario(&process_engine, &messaging);
                 Ok(())
-            },
-        ));
+            }));
+        }
     }
     let specific: [(&str, fn()); 12] = [
         (
@@ -123,6 +102,11 @@ fn main() {
         }));
     }
     libtest_mimic::run(&arguments, trials).exit();
+}
+
+/// A fresh process engine with the default settings, for each scenario.
+fn process_engine() -> Arc<dyn ExecutionEngine> {
+    Arc::new(ProcessEngine::new())
 }
 
 /// The scenario agents, and those only these tests use:

@@ -5,8 +5,8 @@
 //! Every number arrives; duplicates (allowed: delivery is at least once) are counted and
 //! reported; shutdown returns promptly afterwards.
 //!
-//! The relays do what a careful agent does on every engine: retry a publish the backend
-//! refuses for now. The test proves the process engine gives them the chance, by
+//! The relays (`conformance`'s `relay` agents) do what a careful agent does on every
+//! engine: retry a publish the backend refuses for now. The test proves the process engine gives them the chance, by
 //! failing a publish in the call that made it, and never loses one it accepted.
 //!
 //! Like the conformance binary, this one is its own agent host, so it has no standard
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use conformance::harness::{publish_numbers_through_fault, unique_namespace};
 use conformance::redis_server::RedisServer;
 use engine_core::{
-    Agent, AgentContext, AgentRegistry, AgentResult, AgentSpec, ExecutionEngine, GuildContext,
-    Message, MessagingBackend, NoNotify, Outcome, StartFrom, SubscribeRequest,
+    AgentSpec, ExecutionEngine, GuildContext, MessagingBackend, NoNotify, Outcome, StartFrom,
+    SubscribeRequest,
 };
 use engine_process::ProcessEngine;
 use libtest_mimic::{Arguments, Trial};
@@ -32,7 +32,7 @@ const MESSAGES: u64 = 100_000;
 const HANG: Duration = Duration::from_secs(180);
 
 fn main() {
-    engine_process::run_if_agent_host(registry);
+    engine_process::run_if_agent_host(conformance::agents::registry);
     let trials = vec![Trial::test(
         "process::redis_killed_twice_mid_stream_loses_nothing",
         || {
@@ -43,51 +43,17 @@ fn main() {
     libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }
 
-fn registry() -> AgentRegistry {
-    let mut registry = AgentRegistry::new();
-    registry.register("relay", |spec| {
-        let to = spec.properties["to"]
-            .as_str()
-            .ok_or_else(|| {
-                engine_core::Error::new(
-                    engine_core::ErrorKind::InvalidSpec,
-                    "test",
-                    "relay needs `to`",
-                )
-            })?
-            .to_owned();
-        Ok(Relay { to })
-    });
-    registry
-}
-
-/// Passes each message on to `to`, retrying while the backend refuses for now.
-struct Relay {
-    to: String,
-}
-
-impl Agent for Relay {
-    async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        let deadline = Instant::now() + HANG;
-        loop {
-            match ctx.send(self.to.clone(), message.payload.clone()) {
-                Ok(_) => return Ok(()),
-                Err(error) if error.is_retryable() && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-    }
-}
-
 fn killed_mid_stream() {
     let server = Arc::new(Mutex::new(RedisServer::start_persistent()));
     // Retention above the stream's length: a consumer that lags is never trimmed past.
     let url = format!("{}?maxlen={MESSAGES}", server.lock().unwrap().url());
     let messaging: Arc<dyn MessagingBackend> = Arc::new(RedisMessaging::connect(&url).unwrap());
     let namespace = unique_namespace("process-faults");
-    let guild = GuildContext::new(namespace.as_str(), messaging.clone(), Arc::new(registry()));
+    let guild = GuildContext::new(
+        namespace.as_str(),
+        messaging.clone(),
+        Arc::new(conformance::agents::registry()),
+    );
     let engine = ProcessEngine::new();
     for (id, from, to) in [("first", "numbers", "middle"), ("second", "middle", "out")] {
         let mut spec = AgentSpec::new(id, "relay").with_topic(from);

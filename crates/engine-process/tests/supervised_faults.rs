@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use conformance::chaos::chain_under_faults;
+use conformance::chaos::{MESSAGES, chain_under_faults};
 use conformance::redis_server::RedisServer;
 use engine_core::{ExecutionEngine, MessagingBackend};
 use engine_process::ProcessEngine;
@@ -18,8 +18,6 @@ use messaging_memory::MemoryMessaging;
 use messaging_redis::RedisMessaging;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-const MESSAGES: u64 = 100_000;
 
 fn main() {
     engine_process::run_if_agent_host(conformance::agents::registry);
@@ -59,7 +57,7 @@ fn run(backend: &str, make_messaging: &dyn Fn() -> Arc<dyn MessagingBackend>) {
             }
         },
     );
-    eprintln!("process engine over {backend}, SIGKILL at random: {report:?}");
+    eprintln!("over {backend}, SIGKILL at random: {report:?}");
     assert!(report.restarts > 0, "{report:?}");
     assert_eq!(report.dead_lettered, 0, "a kill dead-letters nothing");
 }

@@ -61,6 +61,19 @@ const HOSTILE_LINES: &[&str] = &[
     "budget = 0",
     "time_slice_ms = 18446744073709551615",
     "max_concurrent = 0",
+    "[supervision]",
+    "strategy = \"rest_for_one\"",
+    "max_restarts = 0",
+    "within_ms = 0",
+    "restart = \"permanent\"",
+    "backoff = { kind = \"linear\", initial_ms = 18446744073709551615, jitter = nan }",
+    "backoff = { initial_ms = 0, max_ms = 0, jitter = 1.0 }",
+    "health = { interval_ms = 0, failures = 0 }",
+    "health = { interval_ms = 1, timeout_ms = 1, failures = 4294967295 }",
+    "breaker = { failures = 1, window_ms = 1, cooldown_ms = 86400001 }",
+    "watchdog_ms = 0",
+    "[supervision.groups.g]",
+    "agents = [\"worker\", \"worker\", \"nobody\"]",
 ];
 
 /// Numbers that break naive arithmetic.

@@ -1,12 +1,10 @@
 //! Connections to Redis: made with timeouts, remade after a failure, and a backoff with
 //! jitter for the threads that keep trying.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use engine_core::{Error, Result};
+use engine_core::{BackoffKind, Error, Jitter, Result};
 use redis::{Client, Connection, RedisError, RedisResult};
 
 use crate::config::RedisConfig;
@@ -112,41 +110,40 @@ impl Commands {
 }
 
 /// Exponential backoff with jitter: 50 ms doubling up to 2 s, each wait drawn from half
-/// to one and a half times the step, so that many clients do not retry in step.
+/// to one and a half times the step (never over 2 s), so that many clients do not retry
+/// in step. The arithmetic is the supervisor's, [`engine_core::Backoff`].
 #[derive(Debug)]
 pub(crate) struct Backoff {
-    step: Duration,
-    random: RandomState,
-    draws: u64,
+    attempt: u32,
+    jitter: Jitter,
 }
 
 impl Backoff {
-    const FIRST: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(2);
+    const STEPS: engine_core::Backoff = engine_core::Backoff {
+        kind: BackoffKind::Exponential,
+        initial_ms: 50,
+        max_ms: 2_000,
+        jitter: 0.5,
+        reset_after_ms: 0,
+    };
 
     /// A backoff at its first step.
     pub(crate) fn new() -> Self {
         Self {
-            step: Self::FIRST,
-            random: RandomState::new(),
-            draws: 0,
+            attempt: 0,
+            jitter: Jitter::default(),
         }
     }
 
     /// Back to the first step, after a success.
     pub(crate) fn reset(&mut self) {
-        self.step = Self::FIRST;
+        self.attempt = 0;
     }
 
     /// The next wait.
     pub(crate) fn next_wait(&mut self) -> Duration {
-        self.draws += 1;
-        let mut hasher = self.random.build_hasher();
-        hasher.write_u64(self.draws);
-        let fraction = (hasher.finish() % 1_000) as f64 / 1_000.0;
-        let wait = self.step.mul_f64(0.5 + fraction);
-        self.step = (self.step * 2).min(Self::MAX);
-        wait
+        self.attempt = self.attempt.saturating_add(1);
+        Self::STEPS.delay(self.attempt, self.jitter.unit())
     }
 }
 
@@ -159,7 +156,7 @@ mod tests {
         let mut backoff = Backoff::new();
         let waits: Vec<Duration> = (0..10).map(|_| backoff.next_wait()).collect();
         assert!(waits[0] >= Duration::from_millis(25) && waits[0] < Duration::from_millis(75));
-        assert!(waits[9] >= Duration::from_secs(1) && waits[9] < Duration::from_secs(3));
+        assert!(waits[9] >= Duration::from_secs(1) && waits[9] <= Duration::from_secs(2));
         backoff.reset();
         assert!(backoff.next_wait() < Duration::from_millis(75));
     }

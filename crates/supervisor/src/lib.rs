@@ -30,7 +30,6 @@
 //! restarted here like any other.
 
 mod hooks;
-mod jitter;
 mod probes;
 mod restarts;
 mod spec;

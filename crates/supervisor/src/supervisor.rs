@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, unbounded};
 use engine_core::{
-    AgentSpec, EventHub, EventReceiver, ExecutionEngine, GuildContext, LifecycleEvent,
+    AgentSpec, EventHub, EventReceiver, ExecutionEngine, GuildContext, Jitter, LifecycleEvent,
     LifecycleKind, RestartPolicy,
 };
 
 use crate::hooks::SupervisionHooks;
-use crate::jitter::Jitter;
 use crate::probes::ProbeState;
 use crate::restarts;
 use crate::spec::Group;
