@@ -84,6 +84,32 @@ fn the_monte_carlo_example_estimates_pi_within_a_hundredth() {
 }
 
 #[test]
+fn the_flaky_example_is_restarted_with_backoff_and_completes() {
+    let output = guild(&["run", &example("flaky-supervised.toml")], None);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    for attempt in 1..=3 {
+        assert!(
+            out.contains(&format!("restarted flaky (restart {attempt} in a row")),
+            "{out}"
+        );
+    }
+    assert!(out.contains("its supervisor restarts it"), "{out}");
+    let header = out
+        .lines()
+        .find(|line| line.trim_start().starts_with("agent ") && line.ends_with("restarts  state"))
+        .expect("a restarts column");
+    let row = out
+        .lines()
+        .find(|line| line.trim_start().starts_with("flaky "))
+        .expect("a summary row");
+    // Jobs 3, 6 and 9 crashed it before the eighth job was done (12 may have too).
+    let column = header.find("restarts").unwrap();
+    let restarts: u32 = row[column..column + 8].trim().parse().unwrap();
+    assert!((3..=4).contains(&restarts), "{out}");
+}
+
+#[test]
 fn every_example_completes_on_every_engine() {
     for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path().display().to_string();

@@ -1,6 +1,7 @@
 //! Every `guild run` ends when it should: by its timeout on a cyclic topology on the
 //! sync engine and with a handler that never returns, gracefully on `SIGINT` and
-//! `SIGTERM` alike, and at once (non-zero) when an agent dies and nothing restarts it.
+//! `SIGTERM` alike, and at once (non-zero) when an agent dies and nothing restarts it,
+//! or its supervision group gives up.
 //!
 //! Each test runs the real command on a spec written to a temporary file. The timeouts
 //! are short so the tests are, and the assertions are on exit codes and output, never
@@ -299,4 +300,40 @@ timeout_secs = 3
         peak < 512 * 1024,
         "a child's peak resident memory was {peak} KiB"
     );
+}
+
+#[test]
+fn a_group_past_its_intensity_ends_the_run_naming_the_agent() {
+    let spec = r#"
+id = "giving-up"
+
+[supervision]
+max_restarts = 2
+within_ms = 60_000
+backoff = { initial_ms = 0 }
+
+[[agents]]
+id = "doomed"
+type = "flaky"
+topics = ["jobs"]
+properties = { crash_every = 1, to = "done" }
+
+[run]
+send = [
+    { topic = "jobs", payload = 1 }, { topic = "jobs", payload = 2 },
+    { topic = "jobs", payload = 3 }, { topic = "jobs", payload = 4 },
+]
+until = { topic = "done", count = 1 }
+timeout_secs = 30
+"#;
+    let output = finish(start(spec, &[]));
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("supervision group \"default\" failed: agent doomed crashed"),
+        "{all}"
+    );
+    assert!(all.contains("more than 2 restart(s)"), "{all}");
+    assert!(all.contains("the supervisor gave up"), "{all}");
+    assert!(!all.contains("timed out"), "{all}");
 }
