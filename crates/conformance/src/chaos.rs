@@ -26,24 +26,25 @@ const HANG: Duration = Duration::from_secs(180);
 /// The relays of the chain, in order, from topic `numbers` to topic `out`.
 pub const RELAYS: [&str; 3] = ["relay-1", "relay-2", "relay-3"];
 
-/// Relays asked to panic on their next message (agents in this process only).
-static PANIC_NEXT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// Relays asked to panic on their next message (agents in this process only), by
+/// guild and id: tests running at once have relays of the same ids.
+static PANIC_NEXT: Mutex<Option<HashSet<(String, String)>>> = Mutex::new(None);
 
-/// Makes relay `agent` (in this process) panic on its next message.
-pub fn panic_next(agent: &str) {
+/// Makes relay `agent` of guild `guild` (in this process) panic on its next message.
+pub fn panic_next(guild: &str, agent: &str) {
     PANIC_NEXT
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get_or_insert_with(HashSet::new)
-        .insert(agent.to_owned());
+        .insert((guild.to_owned(), agent.to_owned()));
 }
 
-fn take_panic(agent: &str) -> bool {
+fn take_panic(guild: &str, agent: &str) -> bool {
     PANIC_NEXT
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .as_mut()
-        .is_some_and(|set| set.remove(agent))
+        .is_some_and(|set| set.remove(&(guild.to_owned(), agent.to_owned())))
 }
 
 /// The `relay` agent type: passes each message on to the topic its `to` property
@@ -55,7 +56,7 @@ pub(crate) struct Relay {
 
 impl engine_core::Agent for Relay {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
-        if take_panic(ctx.id()) {
+        if take_panic(ctx.namespace(), ctx.id()) {
             panic!("a fault test asked {} to panic", ctx.id());
         }
         let deadline = Instant::now() + HANG;

@@ -194,7 +194,7 @@ macro_rules! panic_chaos_suite {
             ::std::sync::Arc::new($engine),
             &$messaging,
             $crate::chaos::MESSAGES,
-            |_, _, relay| $crate::chaos::panic_next(relay),
+            |_, guild, relay| $crate::chaos::panic_next(guild, relay),
         );
         eprintln!("over {}: {report:?}", $backend);
         assert!(report.dead_lettered > 0 && report.restarts > 0, "{report:?}");
