@@ -143,9 +143,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         Ok(median_figures(samples))
     };
     let command = format!(
-        "cargo xtask bench{}{}",
+        "cargo xtask bench{}{}{}",
         if quick { " --quick" } else { "" },
-        format_args!(" --runs {runs}")
+        format_args!(" --runs {runs}"),
+        only.map_or(String::new(), |section| format!(" --only {section}"))
     );
     if only.is_none_or(|section| section == "in-process") {
         let systems: Vec<&str> = GUILD
