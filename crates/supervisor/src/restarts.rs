@@ -173,6 +173,12 @@ fn ended(shared: &Shared, agent: &str, failed: bool, since: Instant, reason: &st
         let engine = child.engine.name().to_owned();
         child.phase = Phase::Done;
         let stopping = take_members(children, members.iter().rev(), agent);
+        // Members waiting for a restart of their own are not started again either.
+        for member in &members {
+            if let Some(waiting) = children.get_mut(member) {
+                waiting.phase = Phase::Done;
+            }
+        }
         drop(state);
         stop_all(shared, &stopping);
         tracing::error!(group = %name, agent, "supervision gave up: {why}");
