@@ -3,11 +3,11 @@
 //! its handler) and the agent's circuit breaker.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BreakerSpec, LifecycleKind, Message};
+use crate::{BreakerSpec, LifecycleKind, Message, supervision_ms};
 
 /// The payload format of a health probe. A probe goes to an agent's inbox from
 /// [`PROBE_SENDER`]; its host answers it with the agent's health hook and a
@@ -76,8 +76,8 @@ impl Breaker {
 
     /// Records how a delivery the handler got ended, and the state change it made.
     pub(crate) fn record(&mut self, failed: bool, now: Instant) -> Option<LifecycleKind> {
-        let window = Duration::from_millis(self.spec.window_ms);
-        let cooldown = Duration::from_millis(self.spec.cooldown_ms);
+        let window = supervision_ms(self.spec.window_ms);
+        let cooldown = supervision_ms(self.spec.cooldown_ms);
         match (self.state, failed) {
             (State::HalfOpen, false) => {
                 self.state = State::Closed;
@@ -118,6 +118,8 @@ impl Breaker {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn breaker() -> Breaker {

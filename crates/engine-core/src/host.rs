@@ -97,7 +97,7 @@ impl AgentHost {
         )?;
         let timeout = spec.handler_timeout_ms.map(Duration::from_millis);
         let health = spec.health;
-        let probe_timeout = Duration::from_millis(health.unwrap_or_default().timeout_ms);
+        let probe_timeout = crate::supervision_ms(health.unwrap_or_default().timeout_ms);
         let breaker = spec.breaker.map(Breaker::new);
         let ctx = AgentContext::new(spec, guild.clone(), cell.clone());
         let mut host = Self {

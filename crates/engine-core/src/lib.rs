@@ -58,6 +58,7 @@ pub use spec::{
 };
 pub use supervision::{
     Backoff, BackoffKind, BreakerSpec, HealthCheck, Jitter, MAX_SUPERVISION_MS, RestartPolicy,
+    supervision_ms,
 };
 pub use table::{Admission, AgentCell, AgentRecord, AgentTable, Reporter};
 pub use task::{AgentTask, TaskControl, TaskEnd, TaskEnv, TaskHost};

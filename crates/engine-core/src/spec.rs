@@ -45,10 +45,12 @@ pub struct AgentSpec {
     /// set.
     #[serde(default)]
     pub backoff: Option<Backoff>,
-    /// Its health probes, run where it runs; none when not set.
+    /// Its health probes, none when not set: the first runs where the agent runs, right
+    /// after its start hook (it is not ready until it passes); a supervisor sends the
+    /// rest and restarts it after failures in a row.
     #[serde(default)]
     pub health: Option<HealthCheck>,
-    /// Its handler's circuit breaker, run where it runs; none when not set.
+    /// Its handler's circuit breaker, run where the agent runs; none when not set.
     #[serde(default)]
     pub breaker: Option<BreakerSpec>,
     /// How long one handler may run before a supervisor counts the agent as stuck, in

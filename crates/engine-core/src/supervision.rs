@@ -104,16 +104,18 @@ impl Backoff {
                 .initial_ms
                 .saturating_mul(1u64.checked_shl(attempt - 1).unwrap_or(u64::MAX)),
         };
-        Duration::from_millis(millis.min(self.max_ms))
+        supervision_ms(millis.min(self.max_ms))
     }
 
     /// The delay before restart number `attempt`, with jitter applied from `unit`, a
     /// number in `[0, 1)` (the caller's randomness): never negative, never over the cap.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let base = self.base_delay(attempt).as_secs_f64();
-        let spread = base * self.jitter.clamp(0.0, 1.0) * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        let capped = (base + spread).clamp(0.0, Duration::from_millis(self.max_ms).as_secs_f64());
-        Duration::from_secs_f64(capped)
+        // A NaN (settings made in code are not checked) spreads nothing.
+        let share = |x: f64| if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) };
+        let spread = base * share(self.jitter) * (2.0 * share(unit) - 1.0);
+        let cap = supervision_ms(self.max_ms).as_secs_f64();
+        Duration::from_secs_f64((base + spread).clamp(0.0, cap))
     }
 
     /// What is wrong with these settings, if anything, as `(field, problem)`.
@@ -166,6 +168,13 @@ impl Jitter {
 
 /// The longest wait any supervision setting accepts, in milliseconds (one day).
 pub const MAX_SUPERVISION_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// A supervision setting in milliseconds as a duration, never longer than
+/// [`MAX_SUPERVISION_MS`]: specs are checked against that bound, and settings made in
+/// code are held to it here, so no deadline computed from one can overflow.
+pub fn supervision_ms(millis: u64) -> Duration {
+    Duration::from_millis(millis.min(MAX_SUPERVISION_MS))
+}
 
 fn too_long(millis: u64) -> String {
     format!("{millis} ms is longer than a day ({MAX_SUPERVISION_MS} ms)")
@@ -329,6 +338,14 @@ mod tests {
             ..b
         };
         assert!(at_cap.delay(1, 0.99) <= Duration::from_secs(1));
+        // Settings no spec would pass, made in code: no panic, no overflow.
+        let wild = Backoff {
+            jitter: f64::NAN,
+            initial_ms: u64::MAX,
+            max_ms: u64::MAX,
+            ..b
+        };
+        assert_eq!(wild.delay(70, f64::NAN), supervision_ms(u64::MAX));
     }
 
     #[test]

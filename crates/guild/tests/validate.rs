@@ -184,6 +184,10 @@ fn supervision_settings_out_of_range_are_refused_on_their_lines() {
         &["agents[0].breaker.failures", "at least 1"],
     );
     check(
+        &one_agent("responder", "engine = \"sync\"\nwatchdog_ms = 100"),
+        &["agents[0].watchdog_ms", "sync engine", "handler_timeout_ms"],
+    );
+    check(
         &one_agent("responder", "").replacen(
             "id = \"g\"\n",
             "id = \"g\"\n[supervision]\nwithin_ms = 0\nbackoff = { initial_ms = 500, max_ms = 100 }\n\

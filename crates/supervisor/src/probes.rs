@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use engine_core::{
     AgentState, HealthCheck, Message, MessageId, Notify, PROBE_FORMAT, PROBE_SENDER, Payload,
-    Priority, ProbeAnswer, StartFrom, SubscribeRequest, Subscription, inbox_topic,
+    Priority, ProbeAnswer, StartFrom, SubscribeRequest, Subscription, inbox_topic, supervision_ms,
 };
 
 use crate::restarts;
@@ -228,9 +228,9 @@ pub(crate) fn next_due(state: &State) -> Option<Instant> {
 }
 
 fn interval(health: HealthCheck) -> Duration {
-    Duration::from_millis(health.interval_ms)
+    supervision_ms(health.interval_ms)
 }
 
 fn timeout(health: HealthCheck) -> Duration {
-    Duration::from_millis(health.timeout_ms)
+    supervision_ms(health.timeout_ms)
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender};
-use engine_core::{AgentSpec, EventReceiver, ExecutionEngine, LifecycleEvent, LifecycleKind};
+use engine_core::{
+    AgentSpec, EventReceiver, ExecutionEngine, LifecycleEvent, LifecycleKind, supervision_ms,
+};
 
 use crate::probes::{self, ProbeState, Prober};
 use crate::supervisor::{Child, Control, Phase, Shared, State, policy};
@@ -145,7 +147,7 @@ fn ended(shared: &Shared, agent: &str, failed: bool, since: Instant, reason: &st
         return;
     }
     let backoff = child.spec.backoff.unwrap_or_default();
-    if now.duration_since(since) >= Duration::from_millis(backoff.reset_after_ms) {
+    if now.duration_since(since) >= supervision_ms(backoff.reset_after_ms) {
         child.attempt = 0;
     }
     child.attempt += 1;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use engine_core::{
-    AgentSpec, Backoff, BreakerSpec, HealthCheck, MAX_SUPERVISION_MS, RestartPolicy,
+    AgentSpec, Backoff, BreakerSpec, HealthCheck, MAX_SUPERVISION_MS, RestartPolicy, supervision_ms,
 };
 use serde::{Deserialize, Serialize};
 
@@ -176,13 +176,13 @@ impl SupervisionSpec {
                 name: name.clone(),
                 strategy: group.strategy.unwrap_or(self.strategy),
                 max_restarts: group.max_restarts.unwrap_or(self.max_restarts),
-                within: Duration::from_millis(group.within_ms.unwrap_or(self.within_ms)),
+                within: supervision_ms(group.within_ms.unwrap_or(self.within_ms)),
             },
             None => Group {
                 name: DEFAULT_GROUP.to_owned(),
                 strategy: self.strategy,
                 max_restarts: self.max_restarts,
-                within: Duration::from_millis(self.within_ms),
+                within: supervision_ms(self.within_ms),
             },
         }
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use engine_core::LifecycleKind;
+use engine_core::{LifecycleKind, supervision_ms};
 
 use crate::supervisor::{Phase, Shared, State};
 
@@ -22,7 +22,7 @@ pub(crate) fn next_look(state: &State, now: Instant) -> Option<Instant> {
         .filter(|child| matches!(child.phase, Phase::Running(_)))
         .filter_map(|child| child.spec.watchdog_ms)
         .min()
-        .map(|ms| now + (Duration::from_millis(ms) / 4).clamp(LOOK_MIN, LOOK_MAX))
+        .map(|ms| now + (supervision_ms(ms) / 4).clamp(LOOK_MIN, LOOK_MAX))
 }
 
 /// Looks at every running agent that has a watchdog.
@@ -34,7 +34,7 @@ pub(crate) fn check(shared: &Shared, _now: Instant) {
             .iter()
             .filter(|(_, child)| matches!(child.phase, Phase::Running(_)))
             .filter_map(|(id, child)| {
-                let limit = Duration::from_millis(child.spec.watchdog_ms?);
+                let limit = supervision_ms(child.spec.watchdog_ms?);
                 Some((
                     id.clone(),
                     child.engine.clone(),

@@ -274,7 +274,7 @@ impl<'a> Checker<'a> {
                     ),
                 );
             }
-            self.supervision(i, agent);
+            self.supervision(i, agent, engine);
             for (d, name) in agent.dependencies.iter().enumerate() {
                 if !spec.dependencies.contains_key(name) {
                     self.error(
@@ -344,8 +344,36 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// One agent's own supervision settings in range.
-    fn supervision(&mut self, i: usize, agent: &AgentSpec) {
+    /// One agent's own supervision settings in range, and a watchdog only where it can
+    /// watch.
+    fn supervision(&mut self, i: usize, agent: &AgentSpec, engine: &str) {
+        let guild_watchdog = self
+            .loaded_spec()
+            .spec
+            .supervision
+            .as_ref()
+            .and_then(|supervision| supervision.watchdog_ms);
+        if engine == "sync" && (agent.watchdog_ms.is_some() || guild_watchdog.is_some()) {
+            let (field, nth) = match agent.watchdog_ms {
+                Some(_) => (
+                    format!("agents[{i}].watchdog_ms"),
+                    self.nth_setting(i, "watchdog_ms"),
+                ),
+                None => ("supervision.watchdog_ms".to_owned(), 0),
+            };
+            self.error(
+                field,
+                "watchdog_ms",
+                "",
+                nth,
+                format!(
+                    "agent {:?} runs on the sync engine, whose handlers run on the caller's \
+                     thread under its lock, where no watchdog can see them: use \
+                     handler_timeout_ms to end a handler that takes too long",
+                    agent.id
+                ),
+            );
+        }
         for (field, problem) in supervisor::agent_problems(
             agent.backoff,
             agent.health,

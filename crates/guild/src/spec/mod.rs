@@ -40,7 +40,8 @@ pub struct GuildSpec {
     pub pool: Option<engine_pool::PoolConfig>,
     /// How the guild's agents are supervised (restart strategy, intensity, and the
     /// defaults of the agents' own supervision settings). Without it, agents are
-    /// supervised only if one of them sets `restart`, `backoff` or `watchdog_ms`.
+    /// supervised only if one of them sets `restart`, `backoff`, `watchdog_ms` or
+    /// `health`.
     #[serde(default)]
     pub supervision: Option<supervisor::SupervisionSpec>,
     /// The agents.
@@ -79,12 +80,16 @@ impl GuildSpec {
         }
     }
 
-    /// Whether a supervisor restarts the guild's agents: it has a `[supervision]`
-    /// table, or an agent sets `restart`, `backoff` or `watchdog_ms`.
+    /// Whether a supervisor watches the guild's agents: it has a `[supervision]`
+    /// table, or an agent sets something only a supervisor acts on (`restart`,
+    /// `backoff`, `watchdog_ms`, or `health`, whose probes a supervisor sends).
     pub fn supervised(&self) -> bool {
         self.supervision.is_some()
             || self.agents.iter().any(|agent| {
-                agent.restart.is_some() || agent.backoff.is_some() || agent.watchdog_ms.is_some()
+                agent.restart.is_some()
+                    || agent.backoff.is_some()
+                    || agent.watchdog_ms.is_some()
+                    || agent.health.is_some()
             })
     }
 }
