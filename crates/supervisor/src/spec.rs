@@ -262,3 +262,74 @@ fn default_max_restarts() -> u32 {
 fn default_within_ms() -> u64 {
     5_000
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> SupervisionSpec {
+        serde_json::from_str(text).expect("a supervision table")
+    }
+
+    #[test]
+    fn an_agent_keeps_its_own_settings_and_takes_the_rest() {
+        let supervision = spec(
+            r#"{"restart": "permanent", "watchdog_ms": 500,
+                "breaker": {"failures": 2}, "backoff": {"kind": "fixed", "initial_ms": 7}}"#,
+        );
+        let mut agent = AgentSpec::new("a", "t");
+        agent.restart = Some(RestartPolicy::Temporary);
+        let applied = supervision.apply(&agent);
+        assert_eq!(applied.restart, Some(RestartPolicy::Temporary));
+        assert_eq!(applied.watchdog_ms, Some(500));
+        assert_eq!(applied.breaker.map(|b| b.failures), Some(2));
+        assert_eq!(applied.backoff.map(|b| b.initial_ms), Some(7));
+        assert_eq!(applied.health, None);
+    }
+
+    #[test]
+    fn a_group_naming_a_replicated_agent_holds_its_copies_only() {
+        let supervision = spec(
+            r#"{"strategy": "one_for_all",
+                "groups": {"db": {"agents": ["worker"], "strategy": "rest_for_one", "max_restarts": 9}}}"#,
+        );
+        for id in ["worker", "worker-1", "worker-12"] {
+            let group = supervision.group_of(id);
+            assert_eq!(
+                (group.name.as_str(), group.strategy, group.max_restarts),
+                ("db", Strategy::RestForOne, 9)
+            );
+        }
+        for id in ["worker-", "worker-x", "workers", "other"] {
+            let group = supervision.group_of(id);
+            assert_eq!(
+                (group.name.as_str(), group.strategy),
+                (DEFAULT_GROUP, Strategy::OneForAll),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_field() {
+        let supervision = spec(
+            r#"{"within_ms": 0, "watchdog_ms": 0, "backoff": {"jitter": -1},
+                "groups": {"default": {"agents": []}}}"#,
+        );
+        let fields: Vec<String> = supervision
+            .problems()
+            .into_iter()
+            .map(|(field, _)| field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "within_ms",
+                "groups.default.agents",
+                "groups.default",
+                "backoff.jitter",
+                "watchdog_ms"
+            ]
+        );
+    }
+}
