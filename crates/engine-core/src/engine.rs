@@ -303,9 +303,6 @@ pub struct AgentInfo {
     pub queued: u64,
     /// Whether a handler is running now.
     pub busy: bool,
-    /// How long the running handler has been running (on the process engine: since
-    /// the agent last finished a delivery), where the engine knows.
-    pub busy_for: Option<Duration>,
 }
 
 /// Totals over the agents an engine owns.

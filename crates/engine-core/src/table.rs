@@ -18,9 +18,6 @@ pub struct AgentCell {
     busy: AtomicBool,
     /// Nanoseconds spent running the agent's code, where the engine measures it.
     busy_ns: AtomicU64,
-    /// When the running handler began (or last made progress), as nanoseconds since
-    /// [`epoch`]; 0 while idle.
-    busy_since: AtomicU64,
     status: Mutex<(AgentState, Option<ExitStatus>)>,
     /// Where changes the host sees (a circuit breaker's) are reported.
     reporter: Option<Reporter>,
@@ -48,7 +45,6 @@ impl Default for AgentCell {
             queued: AtomicU64::new(0),
             busy: AtomicBool::new(false),
             busy_ns: AtomicU64::new(0),
-            busy_since: AtomicU64::new(0),
             status: Mutex::new((AgentState::Starting, None)),
             reporter: None,
         }
@@ -109,7 +105,6 @@ impl AgentCell {
     pub fn begin_handling(&self) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
         self.busy.store(true, Ordering::Relaxed);
-        self.busy_since.store(since_epoch(), Ordering::Relaxed);
     }
 
     /// Records how handling ended and how much is still queued, and marks it idle.
@@ -119,7 +114,6 @@ impl AgentCell {
         }
         self.queued.store(queued as u64, Ordering::Relaxed);
         self.busy.store(false, Ordering::Relaxed);
-        self.busy_since.store(0, Ordering::Relaxed);
     }
 
     /// Records how many deliveries are queued for the agent.
@@ -131,17 +125,6 @@ impl AgentCell {
     /// elsewhere, such as in another process).
     pub fn set_busy(&self, busy: bool) {
         self.busy.store(busy, Ordering::Relaxed);
-        if !busy {
-            self.busy_since.store(0, Ordering::Relaxed);
-        } else if self.busy_since.load(Ordering::Relaxed) == 0 {
-            self.busy_since.store(since_epoch(), Ordering::Relaxed);
-        }
-    }
-
-    /// How long the running handler has been running; `None` while idle.
-    pub fn busy_for(&self) -> Option<std::time::Duration> {
-        let since = self.busy_since.load(Ordering::Relaxed);
-        (since != 0).then(|| std::time::Duration::from_nanos(since_epoch().saturating_sub(since)))
     }
 
     /// Adds time spent running the agent's code (for engines that measure it).
@@ -158,19 +141,6 @@ impl AgentCell {
     fn status(&self) -> MutexGuard<'_, (AgentState, Option<ExitStatus>)> {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// The instant busy times are measured from: the first time anyone asked.
-fn epoch() -> std::time::Instant {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(std::time::Instant::now)
-}
-
-/// Nanoseconds since [`epoch`], never 0 (which means idle).
-fn since_epoch() -> u64 {
-    u64::try_from(epoch().elapsed().as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 /// One agent as an engine knows it; `H` is the engine's own handle (a thread, a host, a
@@ -448,7 +418,6 @@ impl<H> AgentTable<H> {
             queued: cell.queued.load(Ordering::Relaxed),
             // A paused agent may hold deliveries (pushed to its process) but runs none.
             busy: cell.busy.load(Ordering::Relaxed) && state != AgentState::Paused,
-            busy_for: cell.busy_for().filter(|_| state == AgentState::Running),
         }
     }
 }

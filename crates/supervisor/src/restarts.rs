@@ -86,7 +86,6 @@ fn on_event(shared: &Shared, event: &LifecycleEvent) {
     };
     match &event.kind {
         LifecycleKind::Started => {
-            child.reported_stuck = false;
             drop(state);
             shared.hooks.on_start(&event.agent_id);
         }
@@ -246,8 +245,8 @@ fn take_members<'a>(
 
 /// An agent failed its health probes: ends it (killed where its engine can, which
 /// its engine reports as a crash; else stopped between messages) and restarts it like
-/// any agent that crashed. A handler that is running on an engine that cannot end it
-/// is reported stuck instead.
+/// any agent that crashed. An agent inside a handler on an engine that cannot end it
+/// is reported and left running.
 pub(crate) fn unhealthy(shared: &Shared, agent: &str, why: &str) {
     let reason = format!("unhealthy: {why}");
     let (engine, since) = {
@@ -265,12 +264,16 @@ pub(crate) fn unhealthy(shared: &Shared, agent: &str, why: &str) {
     if engine.capabilities().kill && engine.kill_agent(guild, agent, &reason).is_ok() {
         return;
     }
-    if let Some(busy) = engine
+    if engine
         .agent_info(guild, agent)
-        .and_then(|info| info.busy_for)
+        .is_some_and(|info| info.busy)
     {
-        let busy_ms = busy.as_millis() as u64;
-        shared.emit(agent, engine.name(), LifecycleKind::Stuck { busy_ms });
+        // Stopping it would wait for a handler this engine cannot end.
+        let left = format!(
+            "{reason}; it is inside a handler its engine cannot end, so it is left running"
+        );
+        tracing::warn!(agent, "{left}");
+        shared.hooks.on_error(agent, &left);
         return;
     }
     if let Some(child) = shared.lock().children.get_mut(agent) {
@@ -344,6 +347,7 @@ fn restart_due(shared: &Shared, now: Instant) {
             }
             child.phase = Phase::Running(started_at);
             child.probe = ProbeState::default();
+            child.sighting = Default::default();
         }
         match engine.run_agent(&shared.context, spec) {
             Ok(()) => {

@@ -17,6 +17,7 @@ use crate::hooks::SupervisionHooks;
 use crate::probes::ProbeState;
 use crate::restarts;
 use crate::spec::Group;
+use crate::watchdog::Sighting;
 
 /// Supervises agents of one guild on any engines: restarts them by policy, strategy and
 /// backoff, escalates past a group's intensity, and reports what it does as lifecycle
@@ -72,8 +73,8 @@ pub(crate) struct Child {
     pub(crate) restarts: u64,
     /// Stops the supervisor asked for whose `Stopped` event has not come yet.
     pub(crate) expected_stops: u32,
-    /// When the watchdog last reported it stuck, so it reports each stall once.
-    pub(crate) reported_stuck: bool,
+    /// What the watchdog last saw of it.
+    pub(crate) sighting: Sighting,
     /// Its health probes.
     pub(crate) probe: ProbeState,
 }
@@ -156,7 +157,7 @@ impl Supervisor {
                 attempt: 0,
                 restarts: 0,
                 expected_stops: 0,
-                reported_stuck: false,
+                sighting: Sighting::default(),
                 probe: ProbeState::default(),
             },
         );
