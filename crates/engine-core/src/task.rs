@@ -265,9 +265,11 @@ impl TaskHost {
                 Ok(Screen::Rejected) => continue,
                 Ok(Screen::Probe) => {
                     let deadline = Instant::now().checked_add(self.core.probe_timeout);
+                    // Boxed: probes are rare, and the task's own future stays the
+                    // size it is without them.
                     let probed = {
-                        let probe = pin!(agent.health(&self.core.ctx));
-                        until(probe, deadline, &mut self.env).await
+                        let mut probe = Box::pin(agent.health(&self.core.ctx));
+                        until(probe.as_mut(), deadline, &mut self.env).await
                     };
                     if let Err(error) = self.core.answer(&delivery, probed) {
                         return Some(format!("delivery failed: {error}"));
