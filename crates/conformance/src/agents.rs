@@ -18,6 +18,8 @@ use engine_core::{Agent, AgentContext, AgentRegistry, AgentResult, BoxError, Mes
 /// - `moody`: healthy until a message says `"sicken"`, then its health hook fails;
 /// - `sickly`: its health hook always fails;
 /// - `relay`: forwards to the topic its `to` property names (see [`crate::chaos`]);
+/// - `quitter`: on `"quit"`, ends its whole process with exit code 0 a moment after the
+///   handler returns (for agents in a process of their own only);
 /// - `timed`: on `"after"`, sends `"later"` to `timed.out` 30 ms on; on `"every"`,
 ///   sends `"tick"` to `ticks` every 10 ms; on `"cancel"`, cancels that.
 pub fn registry() -> AgentRegistry {
@@ -33,6 +35,7 @@ pub fn registry() -> AgentRegistry {
         .register("timed", |_| Ok(Timed { every: None }))
         .register("moody", |_| Ok(Moody { sick: false }))
         .register("sickly", |_| Ok(Sickly))
+        .register("quitter", |_| Ok(Quitter))
         .register("relay", |spec| {
             let to = spec.properties["to"].as_str().unwrap_or("out").to_owned();
             Ok(crate::chaos::Relay { to })
@@ -186,5 +189,21 @@ impl Agent for Sickly {
 
     async fn health(&mut self, _ctx: &AgentContext) -> AgentResult {
         Err("born sick".into())
+    }
+}
+
+/// Ends its process, cleanly, when told to: an agent that exits on its own.
+struct Quitter;
+
+impl Agent for Quitter {
+    async fn handle(&mut self, _ctx: &AgentContext, message: &Message) -> AgentResult {
+        if message.decode_json::<String>()? == "quit" {
+            // After the handler has returned and its delivery is acknowledged.
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                std::process::exit(0);
+            });
+        }
+        Ok(())
     }
 }

@@ -585,3 +585,47 @@ pub fn a_stuck_handler_is_killed_where_the_engine_can_and_reported_elsewhere(
         assert!(s.hooks.starting_with("restart ").is_empty());
     }
 }
+
+/// An agent that exits on its own (where that can happen: an agent process that ends
+/// with code 0 unasked) is restarted when `permanent` and left exited when
+/// `transient`. Not in the suite: only the process engine reports such exits.
+pub fn an_exit_restarts_a_permanent_agent_only(
+    make_engine: MakeEngine<'_>,
+    make_messaging: MakeMessaging<'_>,
+) {
+    let s = Supervised::new(
+        make_engine,
+        make_messaging,
+        "exits",
+        Strategy::OneForOne,
+        10,
+    );
+    let events = s.engine.events();
+    for (id, policy) in [
+        ("permanent", RestartPolicy::Permanent),
+        ("transient", RestartPolicy::Transient),
+    ] {
+        s.run(spec(id, "quitter", &[id]), policy, Backoff::none());
+        send(&s.guild, id, &["quit"]);
+    }
+    let mut exited = Vec::new();
+    s.wait_for("both agents exit", || {
+        exited.extend(
+            events
+                .try_iter()
+                .filter(|event| event.kind == LifecycleKind::Exited)
+                .map(|event| event.agent_id),
+        );
+        exited.len() >= 2
+    });
+    s.wait_lines("restart permanent", 1);
+    s.wait_for("the permanent agent runs again", || {
+        s.state("permanent") == Some(AgentState::Running)
+    });
+    assert_eq!(s.state("transient"), Some(AgentState::Exited));
+    assert_eq!(s.hooks.starting_with("restart "), ["restart permanent 1 0"]);
+    assert!(
+        s.hooks.starting_with("error ").is_empty(),
+        "an exit is no error"
+    );
+}

@@ -63,7 +63,11 @@ fn main() {
             }));
         }
     }
-    let specific: [(&str, fn()); 12] = [
+    let specific: [(&str, fn()); 13] = [
+        (
+            "an_exit_restarts_a_permanent_agent_only",
+            exits_under_a_supervisor,
+        ),
         (
             "others_are_started_stopped_and_queried_while_one_starts_slowly",
             slow_start,
@@ -460,6 +464,13 @@ fn kill_9() {
 /// Messages pushed to an agent process and not yet acknowledged when it is killed are
 /// handed to it again when it is run again: between the two lives, every message is
 /// completed exactly once.
+fn exits_under_a_supervisor() {
+    let messaging = || -> Arc<dyn MessagingBackend> {
+        Arc::new(MemoryMessaging::process_wide(Default::default()))
+    };
+    conformance::supervision::an_exit_restarts_a_permanent_agent_only(&process_engine, &messaging);
+}
+
 fn redelivery() {
     let (engine, guild) = setup("redelivery");
     engine
