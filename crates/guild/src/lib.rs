@@ -19,6 +19,7 @@
 pub mod builtin;
 mod error;
 mod guild;
+mod metrics;
 mod observer;
 pub mod select;
 mod spec;
@@ -37,6 +38,7 @@ pub use engine_core::{
     Result, StartFrom, SubscribeRequest, Subscription, inbox_topic,
 };
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
+pub use metrics::METRICS_CONTENT_TYPE;
 pub use observer::Observer;
 pub use spec::check::{
     MAX_BLOCK_MS, MAX_CPU_SECONDS, MAX_MEMORY_BYTES, MAX_NAME_BYTES, MAX_OPEN_FILES,

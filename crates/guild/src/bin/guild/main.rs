@@ -11,6 +11,7 @@ macro_rules! say {
 
 mod report;
 mod run;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,6 +43,10 @@ enum Command {
         /// Print no message contents, only the summary.
         #[arg(long, short)]
         quiet: bool,
+        /// Serve the guild's metrics over HTTP at this address (such as
+        /// 127.0.0.1:9464; port 0 picks a free one), at /metrics, for Prometheus.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Check a spec file and report every problem in it: everything `run` with the
     /// same options would refuse.
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
             spec,
             choice,
             quiet,
+            metrics,
         } => with_runtime(|stop_signal| {
             let loaded = LoadedSpec::from_file(&spec)?;
             run::run(
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
                     engine: choice.engine,
                     messaging: choice.messaging,
                     quiet,
+                    metrics,
                 },
                 &stop_signal,
             )

@@ -19,6 +19,8 @@ pub(crate) struct RunOptions {
     pub engine: Option<String>,
     pub messaging: Option<String>,
     pub quiet: bool,
+    /// Where to serve metrics, if anywhere.
+    pub metrics: Option<String>,
 }
 
 /// The client id under which the command follows the guild.
@@ -54,6 +56,11 @@ pub(crate) fn run(
 ) -> anyhow::Result<ExitCode> {
     let spec = loaded.spec.clone();
     let run = spec.run.clone();
+    let metrics = options
+        .metrics
+        .as_deref()
+        .map(crate::serve::listen)
+        .transpose()?;
     // Building checks the spec as it will run, naming the file's lines.
     let mut builder = GuildBuilder::from_loaded(loaded).registry(builtin::builtin_registry());
     if let Some(engine) = options.engine {
@@ -81,6 +88,12 @@ pub(crate) fn run(
         let (id, agent_type) = (agent.id.clone(), agent.agent_type.clone());
         guild.launch(agent)?;
         say!("  started {id} ({agent_type}) on {engine}");
+    }
+    // Shared from here on with whoever reads it (the metrics server).
+    let guild = std::sync::Arc::new(guild);
+    if let Some(listener) = metrics {
+        let bound = crate::serve::metrics(listener, guild.clone())?;
+        say!("  metrics at http://{bound}/metrics");
     }
 
     let started = Instant::now();
