@@ -37,5 +37,7 @@ mod supervisor;
 mod watchdog;
 
 pub use hooks::{NoHooks, SupervisionHooks};
-pub use spec::{DEFAULT_GROUP, Group, GroupSpec, Strategy, SupervisionSpec, agent_problems};
+pub use spec::{
+    DEFAULT_GROUP, Group, GroupSpec, MAX_RESTARTS, Strategy, SupervisionSpec, agent_problems,
+};
 pub use supervisor::Supervisor;

@@ -89,6 +89,10 @@ pub struct SupervisionSpec {
     pub groups: BTreeMap<String, GroupSpec>,
 }
 
+/// The most restarts a group's intensity may allow: the supervisor remembers each
+/// restart within the period, so the bound keeps a crash loop's memory bounded too.
+pub const MAX_RESTARTS: u32 = 100_000;
+
 /// The name of the group of agents that the spec puts in no other.
 pub const DEFAULT_GROUP: &str = "default";
 
@@ -194,9 +198,15 @@ impl SupervisionSpec {
         if let Some(problem) = within_problem(self.within_ms) {
             problems.push(("within_ms".to_owned(), problem));
         }
+        if let Some(problem) = restarts_problem(self.max_restarts) {
+            problems.push(("max_restarts".to_owned(), problem));
+        }
         for (name, group) in &self.groups {
             if let Some(problem) = group.within_ms.and_then(within_problem) {
                 problems.push((format!("groups.{name}.within_ms"), problem));
+            }
+            if let Some(problem) = group.max_restarts.and_then(restarts_problem) {
+                problems.push((format!("groups.{name}.max_restarts"), problem));
             }
             if group.agents.is_empty() {
                 problems.push((
@@ -248,6 +258,10 @@ pub fn agent_problems(
         ));
     }
     problems
+}
+
+fn restarts_problem(restarts: u32) -> Option<String> {
+    (restarts > MAX_RESTARTS).then(|| format!("{restarts} is more than {MAX_RESTARTS}"))
 }
 
 fn within_problem(ms: u64) -> Option<String> {
@@ -314,6 +328,7 @@ mod tests {
     fn every_problem_is_named_with_its_field() {
         let supervision = spec(
             r#"{"within_ms": 0, "watchdog_ms": 0, "backoff": {"jitter": -1},
+                "max_restarts": 4294967295,
                 "groups": {"default": {"agents": []}}}"#,
         );
         let fields: Vec<String> = supervision
@@ -325,6 +340,7 @@ mod tests {
             fields,
             [
                 "within_ms",
+                "max_restarts",
                 "groups.default.agents",
                 "groups.default",
                 "backoff.jitter",
