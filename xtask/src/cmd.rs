@@ -5,9 +5,14 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, bail};
 
-/// The repository root (the parent of this crate).
+/// The repository root (the parent of this crate). `cargo xtask` (`cargo run`) tells
+/// this process the manifest directory of the checkout it was called in; the one
+/// compiled in is only the fallback, because a target directory shared between
+/// checkouts (as `.ci/run` sets up) may hold another checkout's build of this binary,
+/// which would otherwise test that other checkout.
 pub(crate) fn root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
