@@ -183,6 +183,15 @@ fn supervision_settings_out_of_range_are_refused_on_their_lines() {
         &one_agent("responder", "breaker = { failures = 0 }"),
         &["agents[0].breaker.failures", "at least 1"],
     );
+    // A replica count far out of range is refused, not allocated, by the table checks.
+    check(
+        &one_agent("responder", "replicas = 1000000000").replacen(
+            "id = \"g\"\n",
+            "id = \"g\"\n[pool]\nworkers = 1\n[supervision.groups.x]\nagents = [\"a-7\"]\n",
+            1,
+        ),
+        &["agents[0].replicas"],
+    );
     check(
         &one_agent("responder", "engine = \"sync\"\nwatchdog_ms = 100"),
         &["agents[0].watchdog_ms", "sync engine", "handler_timeout_ms"],

@@ -432,17 +432,23 @@ impl<'a> Checker<'a> {
                 format!("supervision setting {field}: {problem}"),
             );
         }
-        let ids: BTreeSet<String> = spec
-            .agents
-            .iter()
-            .map(|agent| agent.id.clone())
-            .chain(spec.expanded_agents().into_iter().map(|agent| agent.id))
-            .collect();
+        // Membership by id or copy id, without expanding replicas (a replica count
+        // out of range is refused elsewhere and must not be allocated here).
+        let is_agent = |member: &str| {
+            spec.agents.iter().any(|agent| {
+                member == agent.id
+                    || member
+                        .strip_prefix(agent.id.as_str())
+                        .and_then(|rest| rest.strip_prefix('-'))
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .is_some_and(|n| n >= 1 && n <= agent.replicas)
+            })
+        };
         let mut seen: HashMap<&str, &str> = HashMap::new();
         for (name, group) in &supervision.groups {
             for (m, member) in group.agents.iter().enumerate() {
                 let field = format!("supervision.groups.{name}.agents[{m}]");
-                if !ids.contains(member) {
+                if !is_agent(member) {
                     self.error(
                         field,
                         "agents",
@@ -479,7 +485,8 @@ impl<'a> Checker<'a> {
                 format!("pool setting {setting}: {why}"),
             );
         }
-        let runs_pool = spec.expanded_agents().iter().any(|agent| {
+        // Copies run where their agent does: no need to expand replicas.
+        let runs_pool = spec.agents.iter().any(|agent| {
             agent
                 .engine
                 .as_ref()
