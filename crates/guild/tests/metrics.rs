@@ -97,14 +97,21 @@ fn a_scrape_during_a_run_matches_its_summary() {
         }
     };
 
-    // Scrape until the three questions have been answered and collected.
+    // Scrape until the three questions have been answered and the answers collected.
     let deadline = Instant::now() + Duration::from_secs(30);
     let scrape = loop {
         let (status, body) = scrape(&addr);
         assert!(status.contains("200"), "{status}");
         let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
             .expect("Prometheus text");
-        if value(&parsed, "guild_agent_messages_in_total", "collector") == Some(3.0) {
+        // Done and idle: three answers out of the responder, one result out of the
+        // collector, no handler running.
+        let done = value(&parsed, "guild_agent_messages_out_total", "responder") == Some(3.0)
+            && value(&parsed, "guild_agent_messages_out_total", "collector") == Some(1.0)
+            && ["responder", "collector"]
+                .iter()
+                .all(|agent| value(&parsed, "guild_agent_busy", agent) == Some(0.0));
+        if done {
             break parsed;
         }
         assert!(
