@@ -216,6 +216,10 @@ impl AgentContext {
     }
 
     /// The guild's timers.
+    pub(crate) fn guild(&self) -> &GuildContext {
+        &self.guild
+    }
+
     pub(crate) fn timers(&self) -> &crate::Timers {
         &self.guild.timers
     }

@@ -220,14 +220,28 @@ impl HostCore {
         Ok(delivery)
     }
 
-    /// The span a delivery is handled in.
+    /// The span a delivery is handled in, named and described as OpenTelemetry's
+    /// messaging conventions ask, and parented on the publisher's trace context when
+    /// the message carries one.
     pub(crate) fn span(&self, delivery: &Delivery) -> tracing::Span {
-        tracing::debug_span!(
+        let message = &delivery.message;
+        let span = tracing::info_span!(
+            target: "guild",
             "handle",
-            agent = %self.ctx.id(),
-            topic = %delivery.topic,
-            message = %delivery.message.id
-        )
+            otel.name = %format_args!("process {}", delivery.topic),
+            otel.kind = "consumer",
+            messaging.system = %self.ctx.guild().messaging.name(),
+            messaging.destination.name = %delivery.topic,
+            messaging.message.id = %message.id,
+            messaging.operation.type = "process",
+            messaging.operation.name = "handle",
+            guild.id = %self.ctx.namespace(),
+            guild.agent.id = %self.ctx.id(),
+            guild.engine = %self.cell.engine(),
+            guild.sender = %message.sender,
+        );
+        crate::trace::adopt(&span, &message.headers);
+        span
     }
 
     /// Completes `delivery` as its handler's `result` says and records how it ended.

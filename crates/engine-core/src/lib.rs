@@ -34,6 +34,7 @@ mod supervision;
 mod table;
 mod task;
 mod timers;
+mod trace;
 
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
 pub use doorbell::Doorbell;
@@ -63,3 +64,4 @@ pub use supervision::{
 pub use table::{Admission, AgentCell, AgentRecord, AgentTable, Reporter};
 pub use task::{AgentTask, TaskControl, TaskEnd, TaskEnv, TaskHost};
 pub use timers::{MAX_TIMERS_PER_AGENT, TimerId, Timers};
+pub use trace::{TRACEPARENT, TRACESTATE, TraceContext, install_trace_context};

@@ -157,6 +157,11 @@ pub struct MessageBuilder {
 }
 
 impl MessageBuilder {
+    /// The topics it is to be published to.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
     /// Also publishes to `topic`.
     pub fn topic(mut self, topic: impl AsRef<str>) -> Self {
         self.topics.push(intern(topic.as_ref()));
@@ -195,13 +200,16 @@ impl MessageBuilder {
     }
 
     /// Stamps the message with an id from `ids`, its namespace and its sender (pass
-    /// shared names, `Arc<str>`, to build without copying them).
+    /// shared names, `Arc<str>`, to build without copying them). Built inside a traced
+    /// span, it carries that span's trace context (see [`crate::TraceContext`]) unless
+    /// it was given one.
     pub fn build(
-        self,
+        mut self,
         ids: &IdGenerator,
         namespace: impl Into<Arc<str>>,
         sender: impl Into<Arc<str>>,
     ) -> Message {
+        crate::trace::inject(&mut self.headers);
         let id = ids.next(self.priority.unwrap_or_default());
         Message {
             id,

@@ -182,9 +182,15 @@ impl DeadLetter {
             message: Message::clone(&delivery.message),
             failure,
         };
-        let message = Message::builder(ERROR_TOPIC, Payload::encode_json(&letter)?)
-            .priority(Priority::Normal)
-            .build(ids, namespace, client);
+        let mut builder = Message::builder(ERROR_TOPIC, Payload::encode_json(&letter)?)
+            .priority(Priority::Normal);
+        // The dead letter belongs to the failed message's trace.
+        for name in [crate::TRACEPARENT, crate::TRACESTATE] {
+            if let Some(value) = delivery.message.headers.get(name) {
+                builder = builder.header(name, value);
+            }
+        }
+        let message = builder.build(ids, namespace, client);
         Ok(Some(message))
     }
 }

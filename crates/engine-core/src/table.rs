@@ -21,6 +21,8 @@ pub struct AgentCell {
     status: Mutex<(AgentState, Option<ExitStatus>)>,
     /// Where changes the host sees (a circuit breaker's) are reported.
     reporter: Option<Reporter>,
+    /// The name of the engine that runs the agent, for its spans.
+    engine: Arc<str>,
 }
 
 /// Reports lifecycle changes of one agent as its engine does: set by the engine on the
@@ -47,6 +49,7 @@ impl Default for AgentCell {
             busy_ns: AtomicU64::new(0),
             status: Mutex::new((AgentState::Starting, None)),
             reporter: None,
+            engine: Arc::from(""),
         }
     }
 }
@@ -68,6 +71,7 @@ impl AgentCell {
         agent_id: &str,
         engine: &str,
     ) -> Self {
+        let name = Arc::from(engine);
         let (guild, agent_id, engine) = (guild.to_owned(), agent_id.to_owned(), engine.to_owned());
         Self::reporting(Box::new(move |kind| {
             events.emit(crate::LifecycleEvent {
@@ -77,6 +81,20 @@ impl AgentCell {
                 kind,
             });
         }))
+        .on_engine(name)
+    }
+
+    /// The same cell, recording that engine `engine` runs the agent.
+    pub fn on_engine(self, engine: impl Into<Arc<str>>) -> Self {
+        Self {
+            engine: engine.into(),
+            ..self
+        }
+    }
+
+    /// The name of the engine that runs the agent (empty when the cell was not told).
+    pub fn engine(&self) -> &str {
+        &self.engine
     }
 
     /// Reports a change through the cell's reporter, if it has one.
