@@ -62,6 +62,8 @@ impl std::fmt::Debug for BrokerClient {
 }
 
 struct Shared {
+    /// The engine's messaging backend, which this client stands in for.
+    messaging: String,
     output: Mutex<Output>,
     reader: Mutex<FrameReader<UnixStream>>,
     state: Mutex<State>,
@@ -108,9 +110,16 @@ struct State {
 impl BrokerClient {
     /// A client writing to `stream` and reading frames through `reader` (the same
     /// connection, after its launch frame).
-    pub(crate) fn new(stream: UnixStream, reader: FrameReader<UnixStream>) -> Self {
+    /// A client over `stream` for an agent whose engine uses the messaging backend
+    /// named `messaging`.
+    pub(crate) fn new(
+        stream: UnixStream,
+        reader: FrameReader<UnixStream>,
+        messaging: String,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
+                messaging,
                 output: Mutex::new(Output {
                     frames: FrameWriter::new(stream),
                     acks: Vec::new(),
@@ -336,8 +345,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MessagingBackend for BrokerClient {
+    /// The name of the backend behind the broker, which is where messages really go.
     fn name(&self) -> &str {
-        NAME
+        &self.shared.messaging
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -60,17 +60,25 @@ pub mod exit_code {
 /// # fn my_registry() -> engine_core::AgentRegistry { engine_core::AgentRegistry::new() }
 /// ```
 pub fn run_if_agent_host(registry: impl FnOnce() -> AgentRegistry) {
-    if std::env::var_os(HOST_VARIABLE).is_none() {
-        return;
+    if let Some(code) = serve_if_agent_host(registry) {
+        std::process::exit(code);
     }
-    let code = match host(registry) {
+}
+
+/// As [`run_if_agent_host`], but hands back the code the process is to exit with
+/// instead of exiting, so the program can finish what must outlive the agent (flush
+/// its exported traces, say) first. `None` when this process is no agent host.
+pub fn serve_if_agent_host(registry: impl FnOnce() -> AgentRegistry) -> Option<i32> {
+    if !is_agent_host() {
+        return None;
+    }
+    Some(match host(registry) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("guild agent host: {error}");
             exit_code::LAUNCH_FAILED
         }
-    };
-    std::process::exit(code);
+    })
 }
 
 /// Whether this process is an agent host (the process engine started it to run an agent).
@@ -103,7 +111,7 @@ fn host(registry: impl FnOnce() -> AgentRegistry) -> Result<i32> {
         Err(error) => return Err(error.into_error(HOST)),
     };
 
-    let client = BrokerClient::new(stream, reader);
+    let client = BrokerClient::new(stream, reader, launch.messaging.clone());
     let (guild, spec, runtime) = match prepare(&launch, &client, registry) {
         Ok(prepared) => prepared,
         Err(error) => return report_launch_failure(&client, &error),
@@ -121,7 +129,8 @@ fn host(registry: impl FnOnce() -> AgentRegistry) -> Result<i32> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(kind);
-    }));
+    }))
+    .on_engine(crate::NAME);
     let host = match AgentHost::start(&guild, spec, Arc::new(cell), notify) {
         Ok(host) => host,
         Err(error) => return report_launch_failure(&client, &error),

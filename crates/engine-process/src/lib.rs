@@ -46,7 +46,10 @@ use engine_core::{
 use nix::sys::signal::Signal;
 
 pub use exit::signal_name;
-pub use host::{HOST_VARIABLE, PARENT_VARIABLE, exit_code, is_agent_host, run_if_agent_host};
+pub use host::{
+    HOST_VARIABLE, PARENT_VARIABLE, exit_code, is_agent_host, run_if_agent_host,
+    serve_if_agent_host,
+};
 pub use procfs::{Usage, usage};
 
 use broker::Session;
@@ -77,6 +80,9 @@ pub struct ProcessConfig {
     /// Run each agent in a network namespace of its own (no network at all). Needs
     /// root; without it, starting an agent fails rather than run it unisolated.
     pub isolate_network: bool,
+    /// Variables set in every agent process's environment, beside what it inherits
+    /// (where to export traces, say).
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl Default for ProcessConfig {
@@ -89,6 +95,7 @@ impl Default for ProcessConfig {
             stop_grace: Duration::from_secs(5),
             term_grace: Duration::from_secs(2),
             isolate_network: false,
+            env: Vec::new(),
         }
     }
 }
@@ -210,6 +217,7 @@ impl ProcessEngine {
             spec_json: serde_json::to_string(&*spec).map_err(ProcessError::EncodeSpec)?,
             isolate_network: self.config.isolate_network,
             generator_id: lease.id(),
+            messaging: guild.messaging.name().to_owned(),
         });
         if let Err(error) = writer.send_now(&launch) {
             link.signal(Signal::SIGKILL);

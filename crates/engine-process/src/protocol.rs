@@ -252,6 +252,8 @@ pub(crate) struct Launch {
     pub isolate_network: bool,
     /// The generator id the agent process mints message ids under, leased to it alone.
     pub generator_id: u16,
+    /// The name of the engine's messaging backend (for the agent's spans).
+    pub messaging: String,
 }
 
 /// One delivery as it crosses the wire.

@@ -20,6 +20,7 @@ pub(crate) fn command(config: &ProcessConfig) -> Result<Command> {
     let mut command = Command::new(program);
     command
         .args(&config.args)
+        .envs(config.env.iter().map(|(name, value)| (name, value)))
         .env(HOST_VARIABLE, "1")
         .env(PARENT_VARIABLE, std::process::id().to_string())
         .stdout(Stdio::inherit())
