@@ -23,6 +23,7 @@ pub mod chaos;
 pub mod engine;
 pub mod harness;
 pub mod messaging;
+pub mod otlp_receiver;
 pub mod redis_server;
 pub mod supervision;
 pub mod tcp;

@@ -398,11 +398,27 @@ impl Guild {
 
     /// Publishes a message into the guild as [`GUILD_SENDER`].
     pub fn publish(&self, builder: MessageBuilder) -> Result<MessageId> {
+        // The root of the trace the message starts, when tracing is on.
+        let topics = builder.topics();
+        let span = tracing::info_span!(
+            target: "guild",
+            "publish",
+            otel.name = %format_args!("publish {}", topics.join(",")),
+            otel.kind = "producer",
+            messaging.system = %self.context.messaging.name(),
+            messaging.destination.name = %topics.join(","),
+            messaging.message.id = tracing::field::Empty,
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            guild.id = %self.context.namespace,
+        );
+        let _entered = span.enter();
         let message = builder.build(
             &self.context.ids,
             self.context.namespace.clone(),
             self.sender.clone(),
         );
+        span.record("messaging.message.id", tracing::field::display(message.id));
         let id = message.id;
         self.context.messaging.publish(message)?;
         Ok(id)

@@ -12,6 +12,7 @@
 //! | `engine-process` | a process per agent, with limits, [`engines::ProcessEngine`]; call [`run_if_agent_host`] at the top of `main` |
 //! | `messaging-memory` | the in-memory bus, [`messaging::MemoryMessaging`] |
 //! | `messaging-redis` | Redis Streams, [`messaging::RedisMessaging`], from `redis://` or `rediss://` URLs |
+//! | `otlp` | trace export over OTLP/gRPC, [`telemetry::Tracing`] |
 //! | `cli` | the `guild` program |
 #![doc = ""]
 #![doc = include_str!("../../../README.md")]
@@ -23,6 +24,8 @@ mod metrics;
 mod observer;
 pub mod select;
 mod spec;
+#[cfg(feature = "otlp")]
+pub mod telemetry;
 
 // What a user of guild writes agents and programs with. Engine and backend authors,
 // who need the machinery behind them (`AgentHost`, `AgentTable`, `EventHub`,
@@ -71,7 +74,7 @@ pub mod engines {
 /// otherwise returns at once. Call it first thing in `main`; see
 /// [`engine_process::run_if_agent_host`].
 #[cfg(feature = "engine-process")]
-pub use engine_process::run_if_agent_host;
+pub use engine_process::{is_agent_host, run_if_agent_host, serve_if_agent_host};
 
 /// The messaging backends compiled into this build.
 pub mod messaging {

@@ -107,7 +107,14 @@ pub fn engine(name: &str, spec: &GuildSpec) -> Result<Arc<dyn ExecutionEngine>> 
         #[cfg(feature = "engine-threads")]
         "threads" => Ok(Arc::new(engine_threads::ThreadsEngine::new())),
         #[cfg(feature = "engine-process")]
-        "process" => Ok(Arc::new(engine_process::ProcessEngine::new())),
+        "process" => Ok(Arc::new(engine_process::ProcessEngine::with_config(
+            engine_process::ProcessConfig {
+                // Agent processes export their spans where this process does.
+                #[cfg(feature = "otlp")]
+                env: crate::telemetry::agent_environment(),
+                ..Default::default()
+            },
+        ))),
         _ => Err(GuildError::UnknownEngine {
             name: name.to_owned(),
             known: engine_names().join(", "),

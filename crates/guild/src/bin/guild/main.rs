@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use clap::{Parser, Subcommand};
+use guild::telemetry::{Export, Tracing, TracingConfig};
 use guild::{LoadedSpec, builtin, select};
 
 #[derive(Debug, Parser)]
@@ -47,6 +48,10 @@ enum Command {
         /// 127.0.0.1:9464; port 0 picks a free one), at /metrics, for Prometheus.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// Export a trace of every handled message over OTLP/gRPC to this endpoint
+        /// (such as http://127.0.0.1:4317), overriding OTEL_EXPORTER_OTLP_ENDPOINT.
+        #[arg(long, value_name = "URL")]
+        otlp: Option<String>,
     },
     /// Check a spec file and report every problem in it: everything `run` with the
     /// same options would refuse.
@@ -70,18 +75,35 @@ struct Choice {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GUILD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    // The process engine runs each agent in this program started again: serve it.
+    // The process engine runs each agent in this program started again: serve it, with
+    // its spans exported where the engine's were (the endpoint is in its environment).
     #[cfg(feature = "engine-process")]
-    guild::run_if_agent_host(builtin::builtin_registry);
+    if guild::is_agent_host() {
+        let tracing = start_logging(Export::FromEnvironment).unwrap_or_else(|error| {
+            eprintln!("guild agent host: {error}");
+            None
+        });
+        let code = guild::serve_if_agent_host(builtin::builtin_registry).unwrap_or_default();
+        if let Some(tracing) = tracing {
+            tracing.shutdown();
+        }
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
+    let export = match &cli.command {
+        Command::Run {
+            otlp: Some(endpoint),
+            ..
+        } => Export::Otlp(endpoint.clone()),
+        _ => Export::FromEnvironment,
+    };
+    let tracing = match start_logging(export) {
+        Ok(tracing) => tracing,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match cli.command {
         Command::Validate { spec, choice } => validate(&spec, &choice),
         Command::Run {
@@ -89,6 +111,7 @@ fn main() -> ExitCode {
             choice,
             quiet,
             metrics,
+            otlp: _,
         } => with_runtime(|stop_signal| {
             let loaded = LoadedSpec::from_file(&spec)?;
             run::run(
@@ -103,6 +126,9 @@ fn main() -> ExitCode {
             )
         }),
     };
+    if let Some(tracing) = tracing {
+        tracing.shutdown();
+    }
     match outcome {
         Ok(code) => code,
         Err(error) => {
@@ -110,6 +136,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr (filtered by `GUILD_LOG`, warnings by default) and, when `export`
+/// names an endpoint, exports spans over OTLP; the tracing to shut down before exiting.
+fn start_logging(export: Export) -> Result<Option<Tracing>, guild::telemetry::TracingError> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let tracing = Tracing::start(&TracingConfig {
+        export,
+        sample_ratio: None,
+    })?;
+    let exported = tracing.as_ref().map(Tracing::layer).transpose()?;
+    let logged = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GUILD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        );
+    tracing_subscriber::registry()
+        .with(logged)
+        .with(exported)
+        .init();
+    Ok(tracing)
 }
 
 /// The error and its causes on one line, leaving out a cause whose text the error
