@@ -31,6 +31,8 @@ pub struct ReceivedSpan {
     pub attributes: BTreeMap<String, String>,
     /// The attributes of the process that sent it (`service.name`, `process.pid`).
     pub resource: BTreeMap<String, String>,
+    /// Its events: each one's name and attributes.
+    pub events: Vec<(String, BTreeMap<String, String>)>,
 }
 
 impl ReceivedSpan {
@@ -170,6 +172,11 @@ impl TraceService for Collector {
                         kind: span.kind,
                         attributes: text_map(&span.attributes),
                         resource: resource.clone(),
+                        events: span
+                            .events
+                            .iter()
+                            .map(|event| (event.name.clone(), text_map(&event.attributes)))
+                            .collect(),
                     });
                 }
             }

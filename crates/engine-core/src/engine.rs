@@ -260,7 +260,7 @@ impl std::fmt::Display for AgentState {
 }
 
 /// How an agent ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExitStatus {
     /// Why, in words (the panic text, the signal, the limit).
     pub reason: String,

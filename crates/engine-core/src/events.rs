@@ -19,6 +19,48 @@ pub struct LifecycleEvent {
     pub engine: String,
     /// What happened.
     pub kind: LifecycleKind,
+    /// For an end, how it ended (exit code, signal) where the engine knows.
+    #[serde(default)]
+    pub exit: Option<crate::ExitStatus>,
+}
+
+impl LifecycleEvent {
+    /// An event with no exit status.
+    pub fn new(guild: &str, agent_id: &str, engine: &str, kind: LifecycleKind) -> Self {
+        Self {
+            guild: guild.to_owned(),
+            agent_id: agent_id.to_owned(),
+            engine: engine.to_owned(),
+            kind,
+            exit: None,
+        }
+    }
+
+    /// Logs the event (target `guild::lifecycle`, level info) in a span of its own, so
+    /// a trace exporter sends it too: the agent, the engine, what happened and, for an
+    /// end, its reason, exit code and signal.
+    fn log(&self) {
+        let span = tracing::info_span!(
+            target: "guild::lifecycle",
+            "lifecycle",
+            otel.name = %format_args!("agent {}", self.kind.name()),
+            guild.id = %self.guild,
+            guild.agent.id = %self.agent_id,
+            guild.engine = %self.engine,
+        );
+        let _entered = span.enter();
+        let exit = self.exit.as_ref();
+        tracing::info!(
+            target: "guild::lifecycle",
+            event = self.kind.name(),
+            reason = self.kind.reason().as_deref().or(exit.map(|exit| exit.reason.as_str())),
+            exit.code = exit.and_then(|exit| exit.code),
+            exit.signal = exit.and_then(|exit| exit.signal),
+            "agent {} {}",
+            self.agent_id,
+            self.kind.name(),
+        );
+    }
 }
 
 /// The kinds of [`LifecycleEvent`].
@@ -76,6 +118,37 @@ pub enum LifecycleKind {
 }
 
 impl LifecycleKind {
+    /// The kind's name, as it is serialized (`crashed`, `killed_by_limit`…).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Stopped => "stopped",
+            Self::Exited => "exited",
+            Self::Crashed { .. } => "crashed",
+            Self::KilledByLimit { .. } => "killed_by_limit",
+            Self::Restarted { .. } => "restarted",
+            Self::GroupFailed { .. } => "group_failed",
+            Self::Stuck { .. } => "stuck",
+            Self::BreakerOpened { .. } => "breaker_opened",
+            Self::BreakerHalfOpen => "breaker_half_open",
+            Self::BreakerClosed => "breaker_closed",
+        }
+    }
+
+    /// What the kind says about why, in words.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Self::Crashed { reason } | Self::KilledByLimit { reason } => Some(reason.clone()),
+            Self::GroupFailed { group, reason } => Some(format!("group {group}: {reason}")),
+            Self::Restarted { attempt, delay_ms } => {
+                Some(format!("attempt {attempt} after {delay_ms} ms"))
+            }
+            Self::Stuck { busy_ms } => Some(format!("busy on one message for {busy_ms} ms")),
+            Self::BreakerOpened { failures } => Some(format!("{failures} failures")),
+            _ => None,
+        }
+    }
+
     /// Whether the agent ended (on request or on its own).
     pub fn is_end(&self) -> bool {
         matches!(
@@ -119,7 +192,7 @@ impl EventHub {
 
     /// Sends `event` to every live subscriber.
     pub fn emit(&self, event: LifecycleEvent) {
-        tracing::debug!(guild = %event.guild, agent = %event.agent_id, kind = ?event.kind, "lifecycle");
+        event.log();
         self.lock()
             .retain(|subscriber| subscriber.send(event.clone()).is_ok());
     }

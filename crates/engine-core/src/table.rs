@@ -74,12 +74,7 @@ impl AgentCell {
         let name = Arc::from(engine);
         let (guild, agent_id, engine) = (guild.to_owned(), agent_id.to_owned(), engine.to_owned());
         Self::reporting(Box::new(move |kind| {
-            events.emit(crate::LifecycleEvent {
-                guild: guild.clone(),
-                agent_id: agent_id.clone(),
-                engine: engine.clone(),
-                kind,
-            });
+            events.emit(crate::LifecycleEvent::new(&guild, &agent_id, &engine, kind));
         }))
         .on_engine(name)
     }

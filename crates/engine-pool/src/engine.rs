@@ -376,10 +376,5 @@ pub fn check_agent(config: &PoolConfig, spec: &AgentSpec) -> Result<()> {
 }
 
 pub(crate) fn event(guild: &str, agent_id: &str, kind: LifecycleKind) -> LifecycleEvent {
-    LifecycleEvent {
-        guild: guild.to_owned(),
-        agent_id: agent_id.to_owned(),
-        engine: NAME.to_owned(),
-        kind,
-    }
+    LifecycleEvent::new(guild, agent_id, NAME, kind)
 }

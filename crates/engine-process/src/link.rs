@@ -248,8 +248,8 @@ impl Watch {
             return;
         }
         tracing::debug!(agent = %self.agent_id, generator = self.lease.id(), reason = %exit.reason, "agent process ended");
-        self.cell.set_state(state, Some(exit));
-        self.emit(kind);
+        self.cell.set_state(state, Some(exit.clone()));
+        self.emit_ended(kind, Some(exit));
     }
 
     /// Waits for the process to end (killing it if it lingers with its connection
@@ -287,11 +287,14 @@ impl Watch {
     }
 
     fn emit(&self, kind: LifecycleKind) {
+        self.emit_ended(kind, None);
+    }
+
+    /// Emits `kind`, with how the process ended when it did.
+    fn emit_ended(&self, kind: LifecycleKind, exit: Option<engine_core::ExitStatus>) {
         self.events.emit(LifecycleEvent {
-            guild: self.guild.clone(),
-            agent_id: self.agent_id.clone(),
-            engine: NAME.to_owned(),
-            kind,
+            exit,
+            ..LifecycleEvent::new(&self.guild, &self.agent_id, NAME, kind)
         });
     }
 }

@@ -76,12 +76,8 @@ impl SyncEngine {
     }
 
     fn emit(&self, guild: &str, agent_id: &str, kind: LifecycleKind) {
-        self.events.emit(LifecycleEvent {
-            guild: guild.to_owned(),
-            agent_id: agent_id.to_owned(),
-            engine: NAME.to_owned(),
-            kind,
-        });
+        self.events
+            .emit(LifecycleEvent::new(guild, agent_id, NAME, kind));
     }
 }
 

@@ -99,12 +99,12 @@ impl ThreadsEngine {
         }
         if !cell.state().is_dead() {
             cell.set_state(AgentState::Stopped, None);
-            self.events.emit(LifecycleEvent {
-                guild: guild.to_owned(),
-                agent_id: agent_id.to_owned(),
-                engine: NAME.to_owned(),
-                kind: LifecycleKind::Stopped,
-            });
+            self.events.emit(LifecycleEvent::new(
+                guild,
+                agent_id,
+                NAME,
+                LifecycleKind::Stopped,
+            ));
         }
     }
 }

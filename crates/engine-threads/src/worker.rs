@@ -125,11 +125,11 @@ impl Worker {
     }
 
     fn emit(&self, kind: LifecycleKind) {
-        self.events.emit(LifecycleEvent {
-            guild: self.guild.namespace.to_string(),
-            agent_id: self.spec.id.clone(),
-            engine: NAME.to_owned(),
+        self.events.emit(LifecycleEvent::new(
+            &self.guild.namespace,
+            &self.spec.id,
+            NAME,
             kind,
-        });
+        ));
     }
 }

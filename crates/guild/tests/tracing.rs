@@ -15,11 +15,12 @@ use conformance::redis_server::RedisServer;
 const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
 
-/// Runs the example with `messaging`, exporting to `receiver`, and returns the pid of
-/// the `guild` process.
-fn run_example(receiver: &OtlpReceiver, messaging: &str) -> u32 {
-    let example =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/request-response.toml");
+/// Runs the example `name` with `messaging` on the process engine, exporting to
+/// `receiver`, and returns the pid of the `guild` process.
+fn run_example(receiver: &OtlpReceiver, name: &str, messaging: &str) -> u32 {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
     let child = Command::new(env!("CARGO_BIN_EXE_guild"))
         .args([
             "run",
@@ -150,7 +151,7 @@ fn enough(spans: &[ReceivedSpan]) -> bool {
 #[test]
 fn one_trace_follows_each_question_through_agent_processes_over_the_memory_broker() {
     let receiver = OtlpReceiver::start().expect("an OTLP receiver starts");
-    let pid = run_example(&receiver, "memory");
+    let pid = run_example(&receiver, "request-response.toml", "memory");
     // Every process flushes its spans before it exits; the wait only bounds a failure.
     let spans = receiver.wait_for(Duration::from_secs(30), enough);
     check_traces(&spans, pid, "memory");
@@ -160,7 +161,7 @@ fn one_trace_follows_each_question_through_agent_processes_over_the_memory_broke
 fn one_trace_follows_each_question_through_agent_processes_over_redis() {
     let redis = RedisServer::start();
     let receiver = OtlpReceiver::start().expect("an OTLP receiver starts");
-    let pid = run_example(&receiver, &redis.url());
+    let pid = run_example(&receiver, "request-response.toml", &redis.url());
     let spans = receiver.wait_for(Duration::from_secs(30), enough);
     check_traces(&spans, pid, "redis");
 }
@@ -174,4 +175,43 @@ fn an_endpoint_that_is_not_http_is_refused_by_name() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("grpc://nowhere:4317"), "{stderr}");
+}
+
+/// The lifecycle span named `name` of `agent`, with its one event's attributes.
+fn lifecycle<'a>(spans: &'a [ReceivedSpan], agent: &str, name: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|span| span.name == name && span.attribute("guild.agent.id") == Some(agent))
+        .collect()
+}
+
+#[test]
+fn lifecycle_events_are_exported_with_the_exit_code_and_reason() {
+    let receiver = OtlpReceiver::start().expect("an OTLP receiver starts");
+    run_example(&receiver, "flaky-supervised.toml", "memory");
+    let spans = receiver.wait_for(Duration::from_secs(30), |spans| {
+        lifecycle(spans, "flaky", "agent restarted").len() >= 3
+            && !lifecycle(spans, "flaky", "agent stopped").is_empty()
+    });
+    assert!(lifecycle(&spans, "flaky", "agent started").len() >= 4);
+    assert!(lifecycle(&spans, "flaky", "agent restarted").len() >= 3);
+    let crashes = lifecycle(&spans, "flaky", "agent crashed");
+    assert!(crashes.len() >= 3, "{spans:#?}");
+    for crash in crashes {
+        let (_, attributes) = &crash.events[0];
+        // A panic ends an agent process with code 70, and the reason names the panic.
+        assert_eq!(
+            attributes.get("exit.code").map(String::as_str),
+            Some("70"),
+            "{crash:?}"
+        );
+        assert_eq!(attributes.get("event").map(String::as_str), Some("crashed"));
+        assert!(
+            attributes
+                .get("reason")
+                .is_some_and(|reason| reason.contains("panicked")),
+            "{crash:?}"
+        );
+        assert_eq!(crash.attribute("guild.engine"), Some("process"));
+    }
 }

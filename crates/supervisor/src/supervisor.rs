@@ -238,11 +238,11 @@ impl Shared {
     }
 
     pub(crate) fn emit(&self, agent: &str, engine: &str, kind: LifecycleKind) {
-        self.events.emit(LifecycleEvent {
-            guild: self.context.namespace.to_string(),
-            agent_id: agent.to_owned(),
-            engine: engine.to_owned(),
+        self.events.emit(LifecycleEvent::new(
+            &self.context.namespace,
+            agent,
+            engine,
             kind,
-        });
+        ));
     }
 }
