@@ -24,6 +24,9 @@ pub struct GuildContext {
     pub ids: Arc<IdGenerator>,
     /// Where the agents' timers run.
     pub timers: Timers,
+    /// Whether hosts record how long handlers take and deliveries wait (three clock
+    /// reads per message; off unless asked for).
+    pub timing: bool,
 }
 
 impl GuildContext {
@@ -41,6 +44,7 @@ impl GuildContext {
             resources: Arc::new(Resources::default()),
             ids: IdGenerator::process(),
             timers: Timers::real(),
+            timing: false,
         }
     }
 }
@@ -303,6 +307,9 @@ pub struct AgentInfo {
     pub queued: u64,
     /// Whether a handler is running now.
     pub busy: bool,
+    /// How long its handler took and its deliveries waited, where recorded (see
+    /// [`GuildContext::timing`]).
+    pub timings: crate::TimingsSnapshot,
 }
 
 /// Totals over the agents an engine owns.

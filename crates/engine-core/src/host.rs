@@ -44,6 +44,10 @@ pub(crate) struct HostCore {
     /// How long one health probe may take.
     pub(crate) probe_timeout: Duration,
     breaker: Option<Breaker>,
+    /// Whether to record how long handlers take and deliveries wait.
+    timing: bool,
+    /// When the running handler started, while timing.
+    started: Option<Instant>,
 }
 
 /// What the host does with a delivery before any handler sees it.
@@ -109,6 +113,8 @@ impl AgentHost {
                 timeout,
                 probe_timeout,
                 breaker,
+                timing: guild.timing,
+                started: None,
             },
         };
         let started = catch_unwind(AssertUnwindSafe(|| host.agent.run_start(&host.core.ctx)));
@@ -173,7 +179,7 @@ impl AgentHost {
             }
         }
         let _entered = core.span(&delivery).entered();
-        core.cell.begin_handling();
+        core.begin(&delivery);
         let deadline = core
             .timeout
             .and_then(|timeout| Instant::now().checked_add(timeout));
@@ -244,12 +250,29 @@ impl HostCore {
         span
     }
 
+    /// Marks the agent busy with `delivery`, about to run its handler, and (when
+    /// timing) records how long the delivery waited.
+    pub(crate) fn begin(&mut self, delivery: &Delivery) {
+        self.cell.begin_handling();
+        if self.timing {
+            let waited = crate::unix_ms_now().saturating_sub(delivery.message.timestamp_ms);
+            self.cell
+                .timings()
+                .waiting
+                .record(Duration::from_millis(waited));
+            self.started = Some(Instant::now());
+        }
+    }
+
     /// Completes `delivery` as its handler's `result` says and records how it ended.
     pub(crate) fn finish(
         &mut self,
         delivery: &Delivery,
         result: std::thread::Result<Option<AgentResult>>,
     ) -> Result<Step> {
+        if let Some(started) = self.started.take() {
+            self.cell.timings().handling.record(started.elapsed());
+        }
         let (outcome, step) = judge(&self.ctx, self.timeout, delivery, result);
         let failed = outcome != Outcome::Handled;
         if let Some(breaker) = &mut self.breaker

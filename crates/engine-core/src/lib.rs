@@ -34,6 +34,7 @@ mod supervision;
 mod table;
 mod task;
 mod timers;
+mod timing;
 mod trace;
 
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
@@ -64,4 +65,5 @@ pub use supervision::{
 pub use table::{Admission, AgentCell, AgentRecord, AgentTable, Reporter};
 pub use task::{AgentTask, TaskControl, TaskEnd, TaskEnv, TaskHost};
 pub use timers::{MAX_TIMERS_PER_AGENT, TimerId, Timers};
+pub use timing::{BUCKETS_SECONDS, Histogram, HistogramSnapshot, Timings, TimingsSnapshot};
 pub use trace::{TRACEPARENT, TRACESTATE, TraceContext, install_trace_context};

@@ -23,6 +23,8 @@ pub struct AgentCell {
     reporter: Option<Reporter>,
     /// The name of the engine that runs the agent, for its spans.
     engine: Arc<str>,
+    /// How long its handler took and its deliveries waited, where recorded.
+    timings: crate::Timings,
 }
 
 /// Reports lifecycle changes of one agent as its engine does: set by the engine on the
@@ -50,6 +52,7 @@ impl Default for AgentCell {
             status: Mutex::new((AgentState::Starting, None)),
             reporter: None,
             engine: Arc::from(""),
+            timings: crate::Timings::default(),
         }
     }
 }
@@ -85,6 +88,12 @@ impl AgentCell {
             engine: engine.into(),
             ..self
         }
+    }
+
+    /// How long its handler took and its deliveries waited (recorded by its host when
+    /// the guild's timing is on, or mirrored from an agent process).
+    pub fn timings(&self) -> &crate::Timings {
+        &self.timings
     }
 
     /// The name of the engine that runs the agent (empty when the cell was not told).
@@ -431,6 +440,7 @@ impl<H> AgentTable<H> {
             queued: cell.queued.load(Ordering::Relaxed),
             // A paused agent may hold deliveries (pushed to its process) but runs none.
             busy: cell.busy.load(Ordering::Relaxed) && state != AgentState::Paused,
+            timings: cell.timings.snapshot(),
         }
     }
 }

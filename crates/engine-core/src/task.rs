@@ -295,8 +295,8 @@ impl TaskHost {
             if !go {
                 continue;
             }
-            self.core.cell.begin_handling();
             let span = self.core.span(&delivery);
+            self.core.begin(&delivery);
             let deadline = self
                 .core
                 .timeout

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use engine_core::{
     AgentCell, AgentHost, AgentRegistry, AgentSpec, Error, GuildContext, IdGenerator,
@@ -131,12 +132,49 @@ fn host(registry: impl FnOnce() -> AgentRegistry) -> Result<i32> {
             .push(kind);
     }))
     .on_engine(crate::NAME);
-    let host = match AgentHost::start(&guild, spec, Arc::new(cell), notify) {
+    let cell = Arc::new(cell);
+    let timings = guild.timing.then(|| TimingReport::new(cell.clone()));
+    let host = match AgentHost::start(&guild, spec, cell, notify) {
         Ok(host) => host,
         Err(error) => return report_launch_failure(&client, &error),
     };
     client.send_now(&ToParent::Ready)?;
-    Ok(serve(host, &client, &reported))
+    Ok(serve(host, &client, &reported, timings))
+}
+
+/// How often, at most, an agent process busy with messages reports its timings.
+const TIMINGS_EVERY: Duration = Duration::from_millis(100);
+
+/// Sends the engine the agent's timings: while busy, now and then; when idle or ending,
+/// whatever is new.
+struct TimingReport {
+    cell: Arc<AgentCell>,
+    sent_at: Instant,
+    sent_count: u64,
+}
+
+impl TimingReport {
+    fn new(cell: Arc<AgentCell>) -> Self {
+        Self {
+            cell,
+            sent_at: Instant::now(),
+            sent_count: 0,
+        }
+    }
+
+    fn send(&mut self, client: &BrokerClient, now: bool) -> Result<()> {
+        if !now && self.sent_at.elapsed() < TIMINGS_EVERY {
+            return Ok(());
+        }
+        let timings = self.cell.timings().snapshot();
+        let count = timings.handling.count();
+        if count == self.sent_count {
+            return Ok(());
+        }
+        self.sent_count = count;
+        self.sent_at = Instant::now();
+        client.send_now(&ToParent::Timings(timings))
+    }
 }
 
 /// Reads the spec, applies isolation and limits, and builds the agent's guild context.
@@ -167,6 +205,7 @@ fn prepare(
         ids: IdGenerator::init_process(launch.generator_id)?,
         // The agent's timers run in its own process, on real time.
         timers: Timers::real(),
+        timing: launch.timing,
     };
     Ok((guild, Arc::new(spec), runtime))
 }
@@ -213,9 +252,19 @@ enum Ending {
 
 /// Handles messages until told to stop, the agent crashes, or the engine goes away;
 /// returns the exit code.
-fn serve(mut host: AgentHost, client: &BrokerClient, reported: &Reported) -> i32 {
+fn serve(
+    mut host: AgentHost,
+    client: &BrokerClient,
+    reported: &Reported,
+    mut timings: Option<TimingReport>,
+) -> i32 {
     let ending = loop {
         if let Err(error) = send_reported(reported, client) {
+            break Ending::Disconnected(error.to_string());
+        }
+        if let Some(timings) = &mut timings
+            && let Err(error) = timings.send(client, false)
+        {
             break Ending::Disconnected(error.to_string());
         }
         if client.pause_requested() {
@@ -237,15 +286,26 @@ fn serve(mut host: AgentHost, client: &BrokerClient, reported: &Reported) -> i32
                     };
                 }
             }
-            Ok(Step::Idle) => match client.wait_for_work() {
-                Next::Work => {}
-                Next::Stop => break Ending::Stop,
-                Next::Disconnected(why) => break Ending::Disconnected(why),
-            },
+            Ok(Step::Idle) => {
+                // Before waiting, the engine learns what the last messages took.
+                if let Some(timings) = &mut timings
+                    && let Err(error) = timings.send(client, true)
+                {
+                    break Ending::Disconnected(error.to_string());
+                }
+                match client.wait_for_work() {
+                    Next::Work => {}
+                    Next::Stop => break Ending::Stop,
+                    Next::Disconnected(why) => break Ending::Disconnected(why),
+                }
+            }
             Ok(Step::Crashed(reason)) => break Ending::Crashed(reason),
             Err(error) => break Ending::Crashed(format!("delivery failed: {error}")),
         }
     };
+    if let Some(timings) = &mut timings {
+        let _ = timings.send(client, true);
+    }
     match ending {
         Ending::Stop => {
             let stop_error = host.stop().err().map(|e| e.to_string());

@@ -218,6 +218,7 @@ impl ProcessEngine {
             isolate_network: self.config.isolate_network,
             generator_id: lease.id(),
             messaging: guild.messaging.name().to_owned(),
+            timing: guild.timing,
         });
         if let Err(error) = writer.send_now(&launch) {
             link.signal(Signal::SIGKILL);

@@ -190,6 +190,7 @@ impl Watch {
                 }
                 Ok(Some(ToParent::Crashed { reason })) => last.crash = Some(reason),
                 Ok(Some(ToParent::Lifecycle(kind))) => self.emit(kind),
+                Ok(Some(ToParent::Timings(timings))) => self.cell.timings().set(&timings),
                 Ok(Some(ToParent::Paused)) => {
                     self.cell.set_state(AgentState::Paused, None);
                     if let Some(paused) = lock(&self.link.paused).take() {

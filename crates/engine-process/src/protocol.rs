@@ -254,6 +254,8 @@ pub(crate) struct Launch {
     pub generator_id: u16,
     /// The name of the engine's messaging backend (for the agent's spans).
     pub messaging: String,
+    /// Whether to record how long handlers take and deliveries wait, and report it.
+    pub timing: bool,
 }
 
 /// One delivery as it crosses the wire.
@@ -337,6 +339,9 @@ pub(crate) enum ToParent {
     },
     /// Detach the subscription, keeping its position.
     Unsubscribe,
+    /// How long handlers took and deliveries waited so far (sent now and then while
+    /// the guild's timing is on).
+    Timings(engine_core::TimingsSnapshot),
     /// The agent stopped on request; its stop hook's error, if it failed.
     Stopped {
         /// The stop hook's error.

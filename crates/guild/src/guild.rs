@@ -32,6 +32,7 @@ pub struct GuildBuilder {
     engines: Vec<Arc<dyn ExecutionEngine>>,
     messaging: Option<Messaging>,
     hooks: Option<Arc<dyn SupervisionHooks>>,
+    timing: bool,
 }
 
 /// The messaging backend a builder was given.
@@ -82,6 +83,7 @@ impl GuildBuilder {
             engines: Vec::new(),
             messaging: None,
             hooks: None,
+            timing: false,
         }
     }
 
@@ -97,6 +99,14 @@ impl GuildBuilder {
     /// spec's `[supervision]` table or its defaults.
     pub fn hooks(mut self, hooks: Arc<dyn SupervisionHooks>) -> Self {
         self.hooks = Some(hooks);
+        self
+    }
+
+    /// Records how long every handler takes and every delivery waits, for the
+    /// histograms in [`Guild::metrics_text`] (three clock reads per message; off by
+    /// default, and turned on by `guild run --metrics`).
+    pub fn timing(mut self, on: bool) -> Self {
+        self.timing = on;
         self
     }
 
@@ -170,6 +180,7 @@ impl GuildBuilder {
             resources: Arc::new(resources),
             ids: IdGenerator::process(),
             timers: Timers::real(),
+            timing: self.timing,
         };
         let supervisor = (self.hooks.is_some() || self.loaded.spec.supervised()).then(|| {
             let hooks = self.hooks.unwrap_or_else(|| Arc::new(NoHooks));

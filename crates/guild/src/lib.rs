@@ -35,10 +35,11 @@ pub use engine_core::{
     BackoffKind, BoxError, BreakerSpec, Capabilities, DeadLetter, Delivery, DependencySpec,
     DynAgent, ERROR_TOPIC, EngineCapabilities, EngineStats, Error, ErrorKind, EventReceiver,
     ExecutionEngine, ExecutionEngineExt, ExitStatus, Failure, GuildContext, HealthCheck,
-    HistoryOrder, HistoryQuery, INBOX_PREFIX, IdGenerator, JSON_FORMAT, LifecycleEvent,
-    LifecycleKind, Message, MessageBuilder, MessageId, MessagingBackend, Notify, Outcome, Overflow,
-    Payload, Placement, Priority, QueueLimit, RateLimit, ResourceLimits, Resources, RestartPolicy,
-    Result, StartFrom, SubscribeRequest, Subscription, inbox_topic,
+    HistogramSnapshot, HistoryOrder, HistoryQuery, INBOX_PREFIX, IdGenerator, JSON_FORMAT,
+    LifecycleEvent, LifecycleKind, Message, MessageBuilder, MessageId, MessagingBackend, Notify,
+    Outcome, Overflow, Payload, Placement, Priority, QueueLimit, RateLimit, ResourceLimits,
+    Resources, RestartPolicy, Result, StartFrom, SubscribeRequest, Subscription, TimingsSnapshot,
+    inbox_topic,
 };
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
 pub use metrics::METRICS_CONTENT_TYPE;

@@ -10,7 +10,53 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::{AgentState, Guild};
+use crate::{AgentState, Guild, HistogramSnapshot};
+
+/// A histogram read from an agent's timings at the moment of the scrape.
+#[derive(Debug, Default)]
+struct Durations(std::sync::Mutex<HistogramSnapshot>);
+
+impl Durations {
+    fn set(&self, snapshot: HistogramSnapshot) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
+    }
+}
+
+impl TypedMetric for Durations {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl EncodeMetric for Durations {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> std::fmt::Result {
+        let snapshot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The encoder adds the counts up, and names the bound f64::MAX "+Inf".
+        let buckets: Vec<(f64, u64)> = snapshot
+            .buckets()
+            .into_iter()
+            .map(|(bound, count)| (bound.min(f64::MAX), count))
+            .collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            snapshot.sum_seconds(),
+            snapshot.count(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        Self::TYPE
+    }
+}
 
 /// The content type of [`Guild::metrics_text`], for an HTTP response.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -95,6 +141,18 @@ impl Guild {
             "CPU time of the agent's process (process engine), or time in its handlers (pool \
              engine), where the engine measures it",
         );
+        let handling = agent_family::<Durations>(
+            &mut registry,
+            "guild_agent_handler_duration_seconds",
+            "How long the agent's handler ran per delivery, since it last started (recorded \
+             while timing is on, as under guild run --metrics)",
+        );
+        let waiting = agent_family::<Durations>(
+            &mut registry,
+            "guild_agent_queue_wait_seconds",
+            "How long deliveries waited between publishing and the agent's handler, to the \
+             millisecond, since it last started (recorded while timing is on)",
+        );
         for agent in self.agents() {
             let labels = AgentLabels {
                 guild: agent.guild.clone(),
@@ -115,6 +173,12 @@ impl Guild {
             running
                 .get_or_create(&labels)
                 .set(i64::from(agent.state == AgentState::Running));
+            handling
+                .get_or_create(&labels)
+                .set(agent.timings.handling.clone());
+            waiting
+                .get_or_create(&labels)
+                .set(agent.timings.waiting.clone());
             if let Some(bytes) = agent.memory_bytes {
                 memory.get_or_create(&labels).set(gauge(bytes));
             }
@@ -134,6 +198,26 @@ impl Guild {
             "Agents that crashed or exited and are not cleaned up yet",
             engine_dead.clone(),
         );
+        let engine_counter = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<EngineLabels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let engine_in = engine_counter(
+            &mut registry,
+            "guild_engine_messages_in",
+            "Messages delivered to the engine's agents (those now listed)",
+        );
+        let engine_out = engine_counter(
+            &mut registry,
+            "guild_engine_messages_out",
+            "Messages the engine's agents published (those now listed)",
+        );
+        let engine_dead_letters = engine_counter(
+            &mut registry,
+            "guild_engine_dead_letters",
+            "Deliveries to the engine's agents that failed and were dead-lettered (those now listed)",
+        );
         for (name, engine) in self.engines() {
             let labels = EngineLabels {
                 guild: self.spec().id.clone(),
@@ -146,6 +230,11 @@ impl Guild {
             engine_dead
                 .get_or_create(&labels)
                 .set(gauge(stats.dead as u64));
+            engine_in.get_or_create(&labels).inc_by(stats.messages_in);
+            engine_out.get_or_create(&labels).inc_by(stats.messages_out);
+            engine_dead_letters
+                .get_or_create(&labels)
+                .inc_by(stats.errors);
         }
         let mut text = String::new();
         // Writing to a String cannot fail.

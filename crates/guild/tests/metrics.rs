@@ -66,14 +66,45 @@ fn value(scrape: &prometheus_parse::Scrape, metric: &str, agent: &str) -> Option
         })
 }
 
+/// How many durations the histogram `metric` of `agent` counted.
+fn histogram_count(scrape: &prometheus_parse::Scrape, metric: &str, agent: &str) -> Option<f64> {
+    let count = value(scrape, &format!("{metric}_count"), agent)?;
+    // Its buckets add up to the same count.
+    let buckets = scrape
+        .samples
+        .iter()
+        .find(|sample| sample.metric == metric && sample.labels.get("agent") == Some(agent))
+        .map(|sample| match &sample.value {
+            prometheus_parse::Value::Histogram(buckets) => buckets
+                .iter()
+                .find(|bucket| bucket.less_than == f64::INFINITY)
+                .map_or(f64::NAN, |bucket| bucket.count),
+            _ => f64::NAN,
+        });
+    (buckets == Some(count)).then_some(count)
+}
+
 #[test]
-fn a_scrape_during_a_run_matches_its_summary() {
-    let path = std::env::temp_dir().join(format!("guild-metrics-{}.toml", std::process::id()));
+fn a_scrape_during_a_run_matches_its_summary_on_threads() {
+    a_scrape_during_a_run_matches_its_summary("threads");
+}
+
+/// On the process engine, handler timings come back from the agent processes.
+#[test]
+fn a_scrape_during_a_run_matches_its_summary_on_processes() {
+    a_scrape_during_a_run_matches_its_summary("process");
+}
+
+fn a_scrape_during_a_run_matches_its_summary(engine: &str) {
+    let path = std::env::temp_dir().join(format!(
+        "guild-metrics-{engine}-{}.toml",
+        std::process::id()
+    ));
     std::fs::write(&path, SPEC).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_guild"))
         .arg("run")
         .arg(&path)
-        .args(["--metrics", "127.0.0.1:0", "--engine", "threads"])
+        .args(["--metrics", "127.0.0.1:0", "--engine", engine])
         .env_remove("GUILD_ENGINE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -110,7 +141,9 @@ fn a_scrape_during_a_run_matches_its_summary() {
             && value(&parsed, "guild_agent_messages_out_total", "collector") == Some(1.0)
             && ["responder", "collector"]
                 .iter()
-                .all(|agent| value(&parsed, "guild_agent_busy", agent) == Some(0.0));
+                .all(|agent| value(&parsed, "guild_agent_busy", agent) == Some(0.0))
+            && histogram_count(&parsed, "guild_agent_handler_duration_seconds", "collector")
+                == Some(3.0);
         if done {
             break parsed;
         }
@@ -156,6 +189,18 @@ fn a_scrape_during_a_run_matches_its_summary() {
             );
         }
         assert_eq!(value(&scrape, "guild_agent_running", agent), Some(1.0));
+        // Every delivery handled was timed, and its wait in the queue too.
+        let handled = Some(row[3].parse::<f64>().unwrap());
+        for histogram in [
+            "guild_agent_handler_duration_seconds",
+            "guild_agent_queue_wait_seconds",
+        ] {
+            assert_eq!(
+                histogram_count(&scrape, histogram, agent),
+                handled,
+                "{histogram} of {agent}"
+            );
+        }
     }
     assert_eq!(
         value(&scrape, "guild_agent_messages_in_total", "responder"),

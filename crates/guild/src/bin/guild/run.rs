@@ -62,7 +62,9 @@ pub(crate) fn run(
         .map(crate::serve::listen)
         .transpose()?;
     // Building checks the spec as it will run, naming the file's lines.
-    let mut builder = GuildBuilder::from_loaded(loaded).registry(builtin::builtin_registry());
+    let mut builder = GuildBuilder::from_loaded(loaded)
+        .registry(builtin::builtin_registry())
+        .timing(metrics.is_some());
     if let Some(engine) = options.engine {
         builder = builder.engine(engine);
     }
