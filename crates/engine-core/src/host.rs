@@ -12,8 +12,8 @@ use crate::guard::{Breaker, ProbeAnswer, is_probe};
 use crate::task::{AgentTask, TaskControl, TaskEnv};
 use crate::{
     AgentCell, AgentContext, AgentResult, AgentSpec, AgentState, Delivery, DynAgent, Error,
-    ExitStatus, Failure, GuildContext, Notify, Outcome, Result, SubscribeRequest, Subscription,
-    message::inbox_topic,
+    ExitStatus, Failure, GuildContext, Message, Notify, Outcome, Result, SubscribeRequest,
+    Subscription, message::inbox_topic,
 };
 
 /// What one [`AgentHost::step`] did.
@@ -178,14 +178,17 @@ impl AgentHost {
                 return Ok(Step::Handled);
             }
         }
-        let _entered = core.span(&delivery).entered();
+        let (span, untraced) = core.span(&delivery);
+        let _entered = span.entered();
         core.begin(&delivery);
         let deadline = core
             .timeout
             .and_then(|timeout| Instant::now().checked_add(timeout));
         let result = catch_unwind(AssertUnwindSafe(|| {
-            self.agent
-                .run_handle(&core.ctx, &delivery.message, deadline)
+            crate::trace::passing_on(untraced.as_ref(), || {
+                self.agent
+                    .run_handle(&core.ctx, &delivery.message, deadline)
+            })
         }));
         core.finish(&delivery, result)
     }
@@ -228,9 +231,13 @@ impl HostCore {
 
     /// The span a delivery is handled in, named and described as OpenTelemetry's
     /// messaging conventions ask, and parented on the publisher's trace context when
-    /// the message carries one.
-    pub(crate) fn span(&self, delivery: &Delivery) -> tracing::Span {
+    /// the message carries one. For a delivery that sampling leaves out: no span, and
+    /// the context its handler is to pass on.
+    pub(crate) fn span(&self, delivery: &Delivery) -> (tracing::Span, Option<Arc<Message>>) {
         let message = &delivery.message;
+        if let Some(untraced) = crate::trace::untraced(message) {
+            return (tracing::Span::none(), Some(untraced));
+        }
         let span = tracing::info_span!(
             target: "guild",
             "handle",
@@ -247,7 +254,7 @@ impl HostCore {
             guild.sender = %message.sender,
         );
         crate::trace::adopt(&span, &message.headers);
-        span
+        (span, None)
     }
 
     /// Marks the agent busy with `delivery`, about to run its handler, and (when

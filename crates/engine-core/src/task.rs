@@ -295,7 +295,7 @@ impl TaskHost {
             if !go {
                 continue;
             }
-            let span = self.core.span(&delivery);
+            let (span, untraced) = self.core.span(&delivery);
             self.core.begin(&delivery);
             let deadline = self
                 .core
@@ -303,6 +303,10 @@ impl TaskHost {
                 .and_then(|timeout| Instant::now().checked_add(timeout));
             let result = {
                 let handler = pin!(agent.handle(&self.core.ctx, &delivery.message));
+                let handler = pin!(crate::trace::PassingOn {
+                    inner: handler,
+                    untraced,
+                });
                 until(handler, deadline, &mut self.env)
                     .instrument(span)
                     .await

@@ -101,6 +101,19 @@ pub enum TracingError {
     /// The sample ratio is outside [0, 1].
     #[error("the sample ratio must be between 0 and 1, not {0}")]
     Ratio(f64),
+    /// `OTEL_TRACES_SAMPLER` names a sampler guild does not offer, or its argument is
+    /// not a ratio.
+    #[error(
+        "OTEL_TRACES_SAMPLER={sampler:?} (OTEL_TRACES_SAMPLER_ARG={argument:?}) is not \
+         supported: use always_on, always_off, traceidratio or parentbased_traceidratio \
+         with a ratio in [0, 1] (guild samples parent-based in every case)"
+    )]
+    Sampler {
+        /// The sampler named.
+        sampler: String,
+        /// Its argument, if any.
+        argument: Option<String>,
+    },
     /// A `tracing` filter does not parse.
     #[error("{FILTER_VARIABLE}={value:?} is not a tracing filter: {source}")]
     Filter {
@@ -139,15 +152,12 @@ impl Tracing {
                 return Err(TracingError::Protocol { variable, value });
             }
         }
-        let mut provider = SdkTracerProvider::builder().with_resource(resource());
-        if let Some(ratio) = config.sample_ratio {
-            if !(0.0..=1.0).contains(&ratio) {
-                return Err(TracingError::Ratio(ratio));
-            }
-            provider = provider.with_sampler(Sampler::ParentBased(Box::new(
+        let ratio = sample_ratio(config.sample_ratio)?;
+        let mut provider = SdkTracerProvider::builder()
+            .with_resource(resource())
+            .with_sampler(DecidedUpFront(Sampler::ParentBased(Box::new(
                 Sampler::TraceIdRatioBased(ratio),
-            )));
-        }
+            ))));
         let mut runtime = None;
         if let Some(endpoint) = &endpoint {
             if !endpoint.starts_with("http://") {
@@ -174,7 +184,7 @@ impl Tracing {
             runtime = Some(driver);
             let _ = STARTED_ENDPOINT.set(endpoint.clone());
         }
-        engine_core::install_trace_context(Box::new(W3c));
+        engine_core::install_trace_context(Box::new(W3c { ratio }));
         Ok(Some(Self {
             provider: provider.build(),
             runtime,
@@ -241,8 +251,105 @@ fn resource() -> Resource {
         .build()
 }
 
-/// W3C trace context between the current `tracing` span and message headers.
-struct W3c;
+/// The share of traces kept: `ratio` when given, else what `OTEL_TRACES_SAMPLER` and
+/// `OTEL_TRACES_SAMPLER_ARG` say (every trace when they say nothing).
+fn sample_ratio(ratio: Option<f64>) -> Result<f64, TracingError> {
+    let ratio = match ratio {
+        Some(ratio) => ratio,
+        None => {
+            let Ok(sampler) = std::env::var("OTEL_TRACES_SAMPLER") else {
+                return Ok(1.0);
+            };
+            let argument = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+            let refused = || TracingError::Sampler {
+                sampler: sampler.clone(),
+                argument: argument.clone(),
+            };
+            match sampler.as_str() {
+                "" | "always_on" | "parentbased_always_on" => 1.0,
+                "always_off" | "parentbased_always_off" => 0.0,
+                "traceidratio" | "parentbased_traceidratio" => match &argument {
+                    None => 1.0,
+                    Some(text) => text.trim().parse().map_err(|_| refused())?,
+                },
+                _ => return Err(refused()),
+            }
+        }
+    };
+    if (0.0..=1.0).contains(&ratio) {
+        Ok(ratio)
+    } else {
+        Err(TracingError::Ratio(ratio))
+    }
+}
+
+/// Samples as `0` does, except for the span of a delivery that starts a trace: guild
+/// decided to trace it before making it (see [`W3c::untraced`]), so it is kept.
+#[derive(Debug, Clone)]
+struct DecidedUpFront(Sampler);
+
+impl opentelemetry_sdk::trace::ShouldSample for DecidedUpFront {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        span_kind: &opentelemetry::trace::SpanKind,
+        attributes: &[KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        let root = parent_context.is_none_or(|parent| !parent.has_active_span());
+        let delivery = attributes.iter().any(|pair| {
+            pair.key.as_str() == "messaging.operation.type" && pair.value.as_str() == "process"
+        });
+        if root && delivery {
+            return opentelemetry_sdk::trace::SamplingResult {
+                decision: opentelemetry_sdk::trace::SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: Default::default(),
+            };
+        }
+        self.0
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
+}
+
+/// W3C trace context between the current `tracing` span and message headers, and the
+/// up-front sampling decision for each delivery.
+struct W3c {
+    /// The share of deliveries that start a trace which are traced.
+    ratio: f64,
+}
+
+thread_local! {
+    /// Random numbers for sampling decisions and the ids of untraced requests.
+    static RANDOM: std::cell::Cell<u64> = std::cell::Cell::new(seed());
+}
+
+/// A per-thread seed: the clock mixed with the thread's identity.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish() | 1
+}
+
+/// The next number of this thread's xorshift64* sequence.
+fn random() -> u64 {
+    RANDOM.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
 
 impl TraceContext for W3c {
     fn inject(&self, headers: &mut BTreeMap<String, String>) {
@@ -250,6 +357,30 @@ impl TraceContext for W3c {
         if context.span().span_context().is_valid() {
             TraceContextPropagator::new().inject_context(&context, &mut Headers(headers));
         }
+    }
+
+    fn sampled(&self, headers: &BTreeMap<String, String>) -> bool {
+        match headers.get(engine_core::TRACEPARENT) {
+            // The publisher decided: its flags' low bit says sampled.
+            Some(traceparent) => traceparent
+                .rsplit('-')
+                .next()
+                .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+                .is_some_and(|flags| flags & 1 == 1),
+            // A request that starts here.
+            None => {
+                self.ratio >= 1.0 || ((random() >> 11) as f64 / (1u64 << 53) as f64) < self.ratio
+            }
+        }
+    }
+
+    fn unsampled_root(&self) -> String {
+        format!(
+            "00-{:016x}{:016x}-{:016x}-00",
+            random(),
+            random(),
+            random() | 1
+        )
     }
 
     fn adopt(&self, span: &tracing::Span, headers: &BTreeMap<String, String>) {

@@ -18,6 +18,16 @@ const CONSUMER: i32 = 5;
 /// Runs the example `name` with `messaging` on the process engine, exporting to
 /// `receiver`, and returns the pid of the `guild` process.
 fn run_example(receiver: &OtlpReceiver, name: &str, messaging: &str) -> u32 {
+    run_example_with(receiver, name, messaging, &[])
+}
+
+/// As [`run_example`], with `env` set for `guild`.
+fn run_example_with(
+    receiver: &OtlpReceiver,
+    name: &str,
+    messaging: &str,
+    env: &[(&str, &str)],
+) -> u32 {
     let example = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples")
         .join(name);
@@ -37,6 +47,9 @@ fn run_example(receiver: &OtlpReceiver, name: &str, messaging: &str) -> u32 {
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("GUILD_TRACE")
+        .env_remove("OTEL_TRACES_SAMPLER")
+        .env_remove("OTEL_TRACES_SAMPLER_ARG")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -214,4 +227,39 @@ fn lifecycle_events_are_exported_with_the_exit_code_and_reason() {
         );
         assert_eq!(crash.attribute("guild.engine"), Some("process"));
     }
+}
+
+/// With sampling off nothing is exported, by the `guild` process or its agent
+/// processes: the decision not to sample travels with the messages.
+#[test]
+fn a_sampler_that_keeps_nothing_exports_nothing() {
+    let receiver = OtlpReceiver::start().expect("an OTLP receiver starts");
+    run_example_with(
+        &receiver,
+        "request-response.toml",
+        "memory",
+        &[("OTEL_TRACES_SAMPLER", "always_off")],
+    );
+    // Every process has exited, and flushed what it had, before the run returned.
+    assert_eq!(receiver.spans(), Vec::new());
+}
+
+#[test]
+fn a_sampler_guild_does_not_offer_is_refused_by_name() {
+    let output = Command::new(env!("CARGO_BIN_EXE_guild"))
+        .args([
+            "run",
+            "--otlp",
+            "http://127.0.0.1:4317",
+            "no-such-spec.toml",
+        ])
+        .env("OTEL_TRACES_SAMPLER", "jaeger_remote")
+        .output()
+        .expect("guild runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("OTEL_TRACES_SAMPLER=\"jaeger_remote\""),
+        "{stderr}"
+    );
 }
