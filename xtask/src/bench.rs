@@ -1,12 +1,13 @@
-//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process|redis]`: every benchmark
+//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process|redis|tracing]`: every benchmark
 //! cell (system x workload), each in a fresh process, repeated `runs` times (median of
 //! the per-run medians), printed as tables of figures with their ratios to the best peer
 //! framework and to the best raw baseline, and written into `docs/benchmarks.md`.
 //!
 //! Three sections: the in-process workloads (guild's pool and threads engines against
 //! peer actor frameworks and raw channels), the process engine's workloads (against raw Unix
-//! socket pairs with a child process), and the Redis backend's (against the `redis`
-//! crate alone on the same kind of private server).
+//! socket pairs with a child process), the Redis backend's (against the `redis`
+//! crate alone on the same kind of private server), and what tracing costs (the pool
+//! engine with tracing set up four ways, against tracing off).
 
 use std::fmt::Write as _;
 
@@ -39,12 +40,12 @@ const WORKLOADS: &[(&str, &str)] = &[
 /// Systems that give every agent an OS thread, which cannot start a million.
 const THREAD_PER_AGENT: &[&str] = &["guild-threads", "crossbeam"];
 
-/// A section that sets one guild system beside one raw baseline, workload by workload.
+/// A section that sets guild systems beside one baseline, workload by workload.
 struct Paired {
     /// Its name for `--only`, and its marker in `docs/benchmarks.md`.
     name: &'static str,
-    guild: (&'static str, &'static str),
-    raw: (&'static str, &'static str),
+    /// `(system, label)` per row; the last row is the baseline the others are compared to.
+    rows: &'static [(&'static str, &'static str)],
     /// (workload, what it measures, whether the ratio compares p50 latencies rather
     /// than rates).
     workloads: &'static [(&'static str, &'static str, bool)],
@@ -53,16 +54,38 @@ struct Paired {
 const PAIRED: &[Paired] = &[
     Paired {
         name: "process",
-        guild: ("process", "guild process"),
-        raw: ("unix", "raw unix"),
+        rows: &[("process", "guild process"), ("unix", "raw unix")],
         workloads: PROCESS_WORKLOADS,
     },
     Paired {
         name: "redis",
-        guild: ("redis", "guild redis"),
-        raw: ("redis-raw", "redis crate"),
+        rows: &[("redis", "guild redis"), ("redis-raw", "redis crate")],
         workloads: REDIS_WORKLOADS,
     },
+    Paired {
+        name: "tracing",
+        rows: &[
+            ("trace-unconfigured", "not configured"),
+            ("trace-spans", "spans, no exporter"),
+            ("trace-otlp", "OTLP, 100% sampled"),
+            ("trace-otlp-1pct", "OTLP, 1% sampled"),
+            ("trace-off", "tracing off"),
+        ],
+        workloads: TRACING_WORKLOADS,
+    },
+];
+
+const TRACING_WORKLOADS: &[(&str, &str, bool)] = &[
+    (
+        "tell",
+        "messages from one producer to one agent on the pool engine, messages/s",
+        false,
+    ),
+    (
+        "ask",
+        "sequential request/replies with one agent on the pool engine",
+        true,
+    ),
 ];
 
 const REDIS_WORKLOADS: &[(&str, &str, bool)] = &[
@@ -132,7 +155,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         && section != "in-process"
         && !PAIRED.iter().any(|paired| paired.name == section)
     {
-        bail!("unknown section {section:?}: in-process, process or redis");
+        bail!("unknown section {section:?}: in-process, process, redis or tracing");
     }
     cmd::run(&["build", "--release", "--quiet", "--package", "bench"])?;
     let measure = |system: &str, workload: &str| -> anyhow::Result<Figures> {
@@ -175,9 +198,11 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
         let mut table = String::new();
         for (workload, what, by_latency) in paired.workloads {
-            let guild = measure(paired.guild.0, workload)?;
-            let raw = measure(paired.raw.0, workload)?;
-            let rows = [(paired.guild.1, guild), (paired.raw.1, raw)];
+            let rows = paired
+                .rows
+                .iter()
+                .map(|(system, label)| Ok((*label, measure(system, workload)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             render_paired(&mut table, workload, what, *by_latency, &rows);
         }
         print!("{table}");
@@ -186,7 +211,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One paired workload: guild's figures beside the raw baseline's (the last row).
+/// One paired workload: guild's figures beside the baseline's (the last row).
 fn render_paired(
     out: &mut String,
     workload: &str,
@@ -198,7 +223,8 @@ fn render_paired(
     let _ = writeln!(out, "\n### {workload}: {what}\n");
     let _ = writeln!(
         out,
-        "| system | rate/s | p50 µs | p90 µs | p99 µs | vs raw |\n|---|---:|---:|---:|---:|---:|"
+        "| system | rate/s | p50 µs | p90 µs | p99 µs | vs {} |\n|---|---:|---:|---:|---:|---:|",
+        rows[rows.len() - 1].0
     );
     let micros = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.1}"));
     for (system, figures) in rows.iter().copied() {

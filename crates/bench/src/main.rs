@@ -16,6 +16,10 @@
 //! embedded broker) and `unix` (raw Unix socket pairs with a child process, the
 //! baseline), workloads `spawn`, `rtt` and `oneway`; see [`process`].
 //!
+//! The tracing cells: systems `trace-off`, `trace-unconfigured`, `trace-spans`,
+//! `trace-otlp` and `trace-otlp-1pct` (guild's pool engine with tracing set up as each
+//! says), workloads `tell` and `ask`; see [`tracing_cost`].
+//!
 //! The Redis backend's cells: systems `redis` (guild over Redis) and `redis-raw` (the
 //! `redis` crate alone), workloads `throughput` and `latency`; see [`redis`]. Each cell
 //! starts a private `redis-server`.
@@ -33,6 +37,7 @@ mod raw;
 mod redis;
 mod sizes;
 mod supervision;
+mod tracing_cost;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -91,8 +96,12 @@ fn main() -> ExitCode {
     if let "process" | "unix" | "redis" | "redis-raw" = system_name {
         return process_cell(system_name, workload, &sizes);
     }
+    let tracing = tracing_cost::SYSTEMS
+        .contains(&system_name)
+        .then(|| tracing_cost::Setup::new(system_name));
     let system: Box<dyn System> = match system_name {
         "guild-pool" => Box::new(guild::Guild::Pool),
+        _ if tracing.is_some() => Box::new(guild::Guild::Pool),
         "guild-threads" => Box::new(guild::Guild::Threads),
         "ractor" => Box::new(peer_ractor::Ractor::new()),
         "kameo" => Box::new(peer_kameo::Kameo::new()),
@@ -131,6 +140,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if let Some(tracing) = tracing {
+        tracing.finish();
     }
     println!("{}", sizes.report(system_name, workload, &samples));
     ExitCode::SUCCESS
