@@ -303,3 +303,39 @@ impl Capabilities {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_keeps_the_trace_context_of_the_message_that_failed() {
+        let ids = IdGenerator::new(1).unwrap();
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let message = Message::builder("work", Payload::encode_json(&1).unwrap())
+            .header(crate::TRACEPARENT, traceparent)
+            .header(crate::TRACESTATE, "vendor=1")
+            .header("other", "not carried")
+            .build(&ids, "guild", "publisher");
+        let delivery = Delivery {
+            topic: "work".into(),
+            message: Arc::new(message),
+        };
+        let failure = Failure {
+            kind: "error".into(),
+            text: "no".into(),
+        };
+        let letter = DeadLetter::for_delivery("worker", &delivery, failure, &ids, "guild")
+            .unwrap()
+            .expect("a dead letter");
+        assert_eq!(
+            letter.headers.get(crate::TRACEPARENT).map(String::as_str),
+            Some(traceparent)
+        );
+        assert_eq!(
+            letter.headers.get(crate::TRACESTATE).map(String::as_str),
+            Some("vendor=1")
+        );
+        assert!(!letter.headers.contains_key("other"));
+    }
+}
