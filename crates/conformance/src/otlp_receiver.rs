@@ -1,11 +1,18 @@
-//! A real OTLP trace receiver for tests and benchmarks: a gRPC server on 127.0.0.1
-//! implementing the OpenTelemetry collector's trace service (generated from the
-//! published protocol definitions), keeping every span it is sent.
+//! A real OTLP receiver for tests and benchmarks: a gRPC server on 127.0.0.1
+//! implementing the OpenTelemetry collector's trace and metrics services (generated
+//! from the published protocol definitions), keeping every span and the last value of
+//! every metric series it is sent.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -51,6 +58,7 @@ impl ReceivedSpan {
 struct Received {
     spans: Mutex<(Vec<ReceivedSpan>, u64)>,
     arrived: Condvar,
+    points: Mutex<Vec<ReceivedPoint>>,
 }
 
 /// A running receiver; it stops when dropped.
@@ -81,9 +89,11 @@ impl OtlpReceiver {
         let received = Arc::new(Received::default());
         let service = TraceServiceServer::new(Collector(received.clone()))
             .max_decoding_message_size(64 << 20);
+        let metrics = MetricsServiceServer::new(Collector(received.clone()));
         runtime.spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics)
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
         Ok(Self {
@@ -103,7 +113,16 @@ impl OtlpReceiver {
         self.lock().0.clone()
     }
 
-    /// How many export requests have arrived.
+    /// The last value of every metric series pushed so far.
+    pub fn metric_points(&self) -> Vec<ReceivedPoint> {
+        self.received
+            .points
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many trace export requests have arrived.
     pub fn requests(&self) -> u64 {
         self.lock().1
     }
@@ -186,6 +205,63 @@ impl TraceService for Collector {
         received.1 += 1;
         self.0.arrived.notify_all();
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// One data point of a pushed metric: the last value the receiver got for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedPoint {
+    /// The metric's name.
+    pub name: String,
+    /// The point's attributes, as text.
+    pub attributes: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+        let mut points = Vec::new();
+        for resource_metrics in request.into_inner().resource_metrics {
+            for scope in resource_metrics.scope_metrics {
+                for metric in scope.metrics {
+                    let data_points = match metric.data {
+                        Some(metric::Data::Sum(sum)) => sum.data_points,
+                        Some(metric::Data::Gauge(gauge)) => gauge.data_points,
+                        _ => continue,
+                    };
+                    for point in data_points {
+                        let value = match point.value {
+                            Some(number_data_point::Value::AsInt(value)) => value as f64,
+                            Some(number_data_point::Value::AsDouble(value)) => value,
+                            None => continue,
+                        };
+                        points.push(ReceivedPoint {
+                            name: metric.name.clone(),
+                            attributes: text_map(&point.attributes),
+                            value,
+                        });
+                    }
+                }
+            }
+        }
+        let mut received = self.0.points.lock().unwrap_or_else(PoisonError::into_inner);
+        for point in points {
+            // The last value of each series replaces the one before.
+            match received
+                .iter_mut()
+                .find(|old| old.name == point.name && old.attributes == point.attributes)
+            {
+                Some(old) => *old = point,
+                None => received.push(point),
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
 
