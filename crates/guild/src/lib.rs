@@ -42,7 +42,7 @@ pub use engine_core::{
     inbox_topic,
 };
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
-pub use metrics::METRICS_CONTENT_TYPE;
+pub use metrics::{Figures, METRICS_CONTENT_TYPE};
 pub use observer::Observer;
 pub use spec::check::{
     MAX_BLOCK_MS, MAX_CPU_SECONDS, MAX_MEMORY_BYTES, MAX_NAME_BYTES, MAX_OPEN_FILES,

@@ -10,7 +10,40 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::{AgentState, Guild, HistogramSnapshot};
+use crate::{AgentInfo, AgentState, EngineStats, Guild, HistogramSnapshot};
+
+/// A guild's figures at one moment: what [`Guild::metrics_text`] encodes for
+/// Prometheus and what an OTLP push sends.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// The guild's id.
+    pub guild: String,
+    /// Each launched agent, with how often its supervisor restarted it.
+    pub agents: Vec<(AgentInfo, u64)>,
+    /// Each engine in use, by name, with its totals.
+    pub engines: Vec<(String, EngineStats)>,
+}
+
+impl Guild {
+    /// The guild's figures now.
+    pub fn figures(&self) -> Figures {
+        Figures {
+            guild: self.spec().id.clone(),
+            agents: self
+                .agents()
+                .into_iter()
+                .map(|agent| {
+                    let restarts = self.restarts(&agent.id);
+                    (agent, restarts)
+                })
+                .collect(),
+            engines: self
+                .engines()
+                .map(|(name, engine)| (name.to_owned(), engine.stats()))
+                .collect(),
+        }
+    }
+}
 
 /// A histogram read from an agent's timings at the moment of the scrape.
 #[derive(Debug, Default)]
@@ -153,7 +186,8 @@ impl Guild {
             "How long deliveries waited between publishing and the agent's handler, to the \
              millisecond, since it last started (recorded while timing is on)",
         );
-        for agent in self.agents() {
+        let figures = self.figures();
+        for (agent, agent_restarts) in &figures.agents {
             let labels = AgentLabels {
                 guild: agent.guild.clone(),
                 agent: agent.id.clone(),
@@ -165,9 +199,7 @@ impl Guild {
                 .get_or_create(&labels)
                 .inc_by(agent.messages_out);
             errors.get_or_create(&labels).inc_by(agent.errors);
-            restarts
-                .get_or_create(&labels)
-                .inc_by(self.restarts(&agent.id));
+            restarts.get_or_create(&labels).inc_by(*agent_restarts);
             queued.get_or_create(&labels).set(gauge(agent.queued));
             busy.get_or_create(&labels).set(i64::from(agent.busy));
             running
@@ -218,12 +250,11 @@ impl Guild {
             "guild_engine_dead_letters",
             "Deliveries to the engine's agents that failed and were dead-lettered (those now listed)",
         );
-        for (name, engine) in self.engines() {
+        for (name, stats) in &figures.engines {
             let labels = EngineLabels {
-                guild: self.spec().id.clone(),
-                engine: name.to_owned(),
+                guild: figures.guild.clone(),
+                engine: name.clone(),
             };
-            let stats = engine.stats();
             engine_running
                 .get_or_create(&labels)
                 .set(gauge(stats.running as u64));

@@ -263,3 +263,50 @@ fn a_sampler_guild_does_not_offer_is_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// `--otlp` pushes the guild's metrics too: the last push carries the figures the run's
+/// summary prints.
+#[test]
+fn metrics_are_pushed_over_otlp_with_the_figures_of_the_summary() {
+    let receiver = OtlpReceiver::start().expect("an OTLP receiver starts");
+    run_example_with(
+        &receiver,
+        "request-response.toml",
+        "memory",
+        &[("OTEL_METRIC_EXPORT_INTERVAL", "100")],
+    );
+    let points = receiver.metric_points();
+    let value = |name: &str, agent: &str| {
+        points
+            .iter()
+            .find(|point| {
+                point.name == name
+                    && point.attributes.get("agent").map(String::as_str) == Some(agent)
+            })
+            .map(|point| point.value)
+    };
+    // Three questions in and three answers out of the responder; three answers into the
+    // collector and one result out.
+    assert_eq!(
+        value("guild.agent.messages_in", "responder"),
+        Some(3.0),
+        "{points:#?}"
+    );
+    assert_eq!(value("guild.agent.messages_out", "responder"), Some(3.0));
+    assert_eq!(value("guild.agent.messages_in", "collector"), Some(3.0));
+    assert_eq!(value("guild.agent.messages_out", "collector"), Some(1.0));
+    assert_eq!(value("guild.agent.errors", "responder"), Some(0.0));
+    assert_eq!(value("guild.agent.running", "collector"), Some(1.0));
+    let point = points
+        .iter()
+        .find(|point| point.name == "guild.agent.messages_in")
+        .expect("a point");
+    assert_eq!(
+        point.attributes.get("guild").map(String::as_str),
+        Some("request-response")
+    );
+    assert_eq!(
+        point.attributes.get("engine").map(String::as_str),
+        Some("process")
+    );
+}

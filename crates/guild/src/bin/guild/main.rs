@@ -48,8 +48,9 @@ enum Command {
         /// 127.0.0.1:9464; port 0 picks a free one), at /metrics, for Prometheus.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
-        /// Export a trace of every handled message over OTLP/gRPC to this endpoint
-        /// (such as http://127.0.0.1:4317), overriding OTEL_EXPORTER_OTLP_ENDPOINT.
+        /// Export a trace of every handled message, and push the guild's metrics,
+        /// over OTLP/gRPC to this endpoint (such as http://127.0.0.1:4317), overriding
+        /// OTEL_EXPORTER_OTLP_ENDPOINT.
         #[arg(long, value_name = "URL")]
         otlp: Option<String>,
     },
@@ -90,12 +91,16 @@ fn main() -> ExitCode {
         std::process::exit(code);
     }
     let cli = Cli::parse();
-    let export = match &cli.command {
+    let (export, push) = match &cli.command {
         Command::Run {
             otlp: Some(endpoint),
             ..
-        } => Export::Otlp(endpoint.clone()),
-        _ => Export::FromEnvironment,
+        } => (Export::Otlp(endpoint.clone()), Some(endpoint.clone())),
+        Command::Run { otlp: None, .. } => (
+            Export::FromEnvironment,
+            guild::telemetry::configured_metrics_endpoint(),
+        ),
+        Command::Validate { .. } => (Export::FromEnvironment, None),
     };
     let tracing = match start_logging(export) {
         Ok(tracing) => tracing,
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
                     messaging: choice.messaging,
                     quiet,
                     metrics,
+                    push,
                 },
                 &stop_signal,
             )

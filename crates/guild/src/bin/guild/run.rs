@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use guild::telemetry::MetricsPush;
 use guild::{
     AgentExitPolicy, DeadLetter, ERROR_TOPIC, GuildBuilder, LifecycleKind, LoadedSpec, Message,
     Payload, builtin,
@@ -21,6 +22,8 @@ pub(crate) struct RunOptions {
     pub quiet: bool,
     /// Where to serve metrics, if anywhere.
     pub metrics: Option<String>,
+    /// Where to push metrics over OTLP, if anywhere.
+    pub push: Option<String>,
 }
 
 /// The client id under which the command follows the guild.
@@ -61,10 +64,14 @@ pub(crate) fn run(
         .as_deref()
         .map(crate::serve::listen)
         .transpose()?;
+    let push = match options.push.as_deref() {
+        Some(endpoint) => MetricsPush::start(endpoint)?,
+        None => None,
+    };
     // Building checks the spec as it will run, naming the file's lines.
     let mut builder = GuildBuilder::from_loaded(loaded)
         .registry(builtin::builtin_registry())
-        .timing(metrics.is_some());
+        .timing(metrics.is_some() || push.is_some());
     if let Some(engine) = options.engine {
         builder = builder.engine(engine);
     }
@@ -123,6 +130,7 @@ pub(crate) fn run(
     let mut completions = 0;
     let mut errors = 0;
     let mut quiet_since: Option<(Instant, u64)> = None;
+    let mut pushed = Instant::now();
     let end = loop {
         // Waiting on the observer drives the sync engine's agents meanwhile.
         let mut next = observer.recv_timeout(TICK)?;
@@ -184,11 +192,21 @@ pub(crate) fn run(
             break End::TimedOut;
         }
         progress.tick(started, PROGRESS_EVERY, guild.stats().messages_in);
+        if let Some(push) = &push
+            && pushed.elapsed() >= PROGRESS_EVERY
+        {
+            push.update(guild.figures());
+            pushed = Instant::now();
+        }
     };
     progress.finish();
     drop(watchdog);
 
     let elapsed = started.elapsed();
+    // The last push carries the figures the summary prints.
+    if let Some(push) = &push {
+        push.update(guild.figures());
+    }
     let agents = guild.agents();
     let restarts = |agent: &str| guild.restarts(agent);
     report::summary(
@@ -260,6 +278,9 @@ pub(crate) fn run(
     );
     guild.shutdown()?;
     drop(watchdog);
+    if let Some(push) = push {
+        push.shutdown();
+    }
     Ok(code)
 }
 

@@ -1,6 +1,7 @@
-//! Traces out of a guild: OpenTelemetry spans for every handled message, exported over
-//! OTLP/gRPC, with the W3C trace context carried in message headers so one trace
-//! follows a request across agents, threads, agent processes and Redis.
+//! Traces and metrics out of a guild: OpenTelemetry spans for every handled message,
+//! exported over OTLP/gRPC, with the W3C trace context carried in message headers so
+//! one trace follows a request across agents, threads, agent processes and Redis; and
+//! the guild's figures pushed over OTLP ([`MetricsPush`]).
 //!
 //! Configured the standard way (`OTEL_EXPORTER_OTLP_ENDPOINT` or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
@@ -9,6 +10,10 @@
 //! exported. The process engine's agent processes export too: they get the endpoint in
 //! their environment and call [`Tracing::start`] through the program's `main`, as the
 //! `guild` command does.
+
+mod push;
+
+pub use push::MetricsPush;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -165,13 +170,7 @@ impl Tracing {
                     endpoint: endpoint.clone(),
                 });
             }
-            // The gRPC channel is driven by a runtime of its own, whatever the program runs.
-            let driver = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("guild-otlp")
-                .enable_all()
-                .build()
-                .map_err(|error| TracingError::Exporter(error.to_string()))?;
+            let driver = exporter_runtime()?;
             let exporter = {
                 let _entered = driver.enter();
                 opentelemetry_otlp::SpanExporter::builder()
@@ -217,6 +216,30 @@ impl Tracing {
             runtime.shutdown_background();
         }
     }
+}
+
+/// The runtime that drives an exporter's gRPC channel: one of its own, whatever the
+/// program runs.
+fn exporter_runtime() -> Result<tokio::runtime::Runtime, TracingError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("guild-otlp")
+        .enable_all()
+        .build()
+        .map_err(|error| TracingError::Exporter(error.to_string()))
+}
+
+/// The OTLP endpoint for metrics the standard variables name, if any
+/// (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`;
+/// `OTEL_SDK_DISABLED=true` or `OTEL_METRICS_EXPORTER=none` turn the push off).
+pub fn configured_metrics_endpoint() -> Option<String> {
+    let set = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    if set("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true"))
+        || set("OTEL_METRICS_EXPORTER").is_some_and(|value| value == "none")
+    {
+        return None;
+    }
+    set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").or_else(|| set(ENDPOINT_VARIABLE))
 }
 
 /// The OTLP endpoint the standard variables name, if any (`OTEL_SDK_DISABLED=true` or
