@@ -198,11 +198,20 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
         let mut table = String::new();
         for (workload, what, by_latency) in paired.workloads {
-            let rows = paired
+            // Runs take the systems in turn, so a slow spell of the machine falls on
+            // all of them rather than on one.
+            let mut samples: Vec<Vec<Figures>> = vec![Vec::new(); paired.rows.len()];
+            for _ in 0..runs {
+                for ((system, _), taken) in paired.rows.iter().zip(&mut samples) {
+                    taken.push(cell(system, workload, quick)?);
+                }
+            }
+            let rows: Vec<(&str, Figures)> = paired
                 .rows
                 .iter()
-                .map(|(system, label)| Ok((*label, measure(system, workload)?)))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .zip(samples)
+                .map(|((_, label), taken)| (*label, median_figures(taken)))
+                .collect();
             render_paired(&mut table, workload, what, *by_latency, &rows);
         }
         print!("{table}");
