@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Meter, MeterProvider as _};
+use opentelemetry::metrics::{AsyncInstrument, Meter, MeterProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
@@ -84,7 +84,24 @@ fn agent_attributes(figures: &Figures, agent: &AgentInfo) -> [KeyValue; 4] {
     ]
 }
 
+/// One figure of an agent (given its restarts), where it has it.
 type AgentValue = fn(&AgentInfo, u64) -> Option<u64>;
+
+/// The callback that observes `value` for every agent in the shared `figures`.
+fn each_agent(
+    figures: &Arc<Mutex<Figures>>,
+    value: AgentValue,
+) -> impl Fn(&dyn AsyncInstrument<u64>) + Send + Sync + 'static {
+    let figures = figures.clone();
+    move |observer| {
+        let figures = figures.lock().unwrap_or_else(PoisonError::into_inner);
+        for (agent, restarts) in &figures.agents {
+            if let Some(value) = value(agent, *restarts) {
+                observer.observe(value, &agent_attributes(&figures, agent));
+            }
+        }
+    }
+}
 
 /// Registers one instrument per figure, each reading the shared figures when the
 /// reader collects.
@@ -116,19 +133,11 @@ fn register(meter: &Meter, figures: &Arc<Mutex<Figures>>) {
         ),
     ];
     for (name, description, unit, value) in counters {
-        let figures = figures.clone();
         meter
             .u64_observable_counter(name)
             .with_description(description)
             .with_unit(unit)
-            .with_callback(move |observer| {
-                let figures = figures.lock().unwrap_or_else(PoisonError::into_inner);
-                for (agent, restarts) in &figures.agents {
-                    if let Some(value) = value(agent, *restarts) {
-                        observer.observe(value, &agent_attributes(&figures, agent));
-                    }
-                }
-            })
+            .with_callback(each_agent(figures, value))
             .build();
     }
     let gauges: [(&'static str, &'static str, &'static str, AgentValue); 4] = [
@@ -158,19 +167,11 @@ fn register(meter: &Meter, figures: &Arc<Mutex<Figures>>) {
         ),
     ];
     for (name, description, unit, value) in gauges {
-        let figures = figures.clone();
         meter
             .u64_observable_gauge(name)
             .with_description(description)
             .with_unit(unit)
-            .with_callback(move |observer| {
-                let figures = figures.lock().unwrap_or_else(PoisonError::into_inner);
-                for (agent, restarts) in &figures.agents {
-                    if let Some(value) = value(agent, *restarts) {
-                        observer.observe(value, &agent_attributes(&figures, agent));
-                    }
-                }
-            })
+            .with_callback(each_agent(figures, value))
             .build();
     }
     let cpu = figures.clone();
