@@ -376,6 +376,12 @@ fn random() -> u64 {
 
 impl TraceContext for W3c {
     fn inject(&self, headers: &mut BTreeMap<String, String>) {
+        // Most messages are built outside any span (by a program, or by an untraced
+        // handler): asking the subscriber whether there is one costs a thread-local read,
+        // where building the OpenTelemetry context to find out costs far more.
+        if !tracing::dispatcher::get_default(|dispatch| dispatch.current_span().is_known()) {
+            return;
+        }
         let context = tracing::Span::current().context();
         if context.span().span_context().is_valid() {
             TraceContextPropagator::new().inject_context(&context, &mut Headers(headers));
