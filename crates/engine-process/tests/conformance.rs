@@ -645,6 +645,10 @@ fn corrupt_frame() {
     );
     let info = wait_dead(&engine, &guild, "saboteur");
     assert_eq!(info.state, AgentState::Crashed, "{info:?}");
+    // The first fifty may still be on their way when the saboteur is found dead.
+    wait_until(&[&engine], "bystander handles the first 50", || {
+        handled(&engine, &guild, "bystander") >= 50
+    });
     exchange(&engine, &guild, "bystander", "t", 50);
     assert_eq!(handled(&engine, &guild, "bystander"), 100);
     engine.shutdown().unwrap();
