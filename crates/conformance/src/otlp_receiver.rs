@@ -56,7 +56,7 @@ impl ReceivedSpan {
 
 #[derive(Default)]
 struct Received {
-    spans: Mutex<(Vec<ReceivedSpan>, u64)>,
+    spans: Mutex<Vec<ReceivedSpan>>,
     arrived: Condvar,
     points: Mutex<Vec<ReceivedPoint>>,
 }
@@ -110,7 +110,7 @@ impl OtlpReceiver {
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.lock().0.clone()
+        self.lock().clone()
     }
 
     /// The last value of every metric series pushed so far.
@@ -122,11 +122,6 @@ impl OtlpReceiver {
             .clone()
     }
 
-    /// How many trace export requests have arrived.
-    pub fn requests(&self) -> u64 {
-        self.lock().1
-    }
-
     /// Waits up to `timeout` until the spans received satisfy `done`, and returns them
     /// (satisfying it or not).
     pub fn wait_for(
@@ -136,7 +131,7 @@ impl OtlpReceiver {
     ) -> Vec<ReceivedSpan> {
         let deadline = Instant::now() + timeout;
         let mut received = self.lock();
-        while !done(&received.0) {
+        while !done(&received) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -148,10 +143,10 @@ impl OtlpReceiver {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        received.0.clone()
+        received.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<ReceivedSpan>, u64)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ReceivedSpan>> {
         self.received
             .spans
             .lock()
@@ -201,8 +196,7 @@ impl TraceService for Collector {
             }
         }
         let mut received = self.0.spans.lock().unwrap_or_else(PoisonError::into_inner);
-        received.0.extend(spans);
-        received.1 += 1;
+        received.extend(spans);
         self.0.arrived.notify_all();
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
