@@ -128,9 +128,14 @@ pub enum TracingError {
         #[source]
         source: tracing_subscriber::filter::ParseError,
     },
-    /// The exporter could not be built.
-    #[error("cannot set up OTLP export: {0}")]
-    Exporter(String),
+    /// The exporter (or the runtime that drives it) could not be built.
+    #[error("cannot set up OTLP export to {endpoint:?}: {reason}")]
+    Exporter {
+        /// Where it was to export to.
+        endpoint: String,
+        /// Why it could not.
+        reason: String,
+    },
 }
 
 impl Tracing {
@@ -170,14 +175,14 @@ impl Tracing {
                     endpoint: endpoint.clone(),
                 });
             }
-            let driver = exporter_runtime()?;
+            let driver = exporter_runtime(endpoint)?;
             let exporter = {
                 let _entered = driver.enter();
                 opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .with_endpoint(endpoint)
                     .build()
-                    .map_err(|error| TracingError::Exporter(error.to_string()))?
+                    .map_err(|error| exporter_error(endpoint, error))?
             };
             provider = provider.with_batch_exporter(exporter);
             runtime = Some(driver);
@@ -220,13 +225,21 @@ impl Tracing {
 
 /// The runtime that drives an exporter's gRPC channel: one of its own, whatever the
 /// program runs.
-fn exporter_runtime() -> Result<tokio::runtime::Runtime, TracingError> {
+fn exporter_runtime(endpoint: &str) -> Result<tokio::runtime::Runtime, TracingError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("guild-otlp")
         .enable_all()
         .build()
-        .map_err(|error| TracingError::Exporter(error.to_string()))
+        .map_err(|error| exporter_error(endpoint, error))
+}
+
+/// Why export to `endpoint` could not be set up.
+fn exporter_error(endpoint: &str, error: impl std::fmt::Display) -> TracingError {
+    TracingError::Exporter {
+        endpoint: endpoint.to_owned(),
+        reason: error.to_string(),
+    }
 }
 
 /// The OTLP endpoint for metrics the standard variables name, if any

@@ -38,14 +38,14 @@ impl MetricsPush {
                 endpoint: endpoint.to_owned(),
             });
         }
-        let runtime = super::exporter_runtime()?;
+        let runtime = super::exporter_runtime(endpoint)?;
         let exporter = {
             let _entered = runtime.enter();
             opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint)
                 .build()
-                .map_err(|error| TracingError::Exporter(error.to_string()))?
+                .map_err(|error| super::exporter_error(endpoint, error))?
         };
         let provider = SdkMeterProvider::builder()
             .with_resource(resource())
