@@ -241,7 +241,8 @@ fn count(
         match subscription.next() {
             Ok(Some(delivery)) => {
                 if &*delivery.topic == ERROR_TOPIC {
-                    let letter: DeadLetter = delivery.message.decode_json().expect("a dead letter");
+                    let letter =
+                        DeadLetter::from_message(&delivery.message).expect("a dead letter");
                     let number: u64 = letter.message.decode_json().expect("a number");
                     dead.lock().unwrap_or_else(PoisonError::into_inner)[number as usize] = true;
                 } else {

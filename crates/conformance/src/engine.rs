@@ -66,7 +66,7 @@ pub(crate) fn dead_letters(guild: &GuildContext) -> Vec<DeadLetter> {
         .history(&guild.namespace, &HistoryQuery::Topic(ERROR_TOPIC.into()))
         .unwrap()
         .iter()
-        .map(|letter| letter.decode_json().unwrap())
+        .map(|letter| DeadLetter::from_message(letter).unwrap())
         .collect()
 }
 
@@ -466,11 +466,7 @@ pub fn a_panic_crashes_only_its_agent(
         .messaging
         .history(&ns, &HistoryQuery::Topic(ERROR_TOPIC.into()))
         .unwrap();
-    let letter: DeadLetter = letters
-        .first()
-        .expect("a dead letter")
-        .decode_json()
-        .unwrap();
+    let letter = DeadLetter::from_message(letters.first().expect("a dead letter")).unwrap();
     assert_eq!(
         (letter.client.as_str(), letter.failure.kind.as_str()),
         ("fragile", "panic")

@@ -211,7 +211,7 @@ pub fn a_failure_is_dead_lettered_and_the_position_advances(make: MakeMessaging<
 
     wait_queued(&*watcher, 1);
     let letter = watcher.next().unwrap().expect("a dead letter");
-    let letter: DeadLetter = letter.message.decode_json().expect("a dead letter payload");
+    let letter = DeadLetter::from_message(&letter.message).expect("a dead letter payload");
     assert_eq!(letter.client, "c");
     assert_eq!(letter.topic, "t");
     assert_eq!(letter.message.id, bad);

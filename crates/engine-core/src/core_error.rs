@@ -22,6 +22,10 @@ pub(crate) enum CoreError {
     NotJson { format: String },
     #[error("cannot decode json: {0}")]
     DecodeJson(#[source] serde_json::Error),
+    #[error("not a guild.v1 protobuf encoding: {why}")]
+    Wire { why: String },
+    #[error("expected a dead letter (format \"guild.v1.DeadLetter\"), found format {format:?}")]
+    NotDeadLetter { format: String },
     #[error("agent {agent:?}: properties.{path}: {source}")]
     Properties {
         agent: String,
@@ -114,7 +118,10 @@ impl CoreError {
         use CoreError as F;
         match self {
             F::GeneratorId { .. } | F::GeneratorTaken { .. } => "ids".into(),
-            F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => "payload".into(),
+            F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) | F::NotDeadLetter { .. } => {
+                "payload".into()
+            }
+            F::Wire { .. } => "wire".into(),
             F::Properties { .. } => "spec".into(),
             F::TimerThread { .. } => "timers".into(),
             F::Unenforced { engine, .. } => (*engine).into(),
@@ -140,7 +147,11 @@ impl CoreError {
             F::ZeroPeriod { .. } => ErrorKind::InvalidInput,
             F::TooManyTimers { .. } => ErrorKind::LimitExceeded,
             F::TimerThread { .. } => ErrorKind::Io,
-            F::EncodeJson(_) | F::NotJson { .. } | F::DecodeJson(_) => ErrorKind::Codec,
+            F::EncodeJson(_)
+            | F::NotJson { .. }
+            | F::DecodeJson(_)
+            | F::Wire { .. }
+            | F::NotDeadLetter { .. } => ErrorKind::Codec,
             F::Properties { .. }
             | F::Unenforced { .. }
             | F::PoolOnly { .. }

@@ -36,6 +36,7 @@ mod task;
 mod timers;
 mod timing;
 mod trace;
+pub mod wire;
 
 pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
 pub use doorbell::Doorbell;

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{IdGenerator, Message, MessageId, Payload, Priority, QueueLimit, Result};
+use crate::{IdGenerator, Message, MessageId, Priority, QueueLimit, Result};
 
 /// The reserved topic, in every namespace, where dead letters (failed deliveries) and
-/// agent errors are published as [`DeadLetter`] JSON payloads.
+/// agent errors are published as [`DeadLetter`] payloads (read them with
+/// [`DeadLetter::from_message`]).
 pub const ERROR_TOPIC: &str = "guild.errors";
 
 /// A messaging backend: the bus agents of a guild talk over.
@@ -143,7 +144,10 @@ pub struct Failure {
     pub text: String,
 }
 
-/// The payload published to [`ERROR_TOPIC`] for a failed delivery.
+/// The payload published to [`ERROR_TOPIC`] for a failed delivery: a
+/// `guild.v1.DeadLetter` in protocol buffers (format
+/// [`DEAD_LETTER_FORMAT`](crate::wire::DEAD_LETTER_FORMAT)), which programs in any
+/// language can read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The client whose handler failed.
@@ -182,8 +186,8 @@ impl DeadLetter {
             message: Message::clone(&delivery.message),
             failure,
         };
-        let mut builder = Message::builder(ERROR_TOPIC, Payload::encode_json(&letter)?)
-            .priority(Priority::Normal);
+        let mut builder =
+            Message::builder(ERROR_TOPIC, letter.to_payload()).priority(Priority::Normal);
         // The dead letter belongs to the failed message's trace.
         for name in [crate::TRACEPARENT, crate::TRACESTATE] {
             if let Some(value) = delivery.message.headers.get(name) {
@@ -307,6 +311,7 @@ impl Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Payload;
 
     #[test]
     fn a_dead_letter_keeps_the_trace_context_of_the_message_that_failed() {
@@ -337,5 +342,10 @@ mod tests {
             Some("vendor=1")
         );
         assert!(!letter.headers.contains_key("other"));
+        let read = DeadLetter::from_message(&letter).unwrap();
+        assert_eq!(read.client, "worker");
+        assert_eq!(read.topic, "work");
+        assert_eq!(read.message, *delivery.message);
+        assert_eq!(read.failure.text, "no");
     }
 }

@@ -89,7 +89,7 @@ fn drop_oldest_makes_room_and_dead_letters_what_it_drops() {
     assert_eq!(drain(&mut small), [2, 3, 4]);
     let mut letters = Vec::new();
     while let Some(delivery) = errors.next().unwrap() {
-        letters.push(delivery.message.decode_json::<DeadLetter>().unwrap());
+        letters.push(DeadLetter::from_message(&delivery.message).unwrap());
         errors.complete(Outcome::Handled).unwrap();
     }
     let dropped: Vec<u64> = letters

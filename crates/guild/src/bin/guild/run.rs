@@ -138,7 +138,7 @@ pub(crate) fn run(
             let message = &delivery.message;
             if &*delivery.topic == ERROR_TOPIC {
                 errors += 1;
-                match message.decode_json::<DeadLetter>() {
+                match DeadLetter::from_message(message) {
                     Ok(letter) => say!(
                         "  error in {} on {}: {}",
                         letter.client,
