@@ -24,6 +24,7 @@ pub mod engine;
 pub mod harness;
 pub mod messaging;
 pub mod otlp_receiver;
+pub mod proto;
 pub mod redis_server;
 pub mod supervision;
 pub mod tcp;
