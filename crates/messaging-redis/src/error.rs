@@ -50,16 +50,18 @@ pub(crate) enum BackendError {
     Subscribed { client: String, namespace: String },
     #[error("client {client:?} completed a delivery it was not handed")]
     NotHanded { client: String },
-    #[error("cannot encode a message: {0}")]
-    Encode(#[source] bincode::error::EncodeError),
-    #[error("a message over 4 GiB")]
-    TooLarge,
     #[error("a corrupt entry: {why}")]
     Corrupt {
         why: String,
         #[source]
-        source: Option<bincode::error::DecodeError>,
+        source: Option<Error>,
     },
+    #[error(
+        "an entry in the bincode format of guild before protobuf frames (field `m`), which \
+         this version does not read: let the version that wrote it drain the stream, or \
+         delete the stream (see docs/wire-format.md)"
+    )]
+    OldFormat,
 }
 
 impl From<BackendError> for Error {
@@ -76,7 +78,7 @@ impl From<BackendError> for Error {
             E::Closed => (ErrorKind::Closed, false),
             E::QueueLimit { .. } => (ErrorKind::Unsupported, false),
             E::Subscribed { .. } | E::NotHanded { .. } => (ErrorKind::Conflict, false),
-            E::Encode(_) | E::TooLarge | E::Corrupt { .. } => (ErrorKind::Codec, false),
+            E::Corrupt { .. } | E::OldFormat => (ErrorKind::Codec, false),
         };
         let converted = Error::new(kind, NAME, error.to_string()).retryable(retryable);
         match error {
@@ -84,7 +86,6 @@ impl From<BackendError> for Error {
                 converted.with_source(source)
             }
             E::Thread { source, .. } => converted.with_source(source),
-            E::Encode(source) => converted.with_source(source),
             E::Corrupt {
                 source: Some(source),
                 ..
@@ -113,15 +114,13 @@ mod tests {
             "{error:?}"
         );
 
-        let corrupt =
-            bincode::serde::decode_from_slice::<String, _>(&[0xff], bincode::config::standard())
-                .unwrap_err();
+        let corrupt = engine_core::wire::decode_message(&[0xff]).unwrap_err();
         let error = Error::from(BackendError::Corrupt {
             why: corrupt.to_string(),
             source: Some(corrupt),
         });
         assert_eq!(error.kind(), ErrorKind::Codec);
-        assert!(error.find_cause::<bincode::error::DecodeError>().is_some());
+        assert!(error.find_cause::<Error>().is_some());
 
         let error = Error::from(BackendError::BadUrl {
             url: "redis://".into(),

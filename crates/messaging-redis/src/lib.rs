@@ -255,7 +255,7 @@ impl Shared {
                 .iter()
                 .map(|topic| self.keys.stream(namespace, topic))
                 .collect(),
-            bytes: encode(message)?,
+            bytes: encode(message),
         };
         self.outbox
             .push(publish, self.connector.config().io_timeout)

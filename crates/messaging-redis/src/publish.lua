@@ -33,9 +33,9 @@ end
 
 local function add(stream, id, frame)
   if max_len == '0' then
-    return redis.pcall('XADD', stream, id, 'm', frame)
+    return redis.pcall('XADD', stream, id, 'frame', frame)
   end
-  return redis.pcall('XADD', stream, 'MAXLEN', '~', max_len, id, 'm', frame)
+  return redis.pcall('XADD', stream, 'MAXLEN', '~', max_len, id, 'frame', frame)
 end
 
 local touched = {}

@@ -122,9 +122,10 @@ fn retention_by_age_trims_old_messages() {
     assert_eq!(kept.iter().map(|m| text(m)).collect::<Vec<_>>(), ["new"]);
 }
 
-/// An entry that is not a message (written by something else under the prefix) is
-/// passed over, with an error logged, by live delivery and by history alike; what
-/// comes before and after it is delivered.
+/// An entry that is not a message (written by something else under the prefix), and
+/// an entry in the bincode format of guild before protobuf frames, are passed over, with
+/// an error logged, by live delivery and by history alike; what comes before and after
+/// them is delivered, and they stay in the stream.
 #[test]
 fn an_entry_that_does_not_decode_is_passed_over() {
     let (server, bus, ns) = setup("corrupt", "");
@@ -132,11 +133,19 @@ fn an_entry_that_does_not_decode_is_passed_over() {
     publish(&bus, &ns, "p", "t", "before");
     assert_eq!(take(&mut *client, 1), ["before"]);
     let mut raw = raw_connection(&server);
-    for junk in [&b"\x05\0\0\0abc"[..], b"\xff"] {
+    let stream = format!("guild:{ns}:topic:t");
+    for (field, junk) in [
+        ("frame", &b"\x0a\x05abc"[..]),
+        ("frame", b"\xff"),
+        ("frame", b""),
+        ("other", b"\x0a\x00"),
+        // A bincode frame as guild wrote them before: a length, then the message.
+        ("m", b"\x05\0\0\0\x01\x02\x03\x04\x05"),
+    ] {
         redis::cmd("XADD")
-            .arg(format!("guild:{ns}:topic:t"))
+            .arg(&stream)
             .arg("*")
-            .arg("m")
+            .arg(field)
             .arg(junk)
             .query::<String>(&mut raw)
             .unwrap();
@@ -148,6 +157,40 @@ fn an_entry_that_does_not_decode_is_passed_over() {
         history.iter().map(|m| text(m)).collect::<Vec<_>>(),
         ["before", "after"]
     );
+    let kept: usize = redis::cmd("XLEN").arg(&stream).query(&mut raw).unwrap();
+    assert_eq!(kept, 7);
+}
+
+/// An entry written by a later version, whose frame and messages carry fields this
+/// version does not know, is delivered and found by history like any other.
+#[test]
+fn an_entry_with_fields_from_a_later_version_is_delivered() {
+    let (server, bus, ns) = setup("later", "");
+    let mut client = subscribe(&bus, &ns, "c", "t");
+    let message = Message::builder("t", Payload::encode_json("from the future").unwrap()).build(
+        &IdGenerator::process(),
+        ns.as_str(),
+        "p",
+    );
+    let mut encoded = engine_core::wire::message_to_vec(&message);
+    // Field 30 (a string) in the message.
+    encoded.extend_from_slice(&[0xf2, 0x01, 3]);
+    encoded.extend_from_slice(b"new");
+    // The frame: field 1 (the message), then field 2 (a varint) of the frame itself.
+    let mut frame = vec![0x0a, encoded.len() as u8];
+    frame.extend_from_slice(&encoded);
+    frame.extend_from_slice(&[2 << 3, 7]);
+    redis::cmd("XADD")
+        .arg(format!("guild:{ns}:topic:t"))
+        .arg("*")
+        .arg("frame")
+        .arg(frame)
+        .query::<String>(&mut raw_connection(&server))
+        .unwrap();
+    assert_eq!(take(&mut *client, 1), ["from the future"]);
+    let history = bus.history(&ns, &HistoryQuery::Topic("t".into())).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(*history[0], message);
 }
 
 /// A slow client holds a bounded number of fetched deliveries; the rest waits in Redis
