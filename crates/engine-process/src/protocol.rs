@@ -1,5 +1,9 @@
 //! The wire protocol between the engine (the parent) and an agent process (the child):
-//! length-prefixed, versioned frames with a size cap, bincode behind this one module.
+//! length-prefixed, versioned frames with a size cap, behind this one module.
+//!
+//! Messages cross in their protobuf encoding (`proto/guild/v1/message.proto`, the one
+//! definition of a message on any wire), as byte strings inside the frames. The frames
+//! themselves are bincode: only this program reads them, on both ends.
 //!
 //! A frame is `[length: u32 little-endian][version: u8][body]`, where `length` counts
 //! the version byte and the body, and the body is one [`ToChild`] or [`ToParent`] value.
@@ -18,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version every frame carries.
-pub(crate) const VERSION: u8 = 2;
+pub(crate) const VERSION: u8 = 3;
 
 /// The largest frame accepted or sent, version byte and body included.
 pub(crate) const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -264,6 +268,7 @@ pub(crate) struct WireDelivery {
     /// The topic it was delivered on.
     pub topic: Arc<str>,
     /// The message.
+    #[serde(with = "proto_message")]
     pub message: Arc<Message>,
 }
 
@@ -273,7 +278,7 @@ pub(crate) enum Reply {
     /// The subscription is live.
     Subscribed,
     /// The messages a history query found.
-    History(Vec<Arc<Message>>),
+    History(#[serde(with = "proto_messages")] Vec<Arc<Message>>),
 }
 
 /// Frames from the engine to an agent process.
@@ -318,7 +323,7 @@ pub(crate) enum ToParent {
     /// The agent could not be launched; the text is the agent process's own.
     LaunchFailed(WireError),
     /// Publish this message.
-    Publish(Message),
+    Publish(#[serde(with = "proto_message")] Message),
     /// Subscribe the agent (answered by a [`Reply`]).
     Subscribe {
         /// The request's number.
@@ -357,6 +362,120 @@ pub(crate) enum ToParent {
     /// Something the agent's host saw (a circuit breaker's change), to report as a
     /// lifecycle event of the agent.
     Lifecycle(LifecycleKind),
+}
+
+/// One message as the byte string of its protobuf encoding.
+mod proto_message {
+    use std::borrow::Borrow;
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use engine_core::Message;
+    use engine_core::wire::{decode_message, encode_message};
+    use serde::{Deserializer, Serializer, de};
+
+    thread_local! {
+        /// Where a message is encoded before the frame copies it: reused, not allocated
+        /// per message.
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(crate) fn serialize<M: Borrow<Message>, S: Serializer>(
+        message: &M,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            encode_message(message.borrow(), scratch);
+            serializer.serialize_bytes(scratch)
+        })
+    }
+
+    pub(crate) fn deserialize<'de, M: From<Message>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<M, D::Error> {
+        deserializer.deserialize_bytes(Encoded).map(M::from)
+    }
+
+    /// Reads a byte string as an encoded message.
+    pub(super) struct Encoded;
+
+    impl de::Visitor<'_> for Encoded {
+        type Value = Message;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a guild.v1.Message")
+        }
+
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Message, E> {
+            decode_message(bytes).map_err(E::custom)
+        }
+    }
+}
+
+/// A list of messages, each the byte string of its protobuf encoding.
+mod proto_messages {
+    use std::fmt;
+    use std::sync::Arc;
+
+    use engine_core::Message;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserializer, Serializer, de};
+
+    /// One message of the list, serialized as [`super::proto_message`] does.
+    struct One<'a>(&'a Arc<Message>);
+
+    impl serde::Serialize for One<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            super::proto_message::serialize(self.0, serializer)
+        }
+    }
+
+    pub(crate) fn serialize<S: Serializer>(
+        messages: &[Arc<Message>],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(messages.len()))?;
+        for message in messages {
+            seq.serialize_element(&One(message))?;
+        }
+        seq.end()
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Arc<Message>>, D::Error> {
+        deserializer.deserialize_seq(List)
+    }
+
+    struct List;
+
+    impl<'de> de::Visitor<'de> for List {
+        type Value = Vec<Arc<Message>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of guild.v1.Message")
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut messages = Vec::new();
+            while let Some(message) = seq.next_element_seed(Seed)? {
+                messages.push(Arc::new(message));
+            }
+            Ok(messages)
+        }
+    }
+
+    /// Reads one element of the list.
+    struct Seed;
+
+    impl<'de> de::DeserializeSeed<'de> for Seed {
+        type Value = Message;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Message, D::Error> {
+            deserializer.deserialize_bytes(super::proto_message::Encoded)
+        }
+    }
 }
 
 #[cfg(test)]
