@@ -71,6 +71,11 @@ pub fn encoded_len(message: &Message) -> usize {
 /// Appends `message`, encoded as a `guild.v1.Message`, to `out`.
 pub fn encode_message(message: &Message, out: &mut Vec<u8>) {
     out.reserve(encoded_len(message));
+    encode_fields(message, out);
+}
+
+/// Appends the fields of `message`, room for them reserved or not.
+fn encode_fields(message: &Message, out: &mut Vec<u8>) {
     if message.id.raw() != 0 {
         put_fixed64(out, field::ID, message.id.raw());
     }
@@ -172,9 +177,11 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message> {
 /// Appends `message` to the `guild.v1.Frame` being written in `out`: frames concatenate,
 /// so a frame is its messages appended one after the other.
 pub fn append_to_frame(message: &Message, out: &mut Vec<u8>) {
+    let len = encoded_len(message);
+    out.reserve(bytes_field_len(1, len));
     put_key(out, 1, LEN);
-    put_varint(out, encoded_len(message) as u64);
-    encode_message(message, out);
+    put_varint(out, len as u64);
+    encode_fields(message, out);
 }
 
 /// The encoded messages of a `guild.v1.Frame`, in order, each still to be decoded.
@@ -221,9 +228,11 @@ impl DeadLetter {
         let mut out = Vec::new();
         put_str(&mut out, 1, &self.client);
         put_str(&mut out, 2, &self.topic);
+        let message_len = encoded_len(&self.message);
+        out.reserve(bytes_field_len(3, message_len));
         put_key(&mut out, 3, LEN);
-        put_varint(&mut out, encoded_len(&self.message) as u64);
-        encode_message(&self.message, &mut out);
+        put_varint(&mut out, message_len as u64);
+        encode_fields(&self.message, &mut out);
         let failure_len = str_len(1, &self.failure.kind) + str_len(2, &self.failure.text);
         put_key(&mut out, 4, LEN);
         put_varint(&mut out, failure_len as u64);
