@@ -81,7 +81,9 @@ pub(crate) fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError>
     if version != VERSION {
         return Err(FrameError::Version { found: version });
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, config())
+    // Borrowing from the frame lets a message's bytes be decoded where they lie,
+    // without copying them out first.
+    let (value, used) = bincode::serde::borrow_decode_from_slice(body, config())
         .map_err(|e| FrameError::Corrupt(e.to_string()))?;
     if used != body.len() {
         return Err(FrameError::Corrupt(format!(
