@@ -200,6 +200,45 @@ impl RedisMessaging {
         settled
     }
 
+    /// The guilds (namespaces) that have published on this server under this backend's
+    /// key prefix, sorted.
+    pub fn guilds(&self) -> Result<Vec<String>> {
+        let pattern = format!("{}:*:topics", self.shared.keys.prefix);
+        let keys: Vec<String> = self.shared.run(|connection| {
+            redis::cmd("SCAN")
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .clone()
+                .iter(connection)
+                .map(|keys| keys.collect())
+        })?;
+        let mut guilds: Vec<String> = keys
+            .iter()
+            .filter_map(|key| {
+                key.strip_prefix(&self.shared.keys.prefix)?
+                    .strip_prefix(':')?
+                    .strip_suffix(":topics")
+                    .map(str::to_owned)
+            })
+            .collect();
+        guilds.sort();
+        guilds.dedup();
+        Ok(guilds)
+    }
+
+    /// Removes what Redis keeps for client `client` of guild `namespace` (its
+    /// positions), for a client that will not come back, such as a `guild tail` that
+    /// ended. Its next subscription, if any, starts as a new client's.
+    pub fn forget(&self, namespace: &str, client: &str) -> Result<()> {
+        let key = self.shared.keys.positions(namespace, client);
+        self.shared
+            .run(|connection| redis::cmd("DEL").arg(&key).query::<u64>(connection))?;
+        Ok(())
+    }
+
     fn settle_for_close(&self) -> Result<()> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Ok(());
