@@ -39,8 +39,10 @@ pub use engine_core::{
     LifecycleEvent, LifecycleKind, Message, MessageBuilder, MessageId, MessagingBackend, Notify,
     Outcome, Overflow, Payload, Placement, Priority, QueueLimit, RateLimit, ResourceLimits,
     Resources, RestartPolicy, Result, StartFrom, SubscribeRequest, Subscription, TimingsSnapshot,
-    inbox_topic,
+    inbox_topic, unix_ms_now,
 };
+/// Messages on the wire: the protobuf encoding of `proto/guild/v1/message.proto`.
+pub use engine_core::wire;
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
 pub use metrics::{Figures, METRICS_CONTENT_TYPE};
 pub use observer::Observer;

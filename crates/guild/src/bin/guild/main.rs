@@ -12,6 +12,8 @@ macro_rules! say {
 mod report;
 mod run;
 mod serve;
+#[cfg(feature = "messaging-redis")]
+mod tail;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,6 +64,44 @@ enum Command {
         #[command(flatten)]
         choice: Choice,
     },
+    /// Print a running guild's messages on topics as JSON lines as they arrive, until
+    /// Ctrl-C (read from the guild's Redis).
+    #[cfg(feature = "messaging-redis")]
+    Tail {
+        /// The topics to watch.
+        #[arg(required = true)]
+        topics: Vec<String>,
+        #[command(flatten)]
+        source: tail::Source,
+        /// Where to start: the retained messages first, or only what arrives.
+        #[arg(long, value_enum, default_value = "latest")]
+        from: tail::From,
+        /// Stop after printing this many messages.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Print the retained messages of a guild's topic as JSON lines (read from the
+    /// guild's Redis).
+    #[cfg(feature = "messaging-redis")]
+    History {
+        /// The topic.
+        topic: String,
+        #[command(flatten)]
+        source: tail::Source,
+        /// Publish order, or the most urgent first.
+        #[arg(long, value_enum, default_value = "published")]
+        order: Order,
+    },
+}
+
+/// The order `guild history` prints in.
+#[cfg(feature = "messaging-redis")]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Order {
+    /// As published.
+    Published,
+    /// Most urgent first; within one priority, as published.
+    Priority,
 }
 
 /// Where the guild runs, when the command line overrides the spec.
@@ -100,7 +140,7 @@ fn main() -> ExitCode {
             Export::FromEnvironment,
             guild::telemetry::configured_metrics_endpoint(),
         ),
-        Command::Validate { .. } => (Export::FromEnvironment, None),
+        _ => (Export::FromEnvironment, None),
     };
     let tracing = match start_logging(export) {
         Ok(tracing) => tracing,
@@ -131,6 +171,26 @@ fn main() -> ExitCode {
                 &stop_signal,
             )
         }),
+        #[cfg(feature = "messaging-redis")]
+        Command::Tail {
+            topics,
+            source,
+            from,
+            count,
+        } => with_runtime(|stop_signal| tail::tail(topics, &source, from, count, &stop_signal)),
+        #[cfg(feature = "messaging-redis")]
+        Command::History {
+            topic,
+            source,
+            order,
+        } => tail::history(
+            &topic,
+            &source,
+            match order {
+                Order::Published => guild::HistoryOrder::Published,
+                Order::Priority => guild::HistoryOrder::Priority,
+            },
+        ),
     };
     if let Some(tracing) = tracing {
         tracing.shutdown();
