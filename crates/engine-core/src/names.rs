@@ -24,25 +24,78 @@ pub type PayloadBytes = SmallVec<[u8; INLINE_PAYLOAD]>;
 /// used once each (reply topics made per request) cannot grow it without bound.
 const NAMES_PER_THREAD: usize = 4096;
 
+/// How many of the names last handed out a thread compares with before it looks in its
+/// table: the messages of one frame mostly repeat one namespace, sender and topic.
+const RECENT: usize = 4;
+
 thread_local! {
-    static NAMES: RefCell<HashSet<Arc<str>>> = RefCell::new(HashSet::new());
+    static NAMES: RefCell<Names> = RefCell::new(Names::default());
+}
+
+/// One thread's interned names.
+#[derive(Default)]
+pub(crate) struct Names {
+    table: HashSet<Arc<str>>,
+    recent: [Option<Arc<str>>; RECENT],
+    next: usize,
+}
+
+impl Names {
+    /// The shared form of `name`.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.recently(name.as_bytes()) {
+            return shared;
+        }
+        let shared = match self.table.get(name) {
+            Some(shared) => shared.clone(),
+            None => {
+                if self.table.len() >= NAMES_PER_THREAD {
+                    self.table.clear();
+                }
+                let shared: Arc<str> = Arc::from(name);
+                self.table.insert(shared.clone());
+                shared
+            }
+        };
+        self.remember(&shared);
+        shared
+    }
+
+    /// The shared form of the name whose UTF-8 encoding is `bytes`, or `None` when they
+    /// are not UTF-8. A name seen lately is found without checking its bytes again.
+    pub(crate) fn intern_bytes(&mut self, bytes: &[u8]) -> Option<Arc<str>> {
+        match self.recently(bytes) {
+            Some(shared) => Some(shared),
+            None => std::str::from_utf8(bytes)
+                .ok()
+                .map(|name| self.intern(name)),
+        }
+    }
+
+    fn recently(&self, bytes: &[u8]) -> Option<Arc<str>> {
+        self.recent
+            .iter()
+            .flatten()
+            .find(|name| name.as_bytes() == bytes)
+            .cloned()
+    }
+
+    fn remember(&mut self, shared: &Arc<str>) {
+        self.recent[self.next] = Some(shared.clone());
+        self.next = (self.next + 1) % RECENT;
+    }
 }
 
 /// The shared form of `name`: the same `Arc` as the last time this thread asked for
 /// it, when it did.
 pub fn intern(name: &str) -> Arc<str> {
-    NAMES.with(|names| {
-        let mut names = names.borrow_mut();
-        if let Some(shared) = names.get(name) {
-            return shared.clone();
-        }
-        if names.len() >= NAMES_PER_THREAD {
-            names.clear();
-        }
-        let shared: Arc<str> = Arc::from(name);
-        names.insert(shared.clone());
-        shared
-    })
+    with_names(|names| names.intern(name))
+}
+
+/// Runs `f` with this thread's names, for a caller that interns several at once (one
+/// thread-local access for a whole message). `f` must not call [`intern`].
+pub(crate) fn with_names<R>(f: impl FnOnce(&mut Names) -> R) -> R {
+    NAMES.with(|names| f(&mut names.borrow_mut()))
 }
 
 /// Serializes payload bytes as a byte string (what `serde_bytes` does for a `Vec<u8>`,
@@ -96,6 +149,14 @@ mod tests {
         let again = intern(&String::from("orders"));
         assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(&*intern("other"), "other");
+        // Past the recent names, the table still shares it.
+        for name in ["a", "b", "c", "d", "e"] {
+            intern(name);
+        }
+        assert!(Arc::ptr_eq(&first, &intern("orders")));
+        let bytes = with_names(|names| names.intern_bytes(b"orders")).unwrap();
+        assert!(Arc::ptr_eq(&first, &bytes));
+        assert!(with_names(|names| names.intern_bytes(&[0xff])).is_none());
     }
 
     #[test]

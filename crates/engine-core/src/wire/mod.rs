@@ -20,7 +20,7 @@ use buf::{
 };
 
 use crate::core_error::CoreError;
-use crate::names::{PayloadBytes, Topics, intern};
+use crate::names::{Names, PayloadBytes, Topics, with_names};
 use crate::{DeadLetter, Failure, Message, MessageId, Payload, Priority, Result};
 
 /// The payload format of a [`DeadLetter`]: the protocol buffers message of that name.
@@ -120,6 +120,16 @@ pub fn message_to_vec(message: &Message) -> Vec<u8> {
 
 /// Decodes one `guild.v1.Message`.
 pub fn decode_message(bytes: &[u8]) -> Result<Message> {
+    with_names(|names| decode_with(bytes, names))
+}
+
+/// Decodes one message, interning its names in `names`.
+fn decode_with(bytes: &[u8], names: &mut Names) -> Result<Message> {
+    let mut name = |value: buf::Value<'_>, what: &str| {
+        names
+            .intern_bytes(value.bytes(what)?)
+            .ok_or_else(|| corrupt(format!("field {what} is not UTF-8")))
+    };
     let mut id = 0;
     let mut namespace = None;
     let mut topics = Topics::new();
@@ -135,9 +145,9 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message> {
     while let Some((number, value)) = fields.next_field()? {
         match number {
             field::ID => id = value.fixed64("id")?,
-            field::NAMESPACE => namespace = Some(intern(value.str("namespace")?)),
-            field::TOPICS => topics.push(intern(value.str("topics")?)),
-            field::SENDER => sender = Some(intern(value.str("sender")?)),
+            field::NAMESPACE => namespace = Some(name(value, "namespace")?),
+            field::TOPICS => topics.push(name(value, "topics")?),
+            field::SENDER => sender = Some(name(value, "sender")?),
             field::PAYLOAD => merge_payload(&mut payload, value.bytes("payload")?)?,
             field::PRIORITY => priority = value.varint("priority")?,
             field::REPLY_TO => reply_to = Some(value.str("reply_to")?.to_owned()),
@@ -162,9 +172,9 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message> {
     }
     Ok(Message {
         id,
-        namespace: namespace.unwrap_or_else(|| intern("")),
+        namespace: namespace.unwrap_or_else(|| "".into()),
         topics,
-        sender: sender.unwrap_or_else(|| intern("")),
+        sender: sender.unwrap_or_else(|| "".into()),
         payload,
         reply_to,
         in_reply_to,
