@@ -30,6 +30,8 @@ pub mod telemetry;
 // What a user of guild writes agents and programs with. Engine and backend authors,
 // who need the machinery behind them (`AgentHost`, `AgentTable`, `EventHub`,
 // `Doorbell`), depend on `engine-core` itself.
+/// Messages on the wire: the protobuf encoding of `proto/guild/v1/message.proto`.
+pub use engine_core::wire;
 pub use engine_core::{
     Agent, AgentContext, AgentInfo, AgentRegistry, AgentResult, AgentSpec, AgentState, Backoff,
     BackoffKind, BoxError, BreakerSpec, Capabilities, DeadLetter, Delivery, DependencySpec,
@@ -41,8 +43,6 @@ pub use engine_core::{
     Resources, RestartPolicy, Result, StartFrom, SubscribeRequest, Subscription, TimingsSnapshot,
     inbox_topic, unix_ms_now,
 };
-/// Messages on the wire: the protobuf encoding of `proto/guild/v1/message.proto`.
-pub use engine_core::wire;
 pub use guild::{GUILD_SENDER, Guild, GuildBuilder};
 pub use metrics::{Figures, METRICS_CONTENT_TYPE};
 pub use observer::Observer;

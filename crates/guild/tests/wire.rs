@@ -63,7 +63,13 @@ fn run_example(redis: &RedisServer) {
 /// The keys of `redis` matching `pattern`.
 fn keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
     let output = Command::new("redis-cli")
-        .args(["-p", &redis.port().to_string(), "--scan", "--pattern", pattern])
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "--scan",
+            "--pattern",
+            pattern,
+        ])
         .output()
         .expect("redis-cli runs (it comes with redis-server)");
     String::from_utf8_lossy(&output.stdout)
@@ -133,7 +139,13 @@ fn tail_follows_a_running_guild_and_stops_on_sigterm() {
     let redis = RedisServer::start();
     let url = redis.url();
     let mut tail = Command::new(env!("CARGO_BIN_EXE_guild"))
-        .args(["tail", "questions", "answers", "--guild", "request-response"])
+        .args([
+            "tail",
+            "questions",
+            "answers",
+            "--guild",
+            "request-response",
+        ])
         .args(["--messaging", &url])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -141,7 +153,10 @@ fn tail_follows_a_running_guild_and_stops_on_sigterm() {
         .expect("guild tail runs");
     let (sent, received) = mpsc::channel();
     for (name, stream) in [
-        ("stdout", Box::new(tail.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>),
+        (
+            "stdout",
+            Box::new(tail.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        ),
         ("stderr", Box::new(tail.stderr.take().unwrap())),
     ] {
         let sent = sent.clone();
@@ -158,7 +173,10 @@ fn tail_follows_a_running_guild_and_stops_on_sigterm() {
     };
     // Subscribed: what is published from now on is followed.
     let (_, watching) = next("announcement");
-    assert!(watching.contains("watching questions, answers"), "{watching}");
+    assert!(
+        watching.contains("watching questions, answers"),
+        "{watching}"
+    );
     run_example(&redis);
     let mut followed = Vec::new();
     while followed.len() < 6 {
@@ -166,7 +184,10 @@ fn tail_follows_a_running_guild_and_stops_on_sigterm() {
         assert_eq!(stream, "stdout", "{line}");
         followed.push(serde_json::from_str::<Value>(&line).unwrap());
     }
-    let topics: Vec<&str> = followed.iter().map(|m| m["topic"].as_str().unwrap()).collect();
+    let topics: Vec<&str> = followed
+        .iter()
+        .map(|m| m["topic"].as_str().unwrap())
+        .collect();
     assert_eq!(topics.iter().filter(|t| **t == "questions").count(), 3);
     assert_eq!(topics.iter().filter(|t| **t == "answers").count(), 3);
 
@@ -184,7 +205,12 @@ fn tail_follows_a_running_guild_and_stops_on_sigterm() {
 fn tail_and_history_name_what_they_cannot_read() {
     let error = failed(&guild(&["tail", "t", "--messaging", "memory"]));
     assert!(error.contains("memory backend lives inside"), "{error}");
-    let error = failed(&guild(&["history", "t", "--messaging", "redis://127.0.0.1:1"]));
+    let error = failed(&guild(&[
+        "history",
+        "t",
+        "--messaging",
+        "redis://127.0.0.1:1",
+    ]));
     assert!(error.contains("127.0.0.1:1"), "{error}");
     let error = failed(&guild(&["history", "t", "--messaging", "kafka://x"]));
     assert!(error.contains("unknown messaging backend"), "{error}");
@@ -246,7 +272,14 @@ fn a_python_program_reads_a_guild_topic_with_the_generated_module() {
     ])));
     assert_eq!(python.len(), 3);
     for (python, guild) in python.iter().zip(&guild) {
-        for field in ["id", "sender", "topics", "payload", "reply_to", "timestamp_ms"] {
+        for field in [
+            "id",
+            "sender",
+            "topics",
+            "payload",
+            "reply_to",
+            "timestamp_ms",
+        ] {
             assert_eq!(python[field], guild[field], "{field}");
         }
         assert_eq!(python["priority"], "PRIORITY_NORMAL");

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
+use guild::messaging::RedisMessaging;
 use guild::wire::DEAD_LETTER_FORMAT;
 use guild::{
     DeadLetter, HistoryOrder, HistoryQuery, JSON_FORMAT, Message, MessagingBackend, Notify,
     Outcome, StartFrom, SubscribeRequest,
 };
-use guild::messaging::RedisMessaging;
 use serde_json::{Map, Value, json};
 
 /// Which guild's messages, where.
@@ -150,7 +150,9 @@ fn guild_of(bus: &RedisMessaging, source: &Source) -> anyhow::Result<String> {
     if let Some(guild) = &source.guild {
         return Ok(guild.clone());
     }
-    let guilds = bus.guilds().context("cannot list the guilds on the server")?;
+    let guilds = bus
+        .guilds()
+        .context("cannot list the guilds on the server")?;
     match guilds.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!(
@@ -183,7 +185,10 @@ pub(crate) fn render(topic: &str, message: &Message) -> Value {
     if let Some(reply_to) = &message.reply_to {
         line.insert("reply_to".into(), reply_to.as_str().into());
     }
-    for (name, id) in [("in_reply_to", message.in_reply_to), ("thread", message.thread)] {
+    for (name, id) in [
+        ("in_reply_to", message.in_reply_to),
+        ("thread", message.thread),
+    ] {
         if let Some(id) = id {
             line.insert(name.into(), id.to_string().into());
         }
@@ -241,7 +246,10 @@ mod tests {
 
     #[test]
     fn payloads_are_shown_as_json_text_or_base64() {
-        let json = render("t", &message(Payload::encode_json(&json!({"a": 1})).unwrap()));
+        let json = render(
+            "t",
+            &message(Payload::encode_json(&json!({"a": 1})).unwrap()),
+        );
         assert_eq!(json["payload"], json!({"a": 1}));
         let text = render("t", &message(Payload::new("text", b"hi".to_vec())));
         assert_eq!(text["payload"], "hi");
