@@ -293,6 +293,8 @@ pub struct AgentInfo {
     pub exit: Option<ExitStatus>,
     /// Its process id, where it has a process of its own.
     pub pid: Option<u32>,
+    /// The machine (node) that runs it, on engines that spread agents over several.
+    pub node: Option<String>,
     /// Resident memory in bytes, where measured per agent.
     pub memory_bytes: Option<u64>,
     /// CPU time used, where measured per agent.

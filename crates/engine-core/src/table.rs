@@ -432,6 +432,7 @@ impl<H> AgentTable<H> {
             state,
             exit,
             pid: record.pid,
+            node: None,
             memory_bytes: None,
             cpu_time: None,
             messages_in: cell.messages_in.load(Ordering::Relaxed),
