@@ -184,8 +184,9 @@ impl RedisConfig {
         format!("{}:{}", self.host, self.port)
     }
 
-    /// The redis crate's connection settings.
-    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo> {
+    /// The redis crate's connection settings, for a program that keeps keys of its own
+    /// beside the backend's (the cluster's node leases).
+    pub fn connection_info(&self) -> Result<redis::ConnectionInfo> {
         let addr = if self.scheme == "rediss" {
             if !cfg!(feature = "tls") {
                 return Err(BackendError::NoTls.into());
@@ -212,7 +213,7 @@ impl RedisConfig {
 }
 
 /// `url` with any password replaced, for messages.
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -51,7 +51,7 @@ use engine_core::{
 };
 use redis::{Connection, RedisResult};
 
-pub use config::RedisConfig;
+pub use config::{RedisConfig, redact};
 use conn::{Commands, Connector};
 use error::BackendError;
 use frame::encode;
