@@ -128,6 +128,19 @@ const CELLS: &[Cell] = &[
         package: "engine-process",
         filter: "supervision::redis::",
     },
+    // The cluster engine carries messages between machines through Redis only.
+    Cell {
+        row: "engine cluster",
+        column: "redis",
+        package: "engine-cluster",
+        filter: "redis::",
+    },
+    Cell {
+        row: "engine cluster",
+        column: "supervision/redis",
+        package: "engine-cluster",
+        filter: "supervision::redis::",
+    },
 ];
 
 /// What running one cell found.

@@ -1,0 +1,603 @@
+//! The engine side: `ClusterEngine` places each agent on a live node (found through the
+//! nodes' leases in Redis, or a static list), runs, stops and queries agents through the
+//! nodes' service, and merges the nodes' lifecycle events into one hub.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use engine_core::{
+    AgentInfo, AgentSpec, AgentState, EngineCapabilities, EngineStats, Error, ErrorKind, EventHub,
+    EventReceiver, ExecutionEngine, GuildContext, LifecycleEvent, LifecycleKind, Result,
+};
+use tokio::runtime::Runtime;
+
+use crate::auth::Token;
+use crate::client::{NodeClient, connect};
+use crate::lease::{self, live_nodes};
+use crate::proto;
+
+/// The engine's name.
+pub const NAME: &str = "cluster";
+
+/// How agents are spread over nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// On the node running the fewest agents.
+    #[default]
+    Spread,
+    /// On the node running the most agents, so others stay free.
+    Pack,
+}
+
+/// Where the cluster is and how to place agents on it.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The Redis that holds the nodes' leases and carries the guild's messages.
+    pub redis: String,
+    /// The cluster's token.
+    pub token: Token,
+    /// How agents are spread.
+    pub policy: Policy,
+    /// Labels a node must have (all of them) to be chosen.
+    pub selector: BTreeMap<String, String>,
+}
+
+/// Where an agent was placed, and what to place it again with.
+#[derive(Clone)]
+struct Placed {
+    node: String,
+    address: String,
+    guild: GuildContext,
+    spec: AgentSpec,
+    /// Times it was placed again after its node was lost.
+    replaced: u32,
+}
+
+/// How often the engine looks for nodes whose lease has run out.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The cluster engine; see the module docs.
+pub struct ClusterEngine {
+    inner: Arc<Inner>,
+    watcher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    runtime: Runtime,
+    clients: Mutex<HashMap<String, NodeClient>>,
+    placed: Mutex<HashMap<(String, String), Placed>>,
+    hub: Arc<EventHub>,
+    closed: AtomicBool,
+    /// Held while an agent is placed, so two placements of it cannot race.
+    placing: Mutex<()>,
+}
+
+impl std::fmt::Debug for ClusterEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterEngine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterEngine {
+    /// An engine for the cluster `config` describes; fails when its Redis cannot be
+    /// reached.
+    pub fn new(config: ClusterConfig) -> Result<Self> {
+        lease::connect(&config.redis)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cluster-io")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    NAME,
+                    format!("cannot start its runtime: {e}"),
+                )
+            })?;
+        let inner = Arc::new(Inner {
+            config,
+            runtime,
+            clients: Mutex::new(HashMap::new()),
+            placed: Mutex::new(HashMap::new()),
+            hub: Arc::new(EventHub::new()),
+            closed: AtomicBool::new(false),
+            placing: Mutex::new(()),
+        });
+        let watched = Arc::downgrade(&inner);
+        let watcher = std::thread::Builder::new()
+            .name("cluster-watch".into())
+            .spawn(move || {
+                while let Some(inner) = watched.upgrade() {
+                    if inner.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    inner.replace_lost();
+                    drop(inner);
+                    std::thread::sleep(WATCH_EVERY);
+                }
+            })
+            .map_err(|e| Error::new(ErrorKind::Io, NAME, format!("cannot watch nodes: {e}")))?;
+        Ok(Self {
+            inner,
+            watcher: Mutex::new(Some(watcher)),
+        })
+    }
+
+    /// The live nodes, as their leases announce them.
+    pub fn nodes(&self) -> Result<Vec<proto::NodeStats>> {
+        self.inner.nodes()
+    }
+
+    /// The node agent `agent_id` of `guild` was last placed on.
+    pub fn node_of(&self, guild: &str, agent_id: &str) -> Option<String> {
+        self.inner.placed(guild, agent_id).map(|placed| placed.node)
+    }
+}
+
+impl Inner {
+    /// Places again every agent whose node's lease has run out, on the live nodes, and
+    /// reports each as restarted.
+    fn replace_lost(&self) {
+        let Ok(live) = self.nodes() else {
+            return;
+        };
+        let lost: Vec<Placed> = lock(&self.placed)
+            .values()
+            .filter(|placed| !live.iter().any(|node| node.node == placed.node))
+            .cloned()
+            .collect();
+        for placed in lost {
+            let agent = placed.spec.id.clone();
+            tracing::warn!(node = %placed.node, %agent, "node lost: placing its agent again");
+            match self.place(&placed.guild, placed.spec.clone(), placed.replaced + 1) {
+                Ok(()) => self.hub.emit(LifecycleEvent::new(
+                    &placed.guild.namespace,
+                    &agent,
+                    NAME,
+                    LifecycleKind::Restarted {
+                        attempt: placed.replaced + 1,
+                        delay_ms: 0,
+                    },
+                )),
+                Err(error) => {
+                    tracing::error!(%agent, %error, "cannot place the agent of a lost node again");
+                }
+            }
+        }
+    }
+
+    /// The live nodes, as their leases announce them.
+    fn nodes(&self) -> Result<Vec<proto::NodeStats>> {
+        let (mut connection, prefix) = lease::connect(&self.config.redis)?;
+        live_nodes(&mut connection, &prefix)
+    }
+
+    /// Places `spec` on a live node and runs it there, unless it runs on a live node
+    /// already (placed again after a node was lost, say).
+    fn place(&self, guild: &GuildContext, spec: AgentSpec, replaced: u32) -> Result<()> {
+        let _placing = lock(&self.placing);
+        let key = (guild.namespace.to_string(), spec.id.clone());
+        if let Some(placed) = lock(&self.placed).get(&key).cloned()
+            && self.nodes()?.iter().any(|node| node.node == placed.node)
+            && self
+                .describe(&placed, &spec.id)
+                .is_some_and(|info| !info.state.is_dead())
+        {
+            return Ok(());
+        }
+        let node = self.choose(&spec)?;
+        let mut client = self.client(&node.node, &node.address)?;
+        let (mut connection, prefix) = lease::connect(&self.config.redis)?;
+        let generation: u64 = redis::cmd("INCR")
+            .arg(format!("{prefix}:cluster:placements"))
+            .query(&mut connection)
+            .map_err(|e| Error::new(ErrorKind::Unavailable, NAME, format!("Redis: {e}")))?;
+        let spec_json = serde_json::to_string(&spec)
+            .map_err(|e| Error::new(ErrorKind::Codec, NAME, e.to_string()))?;
+        let request = proto::RunAgentRequest {
+            guild: guild.namespace.to_string(),
+            messaging: self.config.redis.clone(),
+            spec_json,
+            generation,
+        };
+        self.runtime
+            .block_on(client.run_agent(request))
+            .map_err(|status| status_error(&node.node, &status))?;
+        self.hub.emit(LifecycleEvent::new(
+            &guild.namespace,
+            &spec.id,
+            NAME,
+            LifecycleKind::Started,
+        ));
+        lock(&self.placed).insert(
+            key,
+            Placed {
+                node: node.node,
+                address: node.address,
+                guild: guild.clone(),
+                spec,
+                replaced,
+            },
+        );
+        Ok(())
+    }
+
+    /// What the agent's node says of it.
+    fn describe(&self, placed: &Placed, agent_id: &str) -> Option<AgentInfo> {
+        let mut client = self.client(&placed.node, &placed.address).ok()?;
+        let request = proto::DescribeAgentRequest {
+            guild: placed.guild.namespace.to_string(),
+            agent: agent_id.to_owned(),
+        };
+        let reply = self.runtime.block_on(client.describe_agent(request)).ok()?;
+        reply.into_inner().agent.map(info_of)
+    }
+
+    /// A client of node `node` at `address`, made (and its events followed) on first use.
+    fn client(&self, node: &str, address: &str) -> Result<NodeClient> {
+        if let Some(client) = lock(&self.clients).get(node) {
+            return Ok(client.clone());
+        }
+        let client = self
+            .runtime
+            .block_on(connect(address, Some(self.config.token.clone())))
+            .map_err(|e| unreachable_node(node, address, &e.to_string()))?;
+        self.follow_events(node, client.clone());
+        Ok(lock(&self.clients)
+            .entry(node.to_owned())
+            .or_insert(client)
+            .clone())
+    }
+
+    /// Hands node `node`'s lifecycle events to the hub until its stream ends.
+    fn follow_events(&self, node: &str, mut client: NodeClient) {
+        let hub = self.hub.clone();
+        let node = node.to_owned();
+        self.runtime.spawn(async move {
+            let mut stream = match client.events(proto::EventsRequest {}).await {
+                Ok(stream) => stream.into_inner(),
+                Err(error) => {
+                    tracing::warn!(%node, %error, "cannot follow the node's events");
+                    return;
+                }
+            };
+            while let Ok(Some(event)) = stream.message().await {
+                // Starts and stops happen through the engine, which reports them itself
+                // before `run_agent` and `stop_agent` return.
+                if matches!(event.kind.as_str(), "started" | "stopped") {
+                    continue;
+                }
+                if let Some(event) = lifecycle_of(event) {
+                    hub.emit(event);
+                }
+            }
+        });
+    }
+
+    /// The node to run `spec` on, by policy among those the selector allows.
+    fn choose(&self, spec: &AgentSpec) -> Result<proto::NodeStats> {
+        let nodes: Vec<proto::NodeStats> = self
+            .nodes()?
+            .into_iter()
+            .filter(|node| {
+                self.config
+                    .selector
+                    .iter()
+                    .all(|(key, value)| node.labels.get(key) == Some(value))
+            })
+            .collect();
+        // A node's lease tells its load as of its last renewal; what this engine placed
+        // since may not be in it yet.
+        let placed: Vec<String> = lock(&self.placed)
+            .values()
+            .map(|p| p.node.clone())
+            .collect();
+        let by_load = |node: &&proto::NodeStats| {
+            let ours = placed.iter().filter(|n| **n == node.node).count() as u64;
+            node.agents_running.max(ours)
+        };
+        let chosen = match self.config.policy {
+            Policy::Spread => nodes.iter().min_by_key(by_load),
+            Policy::Pack => nodes.iter().max_by_key(by_load),
+        };
+        chosen.cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                NAME,
+                format!(
+                    "agent {:?}: no live node fits (selector {:?}) among {} announced in {}",
+                    spec.id,
+                    self.config.selector,
+                    nodes.len(),
+                    messaging_redis::redact(&self.config.redis)
+                ),
+            )
+        })
+    }
+
+    fn placed(&self, guild: &str, agent: &str) -> Option<Placed> {
+        lock(&self.placed)
+            .get(&(guild.to_owned(), agent.to_owned()))
+            .cloned()
+    }
+
+    /// What the nodes say of every agent this engine placed, in placement order of
+    /// nodes (one call per node that runs any).
+    fn own_agents(&self) -> Vec<AgentInfo> {
+        let placed: Vec<((String, String), Placed)> = lock(&self.placed)
+            .iter()
+            .map(|(key, placed)| (key.clone(), placed.clone()))
+            .collect();
+        let mut by_node: BTreeMap<String, (String, Vec<(String, String)>)> = BTreeMap::new();
+        for (key, placed) in placed {
+            by_node
+                .entry(placed.node.clone())
+                .or_insert_with(|| (placed.address.clone(), Vec::new()))
+                .1
+                .push(key);
+        }
+        let mut agents = Vec::new();
+        for (node, (address, keys)) in by_node {
+            let Ok(mut client) = self.client(&node, &address) else {
+                continue;
+            };
+            let Ok(reply) = self
+                .runtime
+                .block_on(client.list_agents(proto::ListAgentsRequest::default()))
+            else {
+                continue;
+            };
+            agents.extend(
+                reply
+                    .into_inner()
+                    .agents
+                    .into_iter()
+                    .filter(|agent| keys.contains(&(agent.guild.clone(), agent.id.clone())))
+                    .map(info_of),
+            );
+        }
+        agents
+    }
+}
+
+impl ExecutionEngine for ClusterEngine {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> EngineCapabilities {
+        let mut capabilities = EngineCapabilities::default();
+        capabilities.parallel = true;
+        capabilities.isolated = true;
+        capabilities.enforces_limits = true;
+        capabilities
+    }
+
+    fn run_agent(&self, guild: &GuildContext, spec: AgentSpec) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                NAME,
+                "the engine is shut down",
+            ));
+        }
+        if guild.messaging.name() != "redis" {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                NAME,
+                format!(
+                    "agent {:?}: the cluster engine carries messages between machines through \
+                     Redis; the guild uses {} messaging",
+                    spec.id,
+                    guild.messaging.name()
+                ),
+            ));
+        }
+        self.inner.place(guild, spec, 0)
+    }
+
+    fn stop_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        // Stopping an agent the engine does not run is a no-op, as on every engine.
+        let Some(placed) = self.inner.placed(guild, agent_id) else {
+            return Ok(());
+        };
+        let mut client = self.inner.client(&placed.node, &placed.address)?;
+        let request = proto::StopAgentRequest {
+            guild: guild.to_owned(),
+            agent: agent_id.to_owned(),
+        };
+        self.inner
+            .runtime
+            .block_on(client.stop_agent(request))
+            .map_err(|status| status_error(&placed.node, &status))?;
+        lock(&self.inner.placed).remove(&(guild.to_owned(), agent_id.to_owned()));
+        self.inner.hub.emit(LifecycleEvent::new(
+            guild,
+            agent_id,
+            NAME,
+            LifecycleKind::Stopped,
+        ));
+        Ok(())
+    }
+
+    fn agents_in_guild(&self, guild: &str) -> Vec<AgentInfo> {
+        self.inner
+            .own_agents()
+            .into_iter()
+            .filter(|info| info.guild == guild)
+            .collect()
+    }
+
+    fn agent_info(&self, guild: &str, agent_id: &str) -> Option<AgentInfo> {
+        let placed = self.inner.placed(guild, agent_id)?;
+        self.inner.describe(&placed, agent_id)
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.inner
+            .own_agents()
+            .iter()
+            .map(|info| {
+                let mut stats = EngineStats::default();
+                match info.state {
+                    AgentState::Running | AgentState::Starting => stats.running = 1,
+                    AgentState::Paused => stats.paused = 1,
+                    _ => stats.dead = 1,
+                }
+                stats.messages_in = info.messages_in;
+                stats.messages_out = info.messages_out;
+                stats.errors = info.errors;
+                stats
+            })
+            .sum()
+    }
+
+    fn cleanup_dead(&self) -> Vec<AgentInfo> {
+        let dead: Vec<AgentInfo> = self
+            .inner
+            .own_agents()
+            .into_iter()
+            .filter(|info| info.state.is_dead())
+            .collect();
+        let mut placed = lock(&self.inner.placed);
+        for info in &dead {
+            placed.remove(&(info.guild.clone(), info.id.clone()));
+        }
+        dead
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(watcher) = lock(&self.watcher).take() {
+            let _ = watcher.join();
+        }
+        let placed: Vec<(String, String)> = lock(&self.inner.placed).keys().cloned().collect();
+        let mut first_error = None;
+        for (guild, agent) in placed {
+            if let Err(error) = self.stop_agent(&guild, &agent) {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn events(&self) -> EventReceiver {
+        self.inner.hub.subscribe()
+    }
+}
+
+fn info_of(agent: proto::AgentInfo) -> AgentInfo {
+    let state = match agent.state.as_str() {
+        "starting" => AgentState::Starting,
+        "running" => AgentState::Running,
+        "paused" => AgentState::Paused,
+        "exited" => AgentState::Exited,
+        "crashed" => AgentState::Crashed,
+        "killed by limit" | "killed_by_limit" => AgentState::KilledByLimit,
+        _ => AgentState::Stopped,
+    };
+    AgentInfo {
+        guild: agent.guild,
+        id: agent.id,
+        name: agent.name,
+        agent_type: agent.agent_type,
+        engine: NAME.to_owned(),
+        state,
+        pid: agent.pid,
+        node: Some(agent.node),
+        memory_bytes: agent.memory_bytes,
+        cpu_time: None,
+        messages_in: agent.messages_in,
+        messages_out: agent.messages_out,
+        errors: agent.errors,
+        exit: agent.exit.map(|exit| engine_core::ExitStatus {
+            reason: exit.reason,
+            code: exit.code,
+            signal: exit.signal,
+        }),
+        queued: agent.queued,
+        busy: agent.busy,
+        timings: Default::default(),
+    }
+}
+
+/// A node's event as the engine reports it; `None` for a kind this version does not
+/// know (a newer node's).
+fn lifecycle_of(event: proto::LifecycleEvent) -> Option<LifecycleEvent> {
+    let kind = match event.kind.as_str() {
+        "started" => LifecycleKind::Started,
+        "stopped" => LifecycleKind::Stopped,
+        "exited" => LifecycleKind::Exited,
+        "crashed" => LifecycleKind::Crashed {
+            reason: event.reason.clone(),
+        },
+        "killed_by_limit" => LifecycleKind::KilledByLimit {
+            reason: event.reason.clone(),
+        },
+        "restarted" => LifecycleKind::Restarted {
+            attempt: event.attempt,
+            delay_ms: event.delay_ms,
+        },
+        "group_failed" => LifecycleKind::GroupFailed {
+            group: event.group.clone(),
+            reason: event.reason.clone(),
+        },
+        "stuck" => LifecycleKind::Stuck {
+            busy_ms: event.busy_ms,
+        },
+        "breaker_opened" => LifecycleKind::BreakerOpened {
+            failures: event.failures,
+        },
+        "breaker_half_open" => LifecycleKind::BreakerHalfOpen,
+        "breaker_closed" => LifecycleKind::BreakerClosed,
+        other => {
+            tracing::warn!(kind = other, "a node reported an event of an unknown kind");
+            return None;
+        }
+    };
+    let ended = kind.is_end();
+    let mut lifecycle = LifecycleEvent::new(&event.guild, &event.agent, NAME, kind);
+    if ended {
+        lifecycle.exit = Some(engine_core::ExitStatus {
+            reason: event.reason,
+            code: event.exit_code,
+            signal: event.signal,
+        });
+    }
+    Some(lifecycle)
+}
+
+fn unreachable_node(node: &str, address: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        NAME,
+        format!("cannot reach node {node:?} at {address}: {why}"),
+    )
+    .retryable(true)
+}
+
+fn status_error(node: &str, status: &tonic::Status) -> Error {
+    let sent = status
+        .metadata()
+        .get(crate::node::ERROR_KIND)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|kind| serde_json::from_str::<ErrorKind>(&format!("\"{kind}\"")).ok());
+    let kind = sent.unwrap_or(match status.code() {
+        tonic::Code::InvalidArgument => ErrorKind::InvalidSpec,
+        tonic::Code::NotFound => ErrorKind::NotFound,
+        tonic::Code::Unauthenticated => ErrorKind::InvalidConfig,
+        tonic::Code::Unavailable => ErrorKind::Unavailable,
+        tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => ErrorKind::Conflict,
+        _ => ErrorKind::Internal,
+    });
+    Error::new(kind, NAME, format!("node {node:?}: {}", status.message()))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
