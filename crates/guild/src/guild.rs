@@ -159,16 +159,18 @@ impl GuildBuilder {
             .clone()
             .or_else(|| self.loaded.spec.engine.clone())
             .unwrap_or_else(|| select::DEFAULT_ENGINE.to_owned());
-        let messaging = match self.messaging {
-            Some(Messaging::Instance(backend)) => backend,
-            Some(Messaging::Url(url)) => select::messaging(&url)?,
-            None => select::messaging(
-                self.loaded
+        let (messaging, messaging_url) = match self.messaging {
+            Some(Messaging::Instance(backend)) => (backend, None),
+            Some(Messaging::Url(url)) => (select::messaging(&url)?, Some(url)),
+            None => {
+                let url = self
+                    .loaded
                     .spec
                     .messaging
-                    .as_deref()
-                    .unwrap_or(select::DEFAULT_MESSAGING),
-            )?,
+                    .clone()
+                    .unwrap_or_else(|| select::DEFAULT_MESSAGING.to_owned());
+                (select::messaging(&url)?, Some(url))
+            }
         };
         let resources = self
             .registry
@@ -196,6 +198,7 @@ impl GuildBuilder {
             context,
             forced_engine: forced,
             default_engine,
+            messaging_url,
             supplied: self.engines,
             engines: BTreeMap::new(),
             driven: DrivenEngines::default(),
@@ -256,6 +259,9 @@ pub struct Guild {
     context: GuildContext,
     forced_engine: Option<String>,
     default_engine: String,
+    /// The messaging backend's URL, when the guild connected it (engines that hand it
+    /// to other machines need it).
+    messaging_url: Option<String>,
     /// Engines the caller supplied; the guild does not shut them down.
     supplied: Vec<Arc<dyn ExecutionEngine>>,
     engines: BTreeMap<String, Arc<dyn ExecutionEngine>>,
@@ -315,7 +321,9 @@ impl Guild {
             None => {
                 let engine = match self.supplied.iter().find(|e| e.name() == engine_name) {
                     Some(supplied) => supplied.clone(),
-                    None => select::engine(&engine_name, &self.spec)?,
+                    None => {
+                        select::engine_for(&engine_name, &self.spec, self.messaging_url.as_deref())?
+                    }
                 };
                 self.events
                     .get_mut()

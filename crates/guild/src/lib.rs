@@ -62,6 +62,8 @@ pub use supervisor::{
 
 /// The execution engines compiled into this build.
 pub mod engines {
+    #[cfg(feature = "engine-cluster")]
+    pub use engine_cluster::{ClusterConfig, ClusterEngine, Token};
     #[cfg(feature = "engine-pool")]
     pub use engine_pool::{Policy, PoolConfig, PoolEngine};
     #[cfg(feature = "engine-process")]
@@ -84,5 +86,5 @@ pub mod messaging {
     #[cfg(feature = "messaging-memory")]
     pub use messaging_memory::{MemoryConfig, MemoryMessaging};
     #[cfg(feature = "messaging-redis")]
-    pub use messaging_redis::{RedisConfig, RedisMessaging};
+    pub use messaging_redis::{RedisConfig, RedisMessaging, redact};
 }

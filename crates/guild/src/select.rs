@@ -37,6 +37,9 @@ pub fn engine_names() -> Vec<String> {
     if cfg!(feature = "engine-pool") {
         names.push("pool".to_owned());
     }
+    if cfg!(feature = "engine-cluster") {
+        names.push("cluster".to_owned());
+    }
     names
 }
 
@@ -84,7 +87,7 @@ pub fn known_names() -> KnownNames {
         default_engine: DEFAULT_ENGINE.to_owned(),
         enforcing_limits: engine_names()
             .into_iter()
-            .filter(|name| name == "process")
+            .filter(|name| name == "process" || name == "cluster")
             .collect(),
         check_messaging: Some(check_messaging),
         queue_limits: messaging_names()
@@ -96,8 +99,53 @@ pub fn known_names() -> KnownNames {
 
 /// A new instance of the engine called `name`, with the settings `spec` gives it.
 pub fn engine(name: &str, spec: &GuildSpec) -> Result<Arc<dyn ExecutionEngine>> {
-    let _ = spec;
+    engine_for(name, spec, spec.messaging.as_deref())
+}
+
+/// The variable that holds the cluster's token for the cluster engine.
+pub const CLUSTER_TOKEN_VARIABLE: &str = "GUILD_CLUSTER_TOKEN";
+
+/// As [`engine`], for a guild whose messaging backend is at `messaging` (the cluster
+/// engine hands that URL to its nodes).
+pub fn engine_for(
+    name: &str,
+    spec: &GuildSpec,
+    messaging: Option<&str>,
+) -> Result<Arc<dyn ExecutionEngine>> {
+    let _ = (spec, messaging);
     match name {
+        #[cfg(feature = "engine-cluster")]
+        "cluster" => {
+            let redis = messaging
+                .filter(|url| url.starts_with("redis://") || url.starts_with("rediss://"))
+                .ok_or_else(|| {
+                    Error::new(
+                        engine_core::ErrorKind::InvalidConfig,
+                        "cluster",
+                        "the cluster engine carries messages between machines through Redis: \
+                         run with --messaging redis://…",
+                    )
+                })?;
+            let token = std::env::var(CLUSTER_TOKEN_VARIABLE).map_err(|_| {
+                Error::new(
+                    engine_core::ErrorKind::InvalidConfig,
+                    "cluster",
+                    format!(
+                        "the cluster engine needs the cluster's token in {CLUSTER_TOKEN_VARIABLE}"
+                    ),
+                )
+            })?;
+            let token = engine_cluster::Token::new(&token)
+                .map_err(|why| Error::new(engine_core::ErrorKind::InvalidConfig, "cluster", why))?;
+            Ok(Arc::new(engine_cluster::ClusterEngine::new(
+                engine_cluster::ClusterConfig {
+                    redis: redis.to_owned(),
+                    token,
+                    policy: engine_cluster::Policy::Spread,
+                    selector: Default::default(),
+                },
+            )?))
+        }
         #[cfg(feature = "engine-pool")]
         "pool" => Ok(Arc::new(engine_pool::PoolEngine::with_config(
             spec.pool.clone().unwrap_or_default(),

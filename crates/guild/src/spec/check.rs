@@ -186,6 +186,7 @@ impl<'a> Checker<'a> {
         }
         let mut seen_ids: HashMap<String, usize> = HashMap::new();
         let mut seen_types: HashMap<&str, usize> = HashMap::new();
+        let mut uses_cluster = false;
         for (i, agent) in spec.agents.iter().enumerate() {
             let nth_type = bump(&mut seen_types, &agent.agent_type);
             self.name(format!("agents[{i}].id"), "id", &agent.id, "agent id");
@@ -257,6 +258,7 @@ impl<'a> Checker<'a> {
                     ),
                 );
             }
+            uses_cluster |= engine == "cluster";
             self.limits(i, agent, engine, known);
             self.pool_settings(i, agent, engine);
             self.queue(i, agent, known);
@@ -305,6 +307,24 @@ impl<'a> Checker<'a> {
                     );
                 }
             }
+        }
+        // The cluster engine's agents run on other machines: in-process messaging
+        // cannot reach them.
+        let messaging = spec.messaging.as_deref().unwrap_or("memory");
+        if uses_cluster
+            && !(messaging.starts_with("redis://") || messaging.starts_with("rediss://"))
+        {
+            self.error(
+                "messaging".into(),
+                "messaging",
+                messaging,
+                0,
+                format!(
+                    "the cluster engine carries messages between machines through Redis, and \
+                     this guild's messaging is {messaging:?}: set messaging = \"redis://…\" \
+                     (or --messaging)"
+                ),
+            );
         }
     }
 

@@ -9,6 +9,8 @@ macro_rules! say {
     }};
 }
 
+#[cfg(feature = "engine-cluster")]
+mod node;
 mod report;
 mod run;
 mod serve;
@@ -79,6 +81,17 @@ enum Command {
         /// Stop after printing this many messages.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
+    },
+    /// Host agents on this machine for the cluster engine: serve the node service over
+    /// gRPC and hold a lease in the cluster's Redis, until Ctrl-C.
+    #[cfg(feature = "engine-cluster")]
+    Node(node::NodeArgs),
+    /// List the cluster's live nodes with their load.
+    #[cfg(feature = "engine-cluster")]
+    Nodes {
+        /// The cluster's Redis.
+        #[arg(long, env = "GUILD_MESSAGING", value_name = "URL")]
+        messaging: String,
     },
     /// Print the retained messages of a guild's topic as JSON lines (read from the
     /// guild's Redis).
@@ -178,6 +191,10 @@ fn main() -> ExitCode {
             from,
             count,
         } => with_runtime(|stop_signal| tail::tail(topics, &source, from, count, &stop_signal)),
+        #[cfg(feature = "engine-cluster")]
+        Command::Node(args) => with_runtime(|stop_signal| node::serve(&args, &stop_signal)),
+        #[cfg(feature = "engine-cluster")]
+        Command::Nodes { messaging } => node::list(&messaging),
         #[cfg(feature = "messaging-redis")]
         Command::History {
             topic,

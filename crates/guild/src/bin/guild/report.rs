@@ -100,11 +100,15 @@ pub(crate) fn summary(
             }
             (state, _) => state.to_string(),
         };
+        let engine = match &agent.node {
+            Some(node) => format!("{}@{node}", agent.engine),
+            None => agent.engine.clone(),
+        };
         say!(
             "  {:<width$}  {:<12}  {:<8}  {:>10}  {:>10}  {:>6}{}  {}",
             agent.id,
             agent.agent_type,
-            agent.engine,
+            engine,
             agent.messages_in,
             agent.messages_out,
             agent.errors,

@@ -96,7 +96,14 @@ pub(crate) fn run(
         let engine = guild.engine_for(&agent);
         let (id, agent_type) = (agent.id.clone(), agent.agent_type.clone());
         guild.launch(agent)?;
-        say!("  started {id} ({agent_type}) on {engine}");
+        let node = guild
+            .agents()
+            .into_iter()
+            .find(|info| info.id == id)
+            .and_then(|info| info.node)
+            .map(|node| format!(", node {node}"))
+            .unwrap_or_default();
+        say!("  started {id} ({agent_type}) on {engine}{node}");
     }
     // Shared from here on with whoever reads it (the metrics server).
     let guild = std::sync::Arc::new(guild);

@@ -1,0 +1,153 @@
+//! `guild node`: a daemon that hosts agents on this machine, each in a process of its
+//! own, for the cluster engine; and `guild nodes`, the cluster's live nodes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use engine_cluster::{Lease, NodeIdentity, NodeService, Token};
+
+/// The variable that holds the cluster's token when no file is given.
+pub(crate) const TOKEN_VARIABLE: &str = "GUILD_CLUSTER_TOKEN";
+
+/// How a node joins its cluster.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NodeArgs {
+    /// The address to serve the node service on (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// The cluster's Redis, where the node holds its lease and agents exchange messages.
+    #[arg(long, env = "GUILD_MESSAGING", value_name = "URL")]
+    messaging: String,
+    /// The node's id; the host name and port when not given.
+    #[arg(long)]
+    id: Option<String>,
+    /// A label placement can select on, as key=value (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// A file holding the cluster's token (else GUILD_CLUSTER_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// How long the node's lease lasts without renewal, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    lease_ms: u64,
+}
+
+/// The cluster's token, from `file` or the environment.
+pub(crate) fn token(file: Option<&PathBuf>) -> anyhow::Result<Token> {
+    let text = match file {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the token file {}", file.display()))?,
+        None => std::env::var(TOKEN_VARIABLE).with_context(|| {
+            format!("no cluster token: give --token-file or set {TOKEN_VARIABLE}")
+        })?,
+    };
+    Token::new(&text).map_err(anyhow::Error::msg)
+}
+
+/// Serves until a stop signal, then stops the node's agents and gives up its lease.
+pub(crate) fn serve(args: &NodeArgs, stop_signal: &AtomicI32) -> anyhow::Result<ExitCode> {
+    let token = token(args.token_file.as_ref())?;
+    let mut labels = BTreeMap::new();
+    for label in &args.labels {
+        let Some((key, value)) = label.split_once('=') else {
+            bail!("--label {label:?}: write key=value");
+        };
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    if args.lease_ms < 300 {
+        bail!(
+            "--lease-ms {}: a lease under 300 ms cannot be renewed reliably",
+            args.lease_ms
+        );
+    }
+    let runtime = tokio::runtime::Handle::current();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&args.listen))
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", hostname(), address.port()));
+    let engine = Arc::new(guild::engines::ProcessEngine::new());
+    let service = Arc::new(NodeService::new(
+        NodeIdentity {
+            id: id.clone(),
+            address,
+            labels,
+        },
+        token,
+        engine.clone(),
+        Arc::new(guild::builtin::builtin_registry()),
+    ));
+    let (announced, fenced) = (service.clone(), service.clone());
+    let lease = Lease::take(
+        &args.messaging,
+        &id,
+        Duration::from_millis(args.lease_ms),
+        move || announced.snapshot(),
+        move || fenced.stop_all(),
+    )?;
+    service.set_lease_generation(lease.generation);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(service.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    eprintln!("guild node {id}: serving on {address}");
+    while stop_signal.load(Ordering::SeqCst) == 0 && !server.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(lease);
+    let _ = stop.send(());
+    guild::ExecutionEngine::shutdown(&*engine)?;
+    runtime.block_on(server)??;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "node".to_owned())
+}
+
+/// Prints the cluster's live nodes with their load.
+pub(crate) fn list(messaging: &str) -> anyhow::Result<ExitCode> {
+    let nodes = engine_cluster::nodes(messaging)?;
+    if nodes.is_empty() {
+        say!("no live node in {}", guild::messaging::redact(messaging));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = nodes.iter().map(|n| n.id.len()).max().unwrap_or(4).max(4);
+    say!(
+        "  {:<width$}  {:<21}  {:>6}  {:>10}  {:>10}  labels",
+        "node",
+        "address",
+        "agents",
+        "in",
+        "out"
+    );
+    for node in nodes {
+        let labels: Vec<String> = node
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        say!(
+            "  {:<width$}  {:<21}  {:>6}  {:>10}  {:>10}  {}",
+            node.id,
+            node.address,
+            node.agents_running,
+            node.messages_in,
+            node.messages_out,
+            labels.join(",")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

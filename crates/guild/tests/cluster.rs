@@ -1,0 +1,137 @@
+//! The cluster engine over three `guild node` daemons (real processes on 127.0.0.1)
+//! and a private redis-server: a node killed with SIGKILL in the middle of 100,000
+//! numbered messages through a chain of two relays loses none of them; its agent is
+//! placed again on a surviving node.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conformance::harness::{publish_numbers_through_fault, subscribe, unique_namespace};
+use conformance::redis_server::RedisServer;
+use guild::engines::{ClusterConfig, ClusterEngine, Token};
+use guild::messaging::RedisMessaging;
+use guild::{AgentSpec, ExecutionEngine, GuildContext, MessagingBackend, Outcome, StartFrom};
+
+const TOKEN: &str = "a-cluster-token-of-some-length";
+const MESSAGES: u64 = 100_000;
+
+/// A `guild node` daemon, killed when dropped.
+struct Node {
+    id: String,
+    child: Child,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(id: &str, redis: &str) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_guild"))
+        .args([
+            "node",
+            "--id",
+            id,
+            "--messaging",
+            redis,
+            "--lease-ms",
+            "1000",
+        ])
+        .env("GUILD_CLUSTER_TOKEN", TOKEN)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("guild node starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("serving on"), "{line}");
+    // Keep draining its log, so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    Node {
+        id: id.to_owned(),
+        child,
+    }
+}
+
+#[test]
+fn a_node_killed_mid_stream_loses_no_message() {
+    let redis = RedisServer::start();
+    let url = format!("{}?maxlen={MESSAGES}", redis.url());
+    let nodes: Arc<Mutex<Vec<Node>>> = Arc::new(Mutex::new(
+        ["n1", "n2", "n3"]
+            .iter()
+            .map(|id| start_node(id, &url))
+            .collect(),
+    ));
+    let engine = ClusterEngine::new(ClusterConfig {
+        redis: url.clone(),
+        token: Token::new(TOKEN).unwrap(),
+        policy: Default::default(),
+        selector: BTreeMap::new(),
+    })
+    .unwrap();
+    let bus: Arc<dyn MessagingBackend> = Arc::new(RedisMessaging::connect(&url).unwrap());
+    let namespace = unique_namespace("node-loss");
+    let guild = GuildContext::new(
+        namespace.as_str(),
+        bus.clone(),
+        Arc::new(guild::builtin::builtin_registry()),
+    );
+    for (id, from, to) in [("first", "numbers", "middle"), ("second", "middle", "out")] {
+        let mut spec = AgentSpec::new(id, "relay").with_topic(from);
+        spec.properties = serde_json::json!({ "to": [to] });
+        spec.start_from = StartFrom::Earliest;
+        engine.run_agent(&guild, spec).unwrap();
+    }
+    let mut out = subscribe(
+        &*bus,
+        &namespace,
+        "collector",
+        &["out"],
+        StartFrom::Earliest,
+    );
+
+    let doomed = engine.node_of(&namespace, "first").unwrap();
+    let killing = nodes.clone();
+    let victim = doomed.clone();
+    publish_numbers_through_fault(&*bus, &namespace, "numbers", MESSAGES, move || {
+        let mut nodes = killing.lock().unwrap();
+        let node = nodes.iter_mut().find(|node| node.id == victim).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(node.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    });
+
+    let mut seen = vec![false; MESSAGES as usize];
+    let mut missing = MESSAGES;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while missing > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{missing} numbers never came out"
+        );
+        match out.next().unwrap() {
+            Some(delivery) => {
+                let number: u64 = delivery.message.decode_json().unwrap();
+                if !std::mem::replace(&mut seen[number as usize], true) {
+                    missing -= 1;
+                }
+                out.complete(Outcome::Handled).unwrap();
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let moved = engine.node_of(&namespace, "first").unwrap();
+    assert_ne!(
+        moved, doomed,
+        "the relay of the killed node was placed again"
+    );
+    engine.shutdown().unwrap();
+}
