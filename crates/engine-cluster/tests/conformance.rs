@@ -7,24 +7,23 @@
 //! harness: `main` first offers to be those, then runs the tests through
 //! `libtest-mimic`.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use conformance::redis_server::RedisServer;
-use engine_cluster::{ClusterConfig, ClusterEngine, Lease, NodeIdentity, NodeService, Token};
 use engine_core::{ExecutionEngine, MessagingBackend};
 use engine_process::ProcessEngine;
 use libtest_mimic::{Arguments, Trial};
 use messaging_redis::RedisMessaging;
+use support::{TestNode, cluster};
+
+mod support;
 
 /// Set (to the node's id) when this binary runs as a node.
 const NODE: &str = "GUILD_TEST_NODE";
 /// The Redis a node joins.
 const REDIS: &str = "GUILD_TEST_NODE_REDIS";
-const TOKEN: &str = "a-cluster-token-of-some-length";
 
 fn main() {
     engine_process::run_if_agent_host(conformance::agents::registry);
@@ -49,17 +48,8 @@ fn main() {
                 .iter()
                 .map(|id| NodeProcess::start(id, &url))
                 .collect();
-            let engine = || -> Arc<dyn ExecutionEngine> {
-                Arc::new(
-                    ClusterEngine::new(ClusterConfig {
-                        redis: url.clone(),
-                        token: Token::new(TOKEN).unwrap(),
-                        policy: Default::default(),
-                        selector: BTreeMap::new(),
-                    })
-                    .expect("the cluster answers"),
-                )
-            };
+            let engine =
+                || -> Arc<dyn ExecutionEngine> { Arc::new(cluster(&url, Default::default(), &[])) };
             let messaging = || -> Arc<dyn MessagingBackend> {
                 Arc::new(RedisMessaging::connect(&url).expect("the test server answers"))
             };
@@ -97,38 +87,11 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Runs a node until killed.
+/// Runs a node, hosting agents with the process engine, until killed.
 fn serve_node(id: &str, redis: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let address = listener.local_addr().unwrap();
-    let service = Arc::new(NodeService::new(
-        NodeIdentity {
-            id: id.to_owned(),
-            address,
-            labels: BTreeMap::new(),
-        },
-        Token::new(TOKEN).unwrap(),
-        Arc::new(ProcessEngine::new()),
-        Arc::new(conformance::agents::registry()),
-    ));
-    let (announced, fenced) = (service.clone(), service.clone());
-    let _lease = Lease::take(
-        redis,
-        id,
-        Duration::from_secs(2),
-        move || announced.snapshot(),
-        move || fenced.stop_all(),
-    )
-    .unwrap();
-    eprintln!("node {id} serving on {address}");
-    runtime
-        .block_on(service.serve(listener, std::future::pending()))
-        .unwrap();
+    let node = TestNode::start(id, redis, Arc::new(ProcessEngine::new()));
+    eprintln!("node {id} serving on {}", node.address);
+    loop {
+        std::thread::park();
+    }
 }

@@ -12,7 +12,9 @@ use engine_cluster::{NodeIdentity, NodeService, Token, connect};
 use engine_core::AgentSpec;
 use engine_threads::ThreadsEngine;
 
-const TOKEN: &str = "a-cluster-token-of-some-length";
+mod support;
+
+use support::token;
 
 /// A node on a free port, serving until the returned sender is dropped.
 async fn node(id: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
@@ -25,7 +27,7 @@ async fn node(id: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
             address,
             labels: Default::default(),
         },
-        Token::new(TOKEN).unwrap(),
+        token(),
         Arc::new(ThreadsEngine::new()),
         registry,
     ));
@@ -44,9 +46,7 @@ fn spec_json(id: &str) -> String {
 async fn agents_run_are_listed_and_stop_through_the_node() {
     let redis = RedisServer::start();
     let (address, _stop) = node("n1").await;
-    let mut client = connect(&address, Some(Token::new(TOKEN).unwrap()))
-        .await
-        .unwrap();
+    let mut client = connect(&address, Some(token())).await.unwrap();
     let reply = client
         .run_agent(RunAgentRequest {
             guild: "g".into(),
@@ -123,9 +123,7 @@ async fn calls_without_the_token_are_refused() {
 async fn a_spec_naming_an_unregistered_type_is_refused_by_name() {
     let redis = RedisServer::start();
     let (address, _stop) = node("n1").await;
-    let mut client = connect(&address, Some(Token::new(TOKEN).unwrap()))
-        .await
-        .unwrap();
+    let mut client = connect(&address, Some(token())).await.unwrap();
     let spec = serde_json::to_string(&AgentSpec::new("x", "no-such-type")).unwrap();
     let refused = client
         .run_agent(RunAgentRequest {

@@ -1,0 +1,85 @@
+//! What the cluster tests share: the token, a node on a runtime of its own holding its
+//! lease, and an engine over a test's Redis.
+
+// Each test binary uses part of it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine_cluster::{
+    ClusterConfig, ClusterEngine, Lease, NodeIdentity, NodeService, Policy, Token,
+};
+use engine_core::ExecutionEngine;
+
+/// The test cluster's token.
+pub(crate) const TOKEN: &str = "a-cluster-token-of-some-length";
+
+/// The test cluster's token, parsed.
+pub(crate) fn token() -> Token {
+    Token::new(TOKEN).unwrap()
+}
+
+/// A node serving on a free port of 127.0.0.1, on a runtime of its own, holding its
+/// lease in `redis` (labelled `zone=<id>`); it stops when dropped.
+pub(crate) struct TestNode {
+    pub(crate) address: String,
+    _lease: Lease,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TestNode {
+    /// Starts node `id`, running agents on `engine` with the scenario agents registered.
+    pub(crate) fn start(id: &str, redis: &str, engine: Arc<dyn ExecutionEngine>) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let service = Arc::new(NodeService::new(
+            NodeIdentity {
+                id: id.to_owned(),
+                address,
+                labels: BTreeMap::from([("zone".to_owned(), id.to_owned())]),
+            },
+            token(),
+            engine,
+            Arc::new(conformance::agents::registry()),
+        ));
+        runtime.spawn(service.clone().serve(listener, std::future::pending()));
+        let (announced, fenced) = (service.clone(), service.clone());
+        let lease = Lease::take(
+            redis,
+            id,
+            Duration::from_secs(2),
+            move || announced.snapshot(),
+            move || fenced.stop_all(),
+        )
+        .unwrap();
+        service.set_lease_generation(lease.generation);
+        Self {
+            address: address.to_string(),
+            _lease: lease,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// A cluster engine over the nodes of `redis`.
+pub(crate) fn cluster(redis: &str, policy: Policy, selector: &[(&str, &str)]) -> ClusterEngine {
+    ClusterEngine::new(ClusterConfig {
+        redis: redis.to_owned(),
+        token: token(),
+        policy,
+        selector: selector
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+    })
+    .expect("the cluster's Redis answers")
+}
