@@ -1,6 +1,6 @@
 //! The engine side: `ClusterEngine` places each agent on a live node (found through the
-//! nodes' leases in Redis, or a static list), runs, stops and queries agents through the
-//! nodes' service, and merges the nodes' lifecycle events into one hub.
+//! nodes' leases in Redis), runs, stops and queries agents through the nodes' service,
+//! and merges the nodes' lifecycle events into one hub.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +72,8 @@ struct Inner {
     closed: AtomicBool,
     /// Held while an agent is placed, so two placements of it cannot race.
     placing: Mutex<()>,
+    /// The engine's connection to the cluster's Redis, with its key prefix.
+    connection: Mutex<Option<(redis::Connection, String)>>,
 }
 
 impl std::fmt::Debug for ClusterEngine {
@@ -86,7 +88,7 @@ impl ClusterEngine {
     /// An engine for the cluster `config` describes; fails when its Redis cannot be
     /// reached.
     pub fn new(config: ClusterConfig) -> Result<Self> {
-        lease::connect(&config.redis)?;
+        let connection = lease::connect(&config.redis)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cluster-io")
@@ -107,6 +109,7 @@ impl ClusterEngine {
             hub: Arc::new(EventHub::new()),
             closed: AtomicBool::new(false),
             placing: Mutex::new(()),
+            connection: Mutex::new(Some(connection)),
         });
         let watched = Arc::downgrade(&inner);
         let watcher = std::thread::Builder::new()
@@ -129,8 +132,13 @@ impl ClusterEngine {
     }
 
     /// The live nodes, as their leases announce them.
-    pub fn nodes(&self) -> Result<Vec<proto::NodeStats>> {
-        self.inner.nodes()
+    pub fn nodes(&self) -> Result<Vec<lease::NodeSummary>> {
+        Ok(self
+            .inner
+            .nodes()?
+            .into_iter()
+            .map(lease::summary)
+            .collect())
     }
 
     /// The node agent `agent_id` of `guild` was last placed on.
@@ -173,8 +181,25 @@ impl Inner {
 
     /// The live nodes, as their leases announce them.
     fn nodes(&self) -> Result<Vec<proto::NodeStats>> {
-        let (mut connection, prefix) = lease::connect(&self.config.redis)?;
-        live_nodes(&mut connection, &prefix)
+        self.redis(live_nodes)
+    }
+
+    /// Runs `command` on the engine's Redis connection (with the key prefix), made on
+    /// first use and made again after it failed.
+    fn redis<T>(
+        &self,
+        command: impl FnOnce(&mut redis::Connection, &str) -> Result<T>,
+    ) -> Result<T> {
+        let mut connection = lock(&self.connection);
+        let (open, prefix) = match connection.as_mut() {
+            Some(open) => open,
+            None => connection.insert(lease::connect(&self.config.redis)?),
+        };
+        let result = command(open, prefix);
+        if result.is_err() {
+            *connection = None;
+        }
+        result
     }
 
     /// Places `spec` on a live node and runs it there, unless it runs on a live node
@@ -192,11 +217,12 @@ impl Inner {
         }
         let node = self.choose(&spec)?;
         let mut client = self.client(&node.node, &node.address)?;
-        let (mut connection, prefix) = lease::connect(&self.config.redis)?;
-        let generation: u64 = redis::cmd("INCR")
-            .arg(format!("{prefix}:cluster:placements"))
-            .query(&mut connection)
-            .map_err(|e| Error::new(ErrorKind::Unavailable, NAME, format!("Redis: {e}")))?;
+        let generation: u64 = self.redis(|connection, prefix| {
+            redis::cmd("INCR")
+                .arg(format!("{prefix}:cluster:placements"))
+                .query(connection)
+                .map_err(|e| Error::new(ErrorKind::Unavailable, NAME, format!("Redis: {e}")))
+        })?;
         let spec_json = serde_json::to_string(&spec)
             .map_err(|e| Error::new(ErrorKind::Codec, NAME, e.to_string()))?;
         let request = proto::RunAgentRequest {
@@ -238,9 +264,11 @@ impl Inner {
         reply.into_inner().agent.map(info_of)
     }
 
-    /// A client of node `node` at `address`, made (and its events followed) on first use.
+    /// A client of node `node` at `address`, made (and its events followed) on first use
+    /// (a node that comes back at another address gets a client of its own).
     fn client(&self, node: &str, address: &str) -> Result<NodeClient> {
-        if let Some(client) = lock(&self.clients).get(node) {
+        let key = format!("{node}@{address}");
+        if let Some(client) = lock(&self.clients).get(&key) {
             return Ok(client.clone());
         }
         let client = self
@@ -248,10 +276,7 @@ impl Inner {
             .block_on(connect(address, Some(self.config.token.clone())))
             .map_err(|e| unreachable_node(node, address, &e.to_string()))?;
         self.follow_events(node, client.clone());
-        Ok(lock(&self.clients)
-            .entry(node.to_owned())
-            .or_insert(client)
-            .clone())
+        Ok(lock(&self.clients).entry(key).or_insert(client).clone())
     }
 
     /// Hands node `node`'s lifecycle events to the hub until its stream ends.
@@ -281,8 +306,9 @@ impl Inner {
 
     /// The node to run `spec` on, by policy among those the selector allows.
     fn choose(&self, spec: &AgentSpec) -> Result<proto::NodeStats> {
-        let nodes: Vec<proto::NodeStats> = self
-            .nodes()?
+        let live = self.nodes()?;
+        let announced = live.len();
+        let nodes: Vec<proto::NodeStats> = live
             .into_iter()
             .filter(|node| {
                 self.config
@@ -313,7 +339,7 @@ impl Inner {
                     "agent {:?}: no live node fits (selector {:?}) among {} announced in {}",
                     spec.id,
                     self.config.selector,
-                    nodes.len(),
+                    announced,
                     messaging_redis::redact(&self.config.redis)
                 ),
             )

@@ -208,14 +208,19 @@ pub fn nodes(url: &str) -> Result<Vec<NodeSummary>> {
     let (mut connection, prefix) = connect(url)?;
     Ok(live_nodes(&mut connection, &prefix)?
         .into_iter()
-        .map(|node| NodeSummary {
-            id: node.node,
-            address: node.address,
-            labels: node.labels,
-            agents_running: node.agents_running,
-            messages_in: node.messages_in,
-            messages_out: node.messages_out,
-            lease_generation: node.lease_generation,
-        })
+        .map(summary)
         .collect())
+}
+
+/// A node's announcement, as the public summary.
+pub(crate) fn summary(node: proto::NodeStats) -> NodeSummary {
+    NodeSummary {
+        id: node.node,
+        address: node.address,
+        labels: node.labels,
+        agents_running: node.agents_running,
+        messages_in: node.messages_in,
+        messages_out: node.messages_out,
+        lease_generation: node.lease_generation,
+    }
 }
