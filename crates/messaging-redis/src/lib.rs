@@ -15,7 +15,10 @@
 //!   instance (`readers`, default 1), each with one blocking `XREAD` connection shared
 //!   by every subscription of the instance: not a connection per agent (`reader.rs`).
 //! - **Positions** are stored per client in a hash (`<prefix>:<guild>:pos:<client>`),
-//!   so a client restarted anywhere resumes where it left off.
+//!   so a client restarted anywhere resumes where it left off. They are written only
+//!   once what the instance published before is stored, so a process killed between a
+//!   handler's publish and its position redelivers the message instead of losing what
+//!   it published.
 //! - **Faults.** A broken connection is remade (readers back off exponentially with
 //!   jitter); readers resume from what they last fetched, so nothing is lost or fetched
 //!   twice while the process lives. Publishing while Redis is down returns the error.

@@ -236,12 +236,18 @@ pub(crate) struct RedisSubscription {
 }
 
 impl RedisSubscription {
-    /// Writes the client's changed positions to Redis.
+    /// Writes the client's changed positions to Redis, once what this backend instance
+    /// queued before is stored: a position never gets ahead of the messages its
+    /// handler published, so a process killed between the two redelivers the message
+    /// rather than losing what it published.
     fn flush_positions(&self) -> Result<()> {
         let dirty = self.state.dirty();
         if dirty.is_empty() {
             return Ok(());
         }
+        self.shared
+            .outbox
+            .settle(self.shared.connector.config().io_timeout)?;
         let key = self
             .shared
             .keys
