@@ -13,7 +13,7 @@ use engine_core::{
 use tokio::runtime::Runtime;
 
 use crate::auth::Token;
-use crate::client::{NodeClient, connect};
+use crate::client::{ClientTls, NodeClient, connect};
 use crate::lease::{self, live_nodes};
 use crate::proto;
 
@@ -41,6 +41,8 @@ pub struct ClusterConfig {
     pub policy: Policy,
     /// Labels a node must have (all of them) to be chosen.
     pub selector: BTreeMap<String, String>,
+    /// How to check the nodes over TLS; plain HTTP/2 when `None`.
+    pub tls: Option<ClientTls>,
 }
 
 /// Where an agent was placed, and what to place it again with.
@@ -273,8 +275,12 @@ impl Inner {
         }
         let client = self
             .runtime
-            .block_on(connect(address, Some(self.config.token.clone())))
-            .map_err(|e| unreachable_node(node, address, &e.to_string()))?;
+            .block_on(connect(
+                address,
+                Some(self.config.token.clone()),
+                self.config.tls.as_ref(),
+            ))
+            .map_err(|e| unreachable_node(node, address, &with_causes(&e)))?;
         self.follow_events(node, client.clone());
         Ok(lock(&self.clients).entry(key).or_insert(client).clone())
     }
@@ -596,6 +602,22 @@ fn lifecycle_of(event: proto::LifecycleEvent) -> Option<LifecycleEvent> {
         });
     }
     Some(lifecycle)
+}
+
+/// An error's text followed by its causes' (a transport error alone says little: the
+/// TLS or connection failure is among its causes).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 fn unreachable_node(node: &str, address: &str, why: &str) -> Error {

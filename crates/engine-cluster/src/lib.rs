@@ -24,7 +24,7 @@ mod node;
 pub mod proto;
 
 pub use auth::{MIN_TOKEN_BYTES, Token};
-pub use client::{NodeClient, WithToken, connect};
+pub use client::{ClientTls, NodeClient, WithToken, connect};
 pub use engine::{ClusterConfig, ClusterEngine, NAME, Policy};
 pub use lease::{Lease, NodeSummary, nodes};
 pub use node::{MAX_REQUEST_BYTES, NodeIdentity, NodeService};

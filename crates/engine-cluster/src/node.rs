@@ -3,7 +3,6 @@
 //! token.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -26,8 +25,8 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub struct NodeIdentity {
     /// The node's id, unique in the cluster.
     pub id: String,
-    /// Where its service listens.
-    pub address: SocketAddr,
+    /// Where other machines reach its service, as `host:port`.
+    pub address: String,
     /// Labels placement selects on.
     pub labels: std::collections::BTreeMap<String, String>,
 }
@@ -46,6 +45,8 @@ pub struct NodeService {
     generations: Mutex<HashMap<(String, String), u64>>,
     /// The generation of the node's lease, once it holds one.
     lease_generation: std::sync::atomic::AtomicU64,
+    /// The certificate and key the service proves itself with, when it speaks TLS.
+    tls: Option<tonic::transport::Identity>,
 }
 
 impl std::fmt::Debug for NodeService {
@@ -72,7 +73,15 @@ impl NodeService {
             guilds: Mutex::new(HashMap::new()),
             generations: Mutex::new(HashMap::new()),
             lease_generation: std::sync::atomic::AtomicU64::new(0),
+            tls: None,
         }
+    }
+
+    /// Serves over TLS with this certificate chain and private key (PEM).
+    #[must_use]
+    pub fn with_tls(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Self {
+        self.tls = Some(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        self
     }
 
     /// Records the generation of the lease the node holds.
@@ -101,7 +110,7 @@ impl NodeService {
         let stats = self.engine.stats();
         proto::NodeStats {
             node: self.identity.id.clone(),
-            address: self.identity.address.to_string(),
+            address: self.identity.address.clone(),
             labels: self.identity.labels.clone(),
             capacity: None,
             used: None,
@@ -121,13 +130,18 @@ impl NodeService {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let token = self.token.clone();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(identity) = &self.tls {
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity.clone()))?;
+        }
         let service = proto::node_server::NodeServer::from_arc(self)
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let service = tonic::service::interceptor::InterceptedService::new(
             service,
             move |request: Request<()>| token.check(&request).map(|()| request),
         );
-        tonic::transport::Server::builder()
+        server
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

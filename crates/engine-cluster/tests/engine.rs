@@ -35,7 +35,7 @@ fn agents_spread_over_three_nodes_and_handle_messages_through_redis() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for node in &nodes {
         let mut client = runtime
-            .block_on(connect(&node.address, Some(token())))
+            .block_on(connect(&node.address, Some(token()), None))
             .unwrap();
         let listed = runtime
             .block_on(client.list_agents(ListAgentsRequest {

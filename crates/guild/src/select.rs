@@ -105,6 +105,32 @@ pub fn engine(name: &str, spec: &GuildSpec) -> Result<Arc<dyn ExecutionEngine>> 
 /// The variable that holds the cluster's token for the cluster engine.
 pub const CLUSTER_TOKEN_VARIABLE: &str = "GUILD_CLUSTER_TOKEN";
 
+/// The variable that names the certificate (PEM) of the authority that signed the
+/// nodes' certificates; the cluster engine calls its nodes over TLS when it is set.
+pub const CLUSTER_CA_VARIABLE: &str = "GUILD_CLUSTER_CA";
+
+/// How the cluster engine checks its nodes over TLS, from [`CLUSTER_CA_VARIABLE`].
+#[cfg(feature = "engine-cluster")]
+fn cluster_tls() -> Result<Option<engine_cluster::ClientTls>> {
+    let Some(path) = std::env::var_os(CLUSTER_CA_VARIABLE) else {
+        return Ok(None);
+    };
+    let ca_pem = std::fs::read(&path).map_err(|e| {
+        Error::new(
+            engine_core::ErrorKind::InvalidConfig,
+            "cluster",
+            format!(
+                "{CLUSTER_CA_VARIABLE}: cannot read {}: {e}",
+                path.to_string_lossy()
+            ),
+        )
+    })?;
+    Ok(Some(engine_cluster::ClientTls {
+        ca_pem,
+        domain: None,
+    }))
+}
+
 /// As [`engine`], for a guild whose messaging backend is at `messaging` (the cluster
 /// engine hands that URL to its nodes).
 pub fn engine_for(
@@ -143,6 +169,7 @@ pub fn engine_for(
                     token,
                     policy: engine_cluster::Policy::Spread,
                     selector: Default::default(),
+                    tls: cluster_tls()?,
                 },
             )?))
         }

@@ -73,6 +73,7 @@ fn a_node_killed_mid_stream_loses_no_message() {
         token: Token::new(TOKEN).unwrap(),
         policy: Default::default(),
         selector: BTreeMap::new(),
+        tls: None,
     })
     .unwrap();
     let bus: Arc<dyn MessagingBackend> = Arc::new(RedisMessaging::connect(&url).unwrap());

@@ -44,7 +44,7 @@ impl TestNode {
         let service = Arc::new(NodeService::new(
             NodeIdentity {
                 id: id.to_owned(),
-                address,
+                address: address.to_string(),
                 labels: BTreeMap::from([("zone".to_owned(), id.to_owned())]),
             },
             token(),
@@ -80,6 +80,7 @@ pub(crate) fn cluster(redis: &str, policy: Policy, selector: &[(&str, &str)]) ->
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect(),
+        tls: None,
     })
     .expect("the cluster's Redis answers")
 }

@@ -20,6 +20,10 @@ pub(crate) struct NodeArgs {
     /// The address to serve the node service on (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     listen: String,
+    /// Where other machines reach the service, as host:port (the listening address when
+    /// not given; give it when listening on 0.0.0.0).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
     /// The cluster's Redis, where the node holds its lease and agents exchange messages.
     #[arg(long, env = "GUILD_MESSAGING", value_name = "URL")]
     messaging: String,
@@ -35,6 +39,12 @@ pub(crate) struct NodeArgs {
     /// How long the node's lease lasts without renewal, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     lease_ms: u64,
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The cluster's token, from `file` or the environment.
@@ -75,16 +85,26 @@ pub(crate) fn serve(args: &NodeArgs, stop_signal: &AtomicI32) -> anyhow::Result<
         .clone()
         .unwrap_or_else(|| format!("{}:{}", hostname(), address.port()));
     let engine = Arc::new(guild::engines::ProcessEngine::new());
-    let service = Arc::new(NodeService::new(
+    let mut service = NodeService::new(
         NodeIdentity {
             id: id.clone(),
-            address,
+            address: args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| address.to_string()),
             labels,
         },
         token,
         engine.clone(),
         Arc::new(guild::builtin::builtin_registry()),
-    ));
+    );
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        service = service.with_tls(&read(cert)?, &read(key)?);
+    }
+    let service = Arc::new(service);
     let (announced, fenced) = (service.clone(), service.clone());
     let lease = Lease::take(
         &args.messaging,
