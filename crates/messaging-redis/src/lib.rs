@@ -16,9 +16,9 @@
 //!   by every subscription of the instance: not a connection per agent (`reader.rs`).
 //! - **Positions** are stored per client in a hash (`<prefix>:<guild>:pos:<client>`),
 //!   so a client restarted anywhere resumes where it left off. They are written only
-//!   once what the instance published before is stored, so a process killed between a
-//!   handler's publish and its position redelivers the message instead of losing what
-//!   it published.
+//!   once what the client itself published (as the sender) is stored, so a process
+//!   killed between a handler's publish and its position redelivers the message
+//!   instead of losing what it published.
 //! - **Faults.** A broken connection is remade (readers back off exponentially with
 //!   jitter); readers resume from what they last fetched, so nothing is lost or fetched
 //!   twice while the process lives. Publishing while Redis is down returns the error.
@@ -300,7 +300,7 @@ impl Shared {
             bytes: encode(message),
         };
         self.outbox
-            .push(publish, self.connector.config().io_timeout)
+            .push(publish, &message.sender, self.connector.config().io_timeout)
     }
 
     /// Waits until this instance's queued publishes are stored, so that what follows

@@ -10,8 +10,8 @@
 //! was queued before it is stored: history and new subscriptions call it first, so a
 //! backend instance reads its own writes.
 
-use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use engine_core::{Error, Result};
@@ -55,14 +55,22 @@ struct State {
     sending: usize,
     queued: u64,
     stored: u64,
+    /// The number of each sender's last publish not yet stored: what a client's
+    /// positions wait for ([`Outbox::settle_sender`]).
+    last_by_sender: HashMap<Arc<str>, u64>,
     /// Why Redis counts as down, while it does.
     down: Option<String>,
 }
 
 impl Outbox {
-    /// Queues a publish; fails while Redis is down, or when the queue stays full for
-    /// `timeout`.
-    pub(crate) fn push(&self, mut publish: Publish, timeout: Duration) -> Result<()> {
+    /// Queues a publish of `sender`'s; fails while Redis is down, or when the queue stays
+    /// full for `timeout`.
+    pub(crate) fn push(
+        &self,
+        mut publish: Publish,
+        sender: &Arc<str>,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
         loop {
@@ -80,6 +88,13 @@ impl Outbox {
         }
         state.queued += 1;
         publish.seq = state.queued;
+        let seq = publish.seq;
+        match state.last_by_sender.get_mut(sender) {
+            Some(last) => *last = seq,
+            None => {
+                state.last_by_sender.insert(sender.clone(), seq);
+            }
+        }
         state.queue.push_back(publish);
         self.changed.notify_all();
         Ok(())
@@ -87,9 +102,29 @@ impl Outbox {
 
     /// Waits until everything queued before the call is stored.
     pub(crate) fn settle(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.lock();
+        let state = self.lock();
         let target = state.queued;
+        self.settle_to(state, target, timeout)
+    }
+
+    /// Waits until what `sender` queued before the call is stored: a client's
+    /// positions are written only after what its handler published.
+    pub(crate) fn settle_sender(&self, sender: &str, timeout: Duration) -> Result<()> {
+        let state = self.lock();
+        let Some(&target) = state.last_by_sender.get(sender) else {
+            return Ok(());
+        };
+        self.settle_to(state, target, timeout)
+    }
+
+    /// Waits until publishes up to number `target` are stored.
+    fn settle_to(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        target: u64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         while state.stored < target {
             if let Some(why) = &state.down {
                 return Err(unavailable(why));
@@ -123,6 +158,8 @@ impl Outbox {
         let mut state = self.lock();
         state.sending -= batch.len();
         state.stored += batch.len() as u64;
+        let stored = state.stored;
+        state.last_by_sender.retain(|_, last| *last > stored);
         state.down = None;
         self.changed.notify_all();
     }
@@ -179,15 +216,40 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_settles_once_its_own_publishes_are_stored() {
+        let outbox = Outbox::default();
+        let (mine, theirs): (Arc<str>, Arc<str>) = ("mine".into(), "theirs".into());
+        outbox.push(publish(1), &mine, Duration::ZERO).unwrap();
+        outbox.push(publish(2), &theirs, Duration::ZERO).unwrap();
+        // Nothing is stored: neither sender settles.
+        assert!(outbox.settle_sender("mine", Duration::ZERO).is_err());
+        // A sender that published nothing waits for nothing.
+        outbox.settle_sender("idle", Duration::ZERO).unwrap();
+        let first = outbox.take(Duration::ZERO);
+        assert_eq!(first.len(), 2);
+        let (one, two) = (first[..1].to_vec(), first[1..].to_vec());
+        outbox.stored(one);
+        // Its own publish is stored, the other sender's is not.
+        outbox.settle_sender("mine", Duration::ZERO).unwrap();
+        assert!(outbox.settle_sender("theirs", Duration::ZERO).is_err());
+        outbox.stored(two);
+        outbox.settle_sender("theirs", Duration::ZERO).unwrap();
+    }
+
+    #[test]
     fn a_failed_batch_goes_back_first_and_refuses_publishes_until_stored() {
         let outbox = Outbox::default();
         for n in 0..3 {
-            outbox.push(publish(n), Duration::ZERO).unwrap();
+            outbox
+                .push(publish(n), &"p".into(), Duration::ZERO)
+                .unwrap();
         }
         let batch = outbox.take(Duration::ZERO);
         assert_eq!(batch.len(), 3);
         outbox.failed(batch, "cannot reach Redis at h:1".into());
-        let refused = outbox.push(publish(9), Duration::ZERO).unwrap_err();
+        let refused = outbox
+            .push(publish(9), &"p".into(), Duration::ZERO)
+            .unwrap_err();
         assert!(refused.to_string().contains("h:1"), "{refused}");
         assert!(outbox.settle(Duration::ZERO).is_err());
         let again = outbox.take(Duration::ZERO);
@@ -199,7 +261,9 @@ mod tests {
         );
         outbox.stored(again);
         outbox.settle(Duration::ZERO).unwrap();
-        outbox.push(publish(3), Duration::ZERO).unwrap();
+        outbox
+            .push(publish(3), &"p".into(), Duration::ZERO)
+            .unwrap();
         assert_eq!(outbox.unsent(), 1);
     }
 }

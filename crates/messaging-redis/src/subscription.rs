@@ -236,8 +236,8 @@ pub(crate) struct RedisSubscription {
 }
 
 impl RedisSubscription {
-    /// Writes the client's changed positions to Redis, once what this backend instance
-    /// queued before is stored: a position never gets ahead of the messages its
+    /// Writes the client's changed positions to Redis, once what the client published
+    /// (as the sender) is stored: a position never gets ahead of the messages its
     /// handler published, so a process killed between the two redelivers the message
     /// rather than losing what it published.
     fn flush_positions(&self) -> Result<()> {
@@ -245,9 +245,10 @@ impl RedisSubscription {
         if dirty.is_empty() {
             return Ok(());
         }
-        self.shared
-            .outbox
-            .settle(self.shared.connector.config().io_timeout)?;
+        self.shared.outbox.settle_sender(
+            &self.state.client_id,
+            self.shared.connector.config().io_timeout,
+        )?;
         let key = self
             .shared
             .keys
