@@ -105,15 +105,13 @@ impl NodeService {
         }
     }
 
-    /// What the node offers and how loaded it is now.
+    /// How loaded the node is now, as its lease announces it.
     pub fn snapshot(&self) -> proto::NodeStats {
         let stats = self.engine.stats();
         proto::NodeStats {
             node: self.identity.id.clone(),
             address: self.identity.address.clone(),
             labels: self.identity.labels.clone(),
-            capacity: None,
-            used: None,
             agents_running: stats.running as u64,
             messages_in: stats.messages_in,
             messages_out: stats.messages_out,
