@@ -11,6 +11,9 @@ pub(super) const FIXED64: u8 = 1;
 pub(super) const LEN: u8 = 2;
 pub(super) const FIXED32: u8 = 5;
 
+/// The largest field number protocol buffers allow.
+const MAX_FIELD: u32 = (1 << 29) - 1;
+
 /// Appends `value` as a varint.
 pub(super) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
@@ -118,9 +121,10 @@ impl<'a> Fields<'a> {
             return Ok(None);
         }
         let key = self.varint()?;
+        // Field numbers run from 1 to 2^29 - 1.
         let field = u32::try_from(key >> 3)
             .ok()
-            .filter(|&field| field != 0)
+            .filter(|&field| (1..=MAX_FIELD).contains(&field))
             .ok_or_else(|| corrupt(format!("field number {} is out of range", key >> 3)))?;
         let value = match (key & 7) as u8 {
             VARINT => Value::Varint(self.varint()?),
