@@ -210,6 +210,18 @@ pub(crate) fn run(
     drop(watchdog);
 
     let elapsed = started.elapsed();
+    // Agents in other processes report what they handled a moment after they publish:
+    // let the counts settle (bounded) so the summary and the last push are whole.
+    let settle_by = Instant::now() + Duration::from_millis(500);
+    let mut last = guild.stats().messages_in;
+    while Instant::now() < settle_by {
+        std::thread::sleep(Duration::from_millis(25));
+        let now = guild.stats().messages_in;
+        if now == last && !guild.agents().iter().any(|agent| agent.busy) {
+            break;
+        }
+        last = now;
+    }
     // The last push carries the figures the summary prints.
     if let Some(push) = &push {
         push.update(guild.figures());
