@@ -33,6 +33,9 @@ pub struct ClientTls {
     pub domain: Option<String>,
 }
 
+/// How long connecting to a node may take before it counts as unreachable.
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Connects to the node at `address` (`host:port`), over TLS when `tls` is given;
 /// `token` is `None` only to prove a node refuses such calls.
 pub async fn connect(
@@ -41,7 +44,8 @@ pub async fn connect(
     tls: Option<&ClientTls>,
 ) -> Result<NodeClient, tonic::transport::Error> {
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))?;
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{address}"))?.connect_timeout(CONNECT_TIMEOUT);
     if let Some(tls) = tls {
         let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
         if let Some(domain) = &tls.domain {

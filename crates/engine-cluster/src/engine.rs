@@ -10,18 +10,21 @@ use engine_core::{
     AgentInfo, AgentSpec, AgentState, EngineCapabilities, EngineStats, Error, ErrorKind, EventHub,
     EventReceiver, ExecutionEngine, GuildContext, LifecycleEvent, LifecycleKind, Result,
 };
+use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
 use crate::auth::Token;
 use crate::client::{ClientTls, NodeClient, connect};
 use crate::lease::{self, live_nodes};
 use crate::proto;
+use crate::resources::{self, Resources};
 
 /// The engine's name.
 pub const NAME: &str = "cluster";
 
 /// How agents are spread over nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// On the node running the fewest agents.
     #[default]
@@ -30,19 +33,52 @@ pub enum Policy {
     Pack,
 }
 
-/// Where the cluster is and how to place agents on it.
+/// Where the cluster is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// The Redis that holds the nodes' leases and carries the guild's messages.
     pub redis: String,
     /// The cluster's token.
     pub token: Token,
-    /// How agents are spread.
-    pub policy: Policy,
-    /// Labels a node must have (all of them) to be chosen.
-    pub selector: BTreeMap<String, String>,
     /// How to check the nodes over TLS; plain HTTP/2 when `None`.
     pub tls: Option<ClientTls>,
+    /// How agents are placed, and on which nodes.
+    pub placement: ClusterSpec,
+}
+
+/// How a guild's agents are placed: a spec's `[cluster]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// How agents are spread (`spread`, the default, or `pack`).
+    #[serde(default)]
+    pub policy: Policy,
+    /// Labels a node must have (all of them) to be chosen.
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// The nodes to use, as `host:port` of their service. When empty, every node with a
+    /// live lease in the cluster's Redis; when given, only these, each live while it
+    /// answers or its lease is live.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+impl ClusterSpec {
+    /// What is wrong with the table, naming the setting; `None` when nothing is.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        for address in &self.nodes {
+            let port = address
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(port))) if !host.is_empty() && port != 0) {
+                return Some(("nodes", format!("{address:?}: write host:port")));
+            }
+        }
+        if let Some((key, _)) = self.selector.iter().find(|(key, _)| key.is_empty()) {
+            return Some(("selector", format!("{key:?}: a label needs a name")));
+        }
+        None
+    }
 }
 
 /// Where an agent was placed, and what to place it again with.
@@ -68,7 +104,8 @@ pub struct ClusterEngine {
 struct Inner {
     config: ClusterConfig,
     runtime: Runtime,
-    clients: Mutex<HashMap<String, NodeClient>>,
+    /// A client per node address.
+    clients: Arc<Mutex<HashMap<String, NodeClient>>>,
     placed: Mutex<HashMap<(String, String), Placed>>,
     hub: Arc<EventHub>,
     closed: AtomicBool,
@@ -106,7 +143,7 @@ impl ClusterEngine {
         let inner = Arc::new(Inner {
             config,
             runtime,
-            clients: Mutex::new(HashMap::new()),
+            clients: Arc::new(Mutex::new(HashMap::new())),
             placed: Mutex::new(HashMap::new()),
             hub: Arc::new(EventHub::new()),
             closed: AtomicBool::new(false),
@@ -181,9 +218,49 @@ impl Inner {
         }
     }
 
-    /// The live nodes, as their leases announce them.
+    /// The live nodes: those whose lease is live in the cluster's Redis or, when the
+    /// spec lists nodes, those of the list that answer or whose lease is live.
     fn nodes(&self) -> Result<Vec<proto::NodeStats>> {
-        self.redis(live_nodes)
+        let leased = self.redis(live_nodes)?;
+        let listed = &self.config.placement.nodes;
+        if listed.is_empty() {
+            return Ok(leased);
+        }
+        let mut nodes: Vec<proto::NodeStats> = leased
+            .into_iter()
+            .filter(|node| listed.contains(&node.address))
+            .collect();
+        for address in listed {
+            if nodes.iter().any(|node| node.address == *address) {
+                continue;
+            }
+            if let Some(stats) = self.ask_stats(address) {
+                nodes.push(stats);
+            }
+        }
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        nodes.dedup_by(|a, b| a.node == b.node);
+        Ok(nodes)
+    }
+
+    /// What the node at `address` says of itself, if it answers in time.
+    fn ask_stats(&self, address: &str) -> Option<proto::NodeStats> {
+        let mut client = self.client(address).ok()?;
+        let call = async {
+            tokio::time::timeout(
+                crate::client::CONNECT_TIMEOUT,
+                client.stats(proto::StatsRequest {}),
+            )
+            .await
+        };
+        match self.runtime.block_on(call) {
+            Ok(Ok(reply)) => Some(reply.into_inner()),
+            Ok(Err(error)) => {
+                tracing::warn!(%address, %error, "a listed node refused its stats");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Runs `command` on the engine's Redis connection (with the key prefix), made on
@@ -218,7 +295,7 @@ impl Inner {
             return Ok(());
         }
         let node = self.choose(&spec)?;
-        let mut client = self.client(&node.node, &node.address)?;
+        let mut client = self.client(&node.address)?;
         let generation: u64 = self.redis(|connection, prefix| {
             redis::cmd("INCR")
                 .arg(format!("{prefix}:cluster:placements"))
@@ -255,9 +332,32 @@ impl Inner {
         Ok(())
     }
 
+    /// Makes `call` to the node that runs agent `agent` of `guild`; `NotFound` when the
+    /// engine placed no such agent.
+    fn on_node<F>(&self, guild: &str, agent: &str, call: impl FnOnce(NodeClient) -> F) -> Result<()>
+    where
+        F: std::future::Future<Output = std::result::Result<(), tonic::Status>>,
+    {
+        let placed = self.placed(guild, agent).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                NAME,
+                format!("no agent {agent:?} in guild {guild:?}"),
+            )
+        })?;
+        let client = self.client(&placed.address)?;
+        self.runtime
+            .block_on(call(client))
+            .map_err(|status| status_error(&placed.node, &status))
+    }
+
+    fn clients_handle(&self) -> std::sync::Weak<Mutex<HashMap<String, NodeClient>>> {
+        Arc::downgrade(&self.clients)
+    }
+
     /// What the agent's node says of it.
     fn describe(&self, placed: &Placed, agent_id: &str) -> Option<AgentInfo> {
-        let mut client = self.client(&placed.node, &placed.address).ok()?;
+        let mut client = self.client(&placed.address).ok()?;
         let request = proto::DescribeAgentRequest {
             guild: placed.guild.namespace.to_string(),
             agent: agent_id.to_owned(),
@@ -266,11 +366,10 @@ impl Inner {
         reply.into_inner().agent.map(info_of)
     }
 
-    /// A client of node `node` at `address`, made (and its events followed) on first use
-    /// (a node that comes back at another address gets a client of its own).
-    fn client(&self, node: &str, address: &str) -> Result<NodeClient> {
-        let key = format!("{node}@{address}");
-        if let Some(client) = lock(&self.clients).get(&key) {
+    /// A client of the node at `address`, made (and its events followed) on first use
+    /// and again after its event stream ended (the node died or restarted).
+    fn client(&self, address: &str) -> Result<NodeClient> {
+        if let Some(client) = lock(&self.clients).get(address) {
             return Ok(client.clone());
         }
         let client = self
@@ -280,72 +379,121 @@ impl Inner {
                 Some(self.config.token.clone()),
                 self.config.tls.as_ref(),
             ))
-            .map_err(|e| unreachable_node(node, address, &with_causes(&e)))?;
-        self.follow_events(node, client.clone());
-        Ok(lock(&self.clients).entry(key).or_insert(client).clone())
+            .map_err(|e| unreachable_node(address, &with_causes(&e)))?;
+        let mut clients = lock(&self.clients);
+        if let Some(raced) = clients.get(address) {
+            return Ok(raced.clone());
+        }
+        clients.insert(address.to_owned(), client.clone());
+        drop(clients);
+        self.follow_events(address, client.clone());
+        Ok(client)
     }
 
-    /// Hands node `node`'s lifecycle events to the hub until its stream ends.
-    fn follow_events(&self, node: &str, mut client: NodeClient) {
+    /// Hands the lifecycle events of the node at `address` to the hub until its stream
+    /// ends, then forgets the client, so the next call connects afresh.
+    fn follow_events(&self, address: &str, mut client: NodeClient) {
         let hub = self.hub.clone();
-        let node = node.to_owned();
+        let address = address.to_owned();
+        let clients = self.clients_handle();
         self.runtime.spawn(async move {
-            let mut stream = match client.events(proto::EventsRequest {}).await {
-                Ok(stream) => stream.into_inner(),
+            match client.events(proto::EventsRequest {}).await {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    while let Ok(Some(event)) = stream.message().await {
+                        // Starts and stops happen through the engine, which reports them
+                        // itself before `run_agent` and `stop_agent` return.
+                        if matches!(event.kind.as_str(), "started" | "stopped") {
+                            continue;
+                        }
+                        if let Some(event) = lifecycle_of(event) {
+                            hub.emit(event);
+                        }
+                    }
+                }
                 Err(error) => {
-                    tracing::warn!(%node, %error, "cannot follow the node's events");
-                    return;
+                    tracing::warn!(%address, %error, "cannot follow the node's events");
                 }
-            };
-            while let Ok(Some(event)) = stream.message().await {
-                // Starts and stops happen through the engine, which reports them itself
-                // before `run_agent` and `stop_agent` return.
-                if matches!(event.kind.as_str(), "started" | "stopped") {
-                    continue;
-                }
-                if let Some(event) = lifecycle_of(event) {
-                    hub.emit(event);
-                }
+            }
+            if let Some(clients) = clients.upgrade() {
+                lock(&clients).remove(&address);
             }
         });
     }
 
-    /// The node to run `spec` on, by policy among those the selector allows.
+    /// The node to run `spec` on, by policy among those the selector allows and with
+    /// what the agent asks for free.
     fn choose(&self, spec: &AgentSpec) -> Result<proto::NodeStats> {
+        let placement = &self.config.placement;
         let live = self.nodes()?;
         let announced = live.len();
-        let nodes: Vec<proto::NodeStats> = live
-            .into_iter()
-            .filter(|node| {
-                self.config
-                    .selector
-                    .iter()
-                    .all(|(key, value)| node.labels.get(key) == Some(value))
-            })
-            .collect();
         // A node's lease tells its load as of its last renewal; what this engine placed
         // since may not be in it yet.
-        let placed: Vec<String> = lock(&self.placed)
-            .values()
-            .map(|p| p.node.clone())
-            .collect();
-        let by_load = |node: &&proto::NodeStats| {
-            let ours = placed.iter().filter(|n| **n == node.node).count() as u64;
-            node.agents_running.max(ours)
+        let placed: Vec<Placed> = lock(&self.placed).values().cloned().collect();
+        let ours = |node: &proto::NodeStats| {
+            let mut count = 0;
+            let mut used = Resources::new();
+            for placed in placed.iter().filter(|placed| placed.node == node.node) {
+                count += 1;
+                resources::add(&mut used, &placed.spec.resources);
+            }
+            (count, used)
         };
-        let chosen = match self.config.policy {
-            Policy::Spread => nodes.iter().min_by_key(by_load),
-            Policy::Pack => nodes.iter().max_by_key(by_load),
+        let mut refusals = Vec::new();
+        let mut fitting = Vec::new();
+        for mut node in live {
+            if let Some((key, wanted)) = placement
+                .selector
+                .iter()
+                .find(|(key, value)| node.labels.get(*key) != Some(*value))
+            {
+                refusals.push(format!("{} is not {key}={wanted}", node.node));
+                continue;
+            }
+            // What a node has free changes as agents end; for an agent that asks for
+            // resources, ask the node itself rather than trust its last renewal.
+            if !spec.resources.is_empty() {
+                match self.ask_stats(&node.address) {
+                    Some(fresh) => node = fresh,
+                    None => {
+                        refusals.push(format!("{} does not answer", node.node));
+                        continue;
+                    }
+                }
+            }
+            let (count, mut used) = ours(&node);
+            for (name, amount) in &node.used {
+                let held = used.entry(name.clone()).or_insert(0.0);
+                *held = held.max(*amount);
+            }
+            if let Some(short) = resources::shortfall(&node.capacity, &used, &spec.resources) {
+                refusals.push(format!("{} has {short}", node.node));
+                continue;
+            }
+            let load = node.agents_running.max(count);
+            fitting.push((load, node));
+        }
+        let chosen = match placement.policy {
+            Policy::Spread => fitting.into_iter().min_by_key(|(load, _)| *load),
+            Policy::Pack => fitting.into_iter().max_by_key(|(load, _)| *load),
         };
-        chosen.cloned().ok_or_else(|| {
+        chosen.map(|(_, node)| node).ok_or_else(|| {
+            let needs = if spec.resources.is_empty() {
+                String::new()
+            } else {
+                format!(" needing {}", resources::describe(&spec.resources))
+            };
+            let why = if refusals.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", refusals.join("; "))
+            };
             Error::new(
                 ErrorKind::Unavailable,
                 NAME,
                 format!(
-                    "agent {:?}: no live node fits (selector {:?}) among {} announced in {}",
+                    "agent {:?}{needs}: no live node fits among {announced} in {}{why}",
                     spec.id,
-                    self.config.selector,
-                    announced,
                     messaging_redis::redact(&self.config.redis)
                 ),
             )
@@ -374,8 +522,8 @@ impl Inner {
                 .push(key);
         }
         let mut agents = Vec::new();
-        for (node, (address, keys)) in by_node {
-            let Ok(mut client) = self.client(&node, &address) else {
+        for (address, keys) in by_node.into_values() {
+            let Ok(mut client) = self.client(&address) else {
                 continue;
             };
             let Ok(reply) = self
@@ -407,6 +555,9 @@ impl ExecutionEngine for ClusterEngine {
         capabilities.parallel = true;
         capabilities.isolated = true;
         capabilities.enforces_limits = true;
+        // Where the nodes' engine can (the process engine of `guild node` can).
+        capabilities.pause = true;
+        capabilities.kill = true;
         capabilities
     }
 
@@ -430,23 +581,23 @@ impl ExecutionEngine for ClusterEngine {
                 ),
             ));
         }
+        resources::check_agent(&spec)?;
         self.inner.place(guild, spec, 0)
     }
 
     fn stop_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
         // Stopping an agent the engine does not run is a no-op, as on every engine.
-        let Some(placed) = self.inner.placed(guild, agent_id) else {
+        if self.inner.placed(guild, agent_id).is_none() {
             return Ok(());
-        };
-        let mut client = self.inner.client(&placed.node, &placed.address)?;
+        }
         let request = proto::StopAgentRequest {
             guild: guild.to_owned(),
             agent: agent_id.to_owned(),
         };
         self.inner
-            .runtime
-            .block_on(client.stop_agent(request))
-            .map_err(|status| status_error(&placed.node, &status))?;
+            .on_node(guild, agent_id, |mut client| async move {
+                client.stop_agent(request).await.map(|_| ())
+            })?;
         lock(&self.inner.placed).remove(&(guild.to_owned(), agent_id.to_owned()));
         self.inner.hub.emit(LifecycleEvent::new(
             guild,
@@ -455,6 +606,34 @@ impl ExecutionEngine for ClusterEngine {
             LifecycleKind::Stopped,
         ));
         Ok(())
+    }
+
+    fn pause_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let request = agent_request(guild, agent_id);
+        self.inner
+            .on_node(guild, agent_id, |mut client| async move {
+                client.pause_agent(request).await.map(|_| ())
+            })
+    }
+
+    fn resume_agent(&self, guild: &str, agent_id: &str) -> Result<()> {
+        let request = agent_request(guild, agent_id);
+        self.inner
+            .on_node(guild, agent_id, |mut client| async move {
+                client.resume_agent(request).await.map(|_| ())
+            })
+    }
+
+    fn kill_agent(&self, guild: &str, agent_id: &str, reason: &str) -> Result<()> {
+        let request = proto::KillAgentRequest {
+            guild: guild.to_owned(),
+            agent: agent_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.inner
+            .on_node(guild, agent_id, |mut client| async move {
+                client.kill_agent(request).await.map(|_| ())
+            })
     }
 
     fn agents_in_guild(&self, guild: &str) -> Vec<AgentInfo> {
@@ -490,16 +669,29 @@ impl ExecutionEngine for ClusterEngine {
     }
 
     fn cleanup_dead(&self) -> Vec<AgentInfo> {
-        let dead: Vec<AgentInfo> = self
-            .inner
-            .own_agents()
-            .into_iter()
-            .filter(|info| info.state.is_dead())
+        // Each node forgets the ended agents of each guild this engine placed there.
+        let mut asked: Vec<(String, String)> = lock(&self.inner.placed)
+            .iter()
+            .map(|((guild, _), placed)| (placed.address.clone(), guild.clone()))
             .collect();
-        let mut placed = lock(&self.inner.placed);
-        for info in &dead {
-            placed.remove(&(info.guild.clone(), info.id.clone()));
+        asked.sort();
+        asked.dedup();
+        let mut dead = Vec::new();
+        for (address, guild) in asked {
+            let Ok(mut client) = self.inner.client(&address) else {
+                continue;
+            };
+            let request = proto::ListAgentsRequest { guild };
+            if let Ok(reply) = self.inner.runtime.block_on(client.cleanup_dead(request)) {
+                dead.extend(reply.into_inner().agents.into_iter().map(info_of));
+            }
         }
+        let mut placed = lock(&self.inner.placed);
+        dead.retain(|info| {
+            placed
+                .remove(&(info.guild.clone(), info.id.clone()))
+                .is_some()
+        });
         dead
     }
 
@@ -520,6 +712,13 @@ impl ExecutionEngine for ClusterEngine {
 
     fn events(&self) -> EventReceiver {
         self.inner.hub.subscribe()
+    }
+}
+
+fn agent_request(guild: &str, agent: &str) -> proto::AgentRequest {
+    proto::AgentRequest {
+        guild: guild.to_owned(),
+        agent: agent.to_owned(),
     }
 }
 
@@ -620,11 +819,11 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn unreachable_node(node: &str, address: &str, why: &str) -> Error {
+fn unreachable_node(address: &str, why: &str) -> Error {
     Error::new(
         ErrorKind::Unavailable,
         NAME,
-        format!("cannot reach node {node:?} at {address}: {why}"),
+        format!("cannot reach the node at {address}: {why}"),
     )
     .retryable(true)
 }

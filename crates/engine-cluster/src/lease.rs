@@ -185,7 +185,7 @@ pub(crate) fn live_nodes(
 }
 
 /// A live node, as its lease announces it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeSummary {
     /// The node's id.
     pub id: String,
@@ -201,6 +201,10 @@ pub struct NodeSummary {
     pub messages_out: u64,
     /// Its lease's generation.
     pub lease_generation: u64,
+    /// What it offers agents, by resource.
+    pub capacity: crate::Resources,
+    /// What its agents asked for, by resource.
+    pub used: crate::Resources,
 }
 
 /// The live nodes of the cluster whose Redis is at `url`, sorted by id.
@@ -222,5 +226,7 @@ pub(crate) fn summary(node: proto::NodeStats) -> NodeSummary {
         messages_in: node.messages_in,
         messages_out: node.messages_out,
         lease_generation: node.lease_generation,
+        capacity: node.capacity.into_iter().collect(),
+        used: node.used.into_iter().collect(),
     }
 }

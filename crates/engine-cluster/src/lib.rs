@@ -8,8 +8,10 @@
 //!   given and refuses callers without the token ([`Token`], `auth.rs`).
 //! - `lease.rs`: membership, a [`Lease`] per node in Redis, renewed, and fenced when it
 //!   lapsed; [`nodes`] lists the live ones.
-//! - `engine.rs`: [`ClusterEngine`], which places agents on live nodes by [`Policy`]
-//!   and label selector, runs and queries them through `client.rs`, and places again
+//! - `resources.rs`: what nodes offer and agents ask for (`cpu`, `memory_bytes`,
+//!   custom ones), and whether a need fits.
+//! - `engine.rs`: [`ClusterEngine`], which places agents on live nodes by [`Policy`],
+//!   label selector and resource fit, runs and queries them through `client.rs`, and places again
 //!   the agents of a node whose lease ran out.
 //!
 //! See `docs/cluster.md`.
@@ -22,9 +24,11 @@ mod node;
 /// The node service's generated types and gRPC client and server (for this crate's
 /// tests and tools; programs use [`ClusterEngine`]).
 pub mod proto;
+mod resources;
 
 pub use auth::{MIN_TOKEN_BYTES, Token};
 pub use client::{ClientTls, NodeClient, WithToken, connect};
-pub use engine::{ClusterConfig, ClusterEngine, NAME, Policy};
+pub use engine::{ClusterConfig, ClusterEngine, ClusterSpec, NAME, Policy};
 pub use lease::{Lease, NodeSummary, nodes};
 pub use node::{MAX_REQUEST_BYTES, NodeIdentity, NodeService};
+pub use resources::{CPU, MEMORY, Resources, check_agent, check_amounts, machine_capacity};

@@ -10,12 +10,13 @@ use engine_core::{
     AgentInfo, AgentRegistry, AgentSpec, ErrorKind, ExecutionEngine, GuildContext, LifecycleEvent,
     LifecycleKind,
 };
-use messaging_redis::RedisMessaging;
+use messaging_redis::{RedisConfig, RedisMessaging};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Token;
 use crate::proto;
+use crate::resources::{self, Resources};
 
 /// The largest request a node accepts (a spec is data of a few kilobytes).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -29,6 +30,12 @@ pub struct NodeIdentity {
     pub address: String,
     /// Labels placement selects on.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// What it offers agents, by resource ([`machine_capacity`](crate::machine_capacity)
+    /// and the operator's own).
+    pub capacity: Resources,
+    /// The cluster's Redis (a guild messaging URL): the node runs agents only of guilds
+    /// on this server, database and key prefix, so no caller can point it elsewhere.
+    pub messaging: String,
 }
 
 /// A guild's context on this node, made on the guild's first agent here.
@@ -43,6 +50,14 @@ pub struct NodeService {
     guilds: Mutex<Guilds>,
     /// The highest placement generation seen per (guild, agent).
     generations: Mutex<HashMap<(String, String), u64>>,
+    /// What each agent the node runs asked for; held while checking that a new agent
+    /// fits, so two cannot both take the last of a resource.
+    reserved: Mutex<HashMap<(String, String), Resources>>,
+    /// Ended agents taken from the engine by a cleanup of another guild, kept until
+    /// their own guild cleans up.
+    ended: Mutex<HashMap<String, Vec<AgentInfo>>>,
+    /// Where the cluster's Redis is, as the node compares guilds' URLs with it.
+    cluster_redis: Option<RedisConfig>,
     /// The generation of the node's lease, once it holds one.
     lease_generation: std::sync::atomic::AtomicU64,
     /// The certificate and key the service proves itself with, when it speaks TLS.
@@ -66,12 +81,15 @@ impl NodeService {
         registry: Arc<AgentRegistry>,
     ) -> Self {
         Self {
+            cluster_redis: RedisConfig::from_url(&identity.messaging).ok(),
             identity,
             token,
             engine,
             registry,
             guilds: Mutex::new(HashMap::new()),
             generations: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
+            ended: Mutex::new(HashMap::new()),
             lease_generation: std::sync::atomic::AtomicU64::new(0),
             tls: None,
         }
@@ -112,6 +130,8 @@ impl NodeService {
             node: self.identity.id.clone(),
             address: self.identity.address.clone(),
             labels: self.identity.labels.clone(),
+            capacity: self.identity.capacity.clone(),
+            used: self.used(),
             agents_running: stats.running as u64,
             messages_in: stats.messages_in,
             messages_out: stats.messages_out,
@@ -148,16 +168,85 @@ impl NodeService {
             .await
     }
 
+    /// What the node's live agents asked for, by resource.
+    fn used(&self) -> Resources {
+        let mut used = Resources::new();
+        for ((guild, agent), need) in lock(&self.reserved).iter() {
+            if self
+                .engine
+                .agent_info(guild, agent)
+                .is_some_and(|info| !info.state.is_dead())
+            {
+                resources::add(&mut used, need);
+            }
+        }
+        used
+    }
+
+    /// Runs `spec` if what it asks for is free, reserving it; refuses it otherwise.
+    fn run_fitted(&self, guild: &GuildContext, mut spec: AgentSpec) -> Result<(), Status> {
+        resources::check_agent(&spec).map_err(status)?;
+        let need = std::mem::take(&mut spec.resources);
+        let key = (guild.namespace.to_string(), spec.id.clone());
+        let mut reserved = lock(&self.reserved);
+        if !need.is_empty() {
+            let mut used = Resources::new();
+            for (held, amounts) in reserved.iter() {
+                if *held != key
+                    && self
+                        .engine
+                        .agent_info(&held.0, &held.1)
+                        .is_some_and(|info| !info.state.is_dead())
+                {
+                    resources::add(&mut used, amounts);
+                }
+            }
+            if let Some(short) = resources::shortfall(&self.identity.capacity, &used, &need) {
+                return Err(status(engine_core::Error::new(
+                    ErrorKind::Unavailable,
+                    crate::NAME,
+                    format!(
+                        "agent {:?} needs {}; this node has {short}",
+                        spec.id,
+                        resources::describe(&need)
+                    ),
+                )));
+            }
+        }
+        self.engine.run_agent(guild, spec).map_err(status)?;
+        if let Some(ended) = lock(&self.ended).get_mut(&key.0) {
+            ended.retain(|info| info.id != key.1);
+        }
+        reserved.insert(key, need);
+        Ok(())
+    }
+
     /// The guild's context on this node, made (connecting to its Redis) on first use.
     fn guild(&self, guild: &str, messaging: &str) -> Result<GuildContext, Status> {
         let key = (guild.to_owned(), messaging.to_owned());
         if let Some(context) = lock(&self.guilds).get(&key) {
             return Ok(context.clone());
         }
-        if !messaging.starts_with("redis://") && !messaging.starts_with("rediss://") {
-            return Err(Status::invalid_argument(format!(
-                "guild {guild:?}: a node reaches its guild through Redis, not {messaging:?}"
-            )));
+        let same_redis = |theirs: &RedisConfig| {
+            self.cluster_redis.as_ref().is_some_and(|ours| {
+                (&ours.host, ours.port, ours.database, &ours.key_prefix)
+                    == (
+                        &theirs.host,
+                        theirs.port,
+                        theirs.database,
+                        &theirs.key_prefix,
+                    )
+            })
+        };
+        match RedisConfig::from_url(messaging) {
+            Ok(theirs) if same_redis(&theirs) => {}
+            _ => {
+                return Err(Status::permission_denied(format!(
+                    "guild {guild:?}: this node serves the cluster whose Redis is {}, not {}",
+                    messaging_redis::redact(&self.identity.messaging),
+                    messaging_redis::redact(messaging)
+                )));
+            }
         }
         let bus = RedisMessaging::connect(messaging).map_err(status)?;
         let context = GuildContext::new(guild, Arc::new(bus), self.registry.clone());
@@ -179,6 +268,38 @@ impl NodeService {
         }
         *seen = generation;
         Ok(())
+    }
+
+    /// Runs `call` (which blocks on the engine) off the service's runtime threads.
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        call: impl FnOnce(&Self) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || call(&node))
+            .await
+            .map_err(|e| Status::internal(format!("the node's call failed: {e}")))?
+    }
+
+    /// Forgets the node's ended agents of `guild`, and answers with them. The engine
+    /// cleans up every guild at once, so the ended agents of other guilds are kept for
+    /// their own guild's cleanup (and still listed until then).
+    fn cleanup(&self, guild: &str) -> Vec<proto::AgentInfo> {
+        let mut ended = lock(&self.ended);
+        for info in self.engine.cleanup_dead() {
+            ended.entry(info.guild.clone()).or_default().push(info);
+        }
+        let mine = ended.remove(guild).unwrap_or_default();
+        drop(ended);
+        let mut reserved = lock(&self.reserved);
+        let mut generations = lock(&self.generations);
+        for info in &mine {
+            let key = (info.guild.clone(), info.id.clone());
+            reserved.remove(&key);
+            generations.remove(&key);
+        }
+        drop((reserved, generations));
+        mine.into_iter().map(|info| self.info(info)).collect()
     }
 
     fn info(&self, info: AgentInfo) -> proto::AgentInfo {
@@ -219,14 +340,13 @@ impl proto::node_server::Node for NodeService {
         let request = request.into_inner();
         let spec: AgentSpec = serde_json::from_str(&request.spec_json)
             .map_err(|e| Status::invalid_argument(format!("the agent spec: {e}")))?;
-        self.fence(&request.guild, &spec.id, request.generation)?;
         let node = self.identity.id.clone();
-        tokio::task::spawn_blocking(move || {
-            let guild = self.guild(&request.guild, &request.messaging)?;
-            self.engine.run_agent(&guild, spec).map_err(status)
+        self.blocking(move |node| {
+            let guild = node.guild(&request.guild, &request.messaging)?;
+            node.fence(&request.guild, &spec.id, request.generation)?;
+            node.run_fitted(&guild, spec)
         })
-        .await
-        .map_err(|e| Status::internal(format!("running the agent: {e}")))??;
+        .await?;
         Ok(Response::new(proto::RunAgentReply { node }))
     }
 
@@ -235,14 +355,64 @@ impl proto::node_server::Node for NodeService {
         request: Request<proto::StopAgentRequest>,
     ) -> Result<Response<proto::StopAgentReply>, Status> {
         let request = request.into_inner();
-        tokio::task::spawn_blocking(move || {
-            self.engine
+        self.blocking(move |node| {
+            node.engine
                 .stop_agent(&request.guild, &request.agent)
                 .map_err(status)
         })
-        .await
-        .map_err(|e| Status::internal(format!("stopping the agent: {e}")))??;
+        .await?;
         Ok(Response::new(proto::StopAgentReply {}))
+    }
+
+    async fn pause_agent(
+        self: Arc<Self>,
+        request: Request<proto::AgentRequest>,
+    ) -> Result<Response<proto::AgentReply>, Status> {
+        let request = request.into_inner();
+        self.blocking(move |node| {
+            node.engine
+                .pause_agent(&request.guild, &request.agent)
+                .map_err(status)
+        })
+        .await?;
+        Ok(Response::new(proto::AgentReply {}))
+    }
+
+    async fn resume_agent(
+        self: Arc<Self>,
+        request: Request<proto::AgentRequest>,
+    ) -> Result<Response<proto::AgentReply>, Status> {
+        let request = request.into_inner();
+        self.blocking(move |node| {
+            node.engine
+                .resume_agent(&request.guild, &request.agent)
+                .map_err(status)
+        })
+        .await?;
+        Ok(Response::new(proto::AgentReply {}))
+    }
+
+    async fn kill_agent(
+        self: Arc<Self>,
+        request: Request<proto::KillAgentRequest>,
+    ) -> Result<Response<proto::AgentReply>, Status> {
+        let request = request.into_inner();
+        self.blocking(move |node| {
+            node.engine
+                .kill_agent(&request.guild, &request.agent, &request.reason)
+                .map_err(status)
+        })
+        .await?;
+        Ok(Response::new(proto::AgentReply {}))
+    }
+
+    async fn cleanup_dead(
+        self: Arc<Self>,
+        request: Request<proto::ListAgentsRequest>,
+    ) -> Result<Response<proto::ListAgentsReply>, Status> {
+        let guild = request.into_inner().guild;
+        let agents = self.blocking(move |node| Ok(node.cleanup(&guild))).await?;
+        Ok(Response::new(proto::ListAgentsReply { agents }))
     }
 
     async fn list_agents(
@@ -258,9 +428,14 @@ impl proto::node_server::Node for NodeService {
         } else {
             vec![guild]
         };
+        let ended = lock(&self.ended).clone();
         let agents = guilds
             .iter()
-            .flat_map(|guild| self.engine.agents_in_guild(guild))
+            .flat_map(|guild| {
+                let mut agents = self.engine.agents_in_guild(guild);
+                agents.extend(ended.get(guild).into_iter().flatten().cloned());
+                agents
+            })
             .map(|info| self.info(info))
             .collect();
         Ok(Response::new(proto::ListAgentsReply { agents }))

@@ -38,13 +38,14 @@ pub(crate) enum CoreError {
     )]
     Unenforced { engine: &'static str, agent: String },
     #[error(
-        "agent {agent:?}: `{setting}` is a setting of the pool engine, and the {engine} \
-         engine runs this agent; remove it or run the agent with engine = \"pool\""
+        "agent {agent:?}: `{setting}` is a setting of the {owner} engine, and the {engine} \
+         engine runs this agent; remove it or run the agent with engine = \"{owner}\""
     )]
-    PoolOnly {
+    ForeignSetting {
         engine: String,
         agent: String,
         setting: &'static str,
+        owner: &'static str,
     },
     #[error("agent {agent:?} could not answer a health probe: {text}")]
     Probe { agent: String, text: String },
@@ -125,7 +126,7 @@ impl CoreError {
             F::Properties { .. } => "spec".into(),
             F::TimerThread { .. } => "timers".into(),
             F::Unenforced { engine, .. } => (*engine).into(),
-            F::PoolOnly { engine, .. } => engine.clone(),
+            F::ForeignSetting { engine, .. } => engine.clone(),
             F::EngineClosed { engine, .. }
             | F::PauseUnsupported { engine }
             | F::KillUnsupported { engine }
@@ -154,7 +155,7 @@ impl CoreError {
             | F::NotDeadLetter { .. } => ErrorKind::Codec,
             F::Properties { .. }
             | F::Unenforced { .. }
-            | F::PoolOnly { .. }
+            | F::ForeignSetting { .. }
             | F::ForeignInbox { .. }
             | F::BadAgent { .. }
             | F::UnknownResourceKind { .. }

@@ -1,6 +1,8 @@
 //! Agent specs: serializable data from which any engine, in any process or on
 //! any machine, builds the same agents through an [`AgentRegistry`](crate::AgentRegistry).
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -88,25 +90,38 @@ pub struct AgentSpec {
     /// second (the pool's default rate when not set).
     #[serde(default)]
     pub rate: Option<RateLimit>,
+    /// On the cluster engine: what the agent needs of a node, by resource (`cpu`,
+    /// `memory_bytes`, or a custom resource nodes announce, such as `gpu`). It is placed
+    /// only on a node with that much free; nothing is reserved when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, f64>,
 }
 
 impl AgentSpec {
-    /// For an engine other than the pool: refuses the pool's scheduling settings
-    /// (`placement = "dedicated"`, `weight`, `rate`), so none is accepted and ignored.
-    pub fn refuse_pool_settings(&self, engine: &str) -> Result<()> {
-        let setting = if self.placement != Placement::Shared {
-            "placement"
+    /// Refuses the settings of engines other than `engine`, so none is accepted and
+    /// ignored: the pool's scheduling settings (`placement = "dedicated"`, `weight`,
+    /// `rate`) and the cluster's `resources`.
+    pub fn refuse_settings_of_other_engines(&self, engine: &str) -> Result<()> {
+        let pool = if self.placement != Placement::Shared {
+            Some("placement")
         } else if self.weight.is_some() {
-            "weight"
+            Some("weight")
         } else if self.rate.is_some() {
-            "rate"
+            Some("rate")
         } else {
-            return Ok(());
+            None
         };
-        Err(CoreError::PoolOnly {
+        let cluster = (!self.resources.is_empty()).then_some("resources");
+        let (setting, owner) = match (pool, cluster) {
+            (Some(setting), _) if engine != "pool" => (setting, "pool"),
+            (_, Some(setting)) if engine != "cluster" => (setting, "cluster"),
+            _ => return Ok(()),
+        };
+        Err(CoreError::ForeignSetting {
             engine: engine.to_owned(),
             agent: self.id.clone(),
             setting,
+            owner,
         }
         .into())
     }
@@ -136,6 +151,7 @@ impl AgentSpec {
             placement: Placement::Shared,
             weight: None,
             rate: None,
+            resources: BTreeMap::new(),
             replicas: 1,
         }
     }

@@ -343,6 +343,7 @@ impl Drop for PoolEngine {
 /// Refuses an agent's pool settings that a pool with `config` would not honour:
 /// `weight` outside `fair_share`, `rate` outside `rate`, and values out of range.
 pub fn check_agent(config: &PoolConfig, spec: &AgentSpec) -> Result<()> {
+    spec.refuse_settings_of_other_engines("pool")?;
     let policy = config.policy;
     let needs = |setting, wanted: Policy| {
         Err(PoolError::NeedsPolicy {

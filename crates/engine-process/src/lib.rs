@@ -380,7 +380,7 @@ impl ExecutionEngine for ProcessEngine {
             Admission::Start(None) => {}
         }
         self.check_launch(&inner, &spec)?;
-        spec.refuse_pool_settings(NAME)?;
+        spec.refuse_settings_of_other_engines(NAME)?;
         let spec = Arc::new(spec);
         let (process, ready) = self.launch(guild, spec.clone())?;
         let pid = process.link.pid();

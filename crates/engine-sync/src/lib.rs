@@ -101,7 +101,7 @@ impl ExecutionEngine for SyncEngine {
             return Ok(());
         }
         spec.limits.refuse_unenforced(NAME, &spec.id)?;
-        spec.refuse_pool_settings(NAME)?;
+        spec.refuse_settings_of_other_engines(NAME)?;
         let spec = Arc::new(spec);
         let cell = Arc::new(AgentCell::reporting_to(
             self.events.clone(),

@@ -167,9 +167,8 @@ pub fn engine_for(
                 engine_cluster::ClusterConfig {
                     redis: redis.to_owned(),
                     token,
-                    policy: engine_cluster::Policy::Spread,
-                    selector: Default::default(),
                     tls: cluster_tls()?,
+                    placement: spec.cluster.clone().unwrap_or_default(),
                 },
             )?))
         }

@@ -1,9 +1,9 @@
 //! The cluster engine over three `guild node` daemons (real processes on 127.0.0.1)
 //! and a private redis-server: a node killed with SIGKILL in the middle of 100,000
 //! numbered messages through a chain of two relays loses none of them; its agent is
-//! placed again on a surviving node.
+//! placed again on a surviving node. The examples run with `--engine cluster` across
+//! three nodes, and `guild nodes` lists them with what they offer.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ impl Drop for Node {
     }
 }
 
-fn start_node(id: &str, redis: &str) -> Node {
+fn start_node(id: &str, redis: &str, extra: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_guild"))
         .args([
             "node",
@@ -42,6 +42,7 @@ fn start_node(id: &str, redis: &str) -> Node {
             "--lease-ms",
             "1000",
         ])
+        .args(extra)
         .env("GUILD_CLUSTER_TOKEN", TOKEN)
         .stderr(Stdio::piped())
         .spawn()
@@ -65,15 +66,14 @@ fn a_node_killed_mid_stream_loses_no_message() {
     let nodes: Arc<Mutex<Vec<Node>>> = Arc::new(Mutex::new(
         ["n1", "n2", "n3"]
             .iter()
-            .map(|id| start_node(id, &url))
+            .map(|id| start_node(id, &url, &[]))
             .collect(),
     ));
     let engine = ClusterEngine::new(ClusterConfig {
         redis: url.clone(),
         token: Token::new(TOKEN).unwrap(),
-        policy: Default::default(),
-        selector: BTreeMap::new(),
         tls: None,
+        placement: Default::default(),
     })
     .unwrap();
     let bus: Arc<dyn MessagingBackend> = Arc::new(RedisMessaging::connect(&url).unwrap());
@@ -135,4 +135,46 @@ fn a_node_killed_mid_stream_loses_no_message() {
         "the relay of the killed node was placed again"
     );
     engine.shutdown().unwrap();
+}
+
+/// Runs the `guild` command with the cluster's token, and its output.
+fn guild_command(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_guild"))
+        .args(args)
+        .env("GUILD_CLUSTER_TOKEN", TOKEN)
+        .output()
+        .expect("guild runs")
+}
+
+#[test]
+fn the_examples_run_across_three_nodes_which_guild_nodes_lists() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let _nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| start_node(id, &url, &["--resource", "gpu=2", "--label", "zone=a"]))
+        .collect();
+    let listed = guild_command(&["nodes", "--messaging", &url]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listed:?}");
+    for id in ["n1", "n2", "n3"] {
+        let line = text.lines().find(|line| line.contains(id)).unwrap_or_default();
+        assert!(line.contains("gpu 2/2"), "{text}");
+        assert!(line.contains("zone=a"), "{text}");
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for example in ["request-response.toml", "flaky-supervised.toml"] {
+        let path = root.join("examples").join(example);
+        let run = guild_command(&[
+            "run",
+            path.to_str().unwrap(),
+            "--engine",
+            "cluster",
+            "--messaging",
+            &url,
+        ]);
+        let out = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{example}: {run:?}");
+        assert!(out.contains("cluster@n"), "{example}: no agent's node shown\n{out}");
+    }
 }

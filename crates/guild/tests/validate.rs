@@ -143,6 +143,39 @@ fn pool_settings_nothing_would_honour_are_refused() {
 }
 
 #[test]
+fn cluster_settings_nothing_would_honour_are_refused() {
+    check(
+        &one_agent("responder", "resources = { cpu = 1 }"),
+        &["agents[0].resources", "setting of the cluster engine"],
+    );
+    let on_cluster = |extra: &str| {
+        format!(
+            "messaging = \"redis://127.0.0.1:6379\"\n{}",
+            one_agent("responder", &format!("engine = \"cluster\"\n{extra}"))
+        )
+    };
+    check(
+        &on_cluster("resources = { cpu = -1 }"),
+        &["agents[0].resources", "cpu = -1: give a positive number"],
+    );
+    check(
+        &format!("{}\n[cluster]\nnodes = [\"nohost\"]\n", on_cluster("")),
+        &["cluster.nodes", "\"nohost\": write host:port"],
+    );
+    check(
+        &format!(
+            "{}\n[cluster]\npolicy = \"pack\"\n",
+            one_agent("responder", "")
+        ),
+        &["the [cluster] table", "runs none of this guild's agents"],
+    );
+    check(
+        &format!("{}\n[cluster]\npolicy = \"random\"\n", on_cluster("")),
+        &["cluster", "random"],
+    );
+}
+
+#[test]
 fn ids_with_control_characters_are_refused() {
     check(
         "id = \"g\"\n[[agents]]\nid = \"a\\u0000b\"\ntype = \"responder\"\n",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine_cluster::{
-    ClusterConfig, ClusterEngine, Lease, NodeIdentity, NodeService, Policy, Token,
+    ClusterConfig, ClusterEngine, ClusterSpec, Lease, NodeIdentity, NodeService, Policy, Token,
 };
 use engine_core::ExecutionEngine;
 
@@ -32,6 +32,16 @@ pub(crate) struct TestNode {
 impl TestNode {
     /// Starts node `id`, running agents on `engine` with the scenario agents registered.
     pub(crate) fn start(id: &str, redis: &str, engine: Arc<dyn ExecutionEngine>) -> Self {
+        Self::offering(id, redis, engine, engine_cluster::machine_capacity())
+    }
+
+    /// As [`start`](Self::start), offering `capacity`.
+    pub(crate) fn offering(
+        id: &str,
+        redis: &str,
+        engine: Arc<dyn ExecutionEngine>,
+        capacity: engine_cluster::Resources,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -46,6 +56,8 @@ impl TestNode {
                 id: id.to_owned(),
                 address: address.to_string(),
                 labels: BTreeMap::from([("zone".to_owned(), id.to_owned())]),
+                capacity,
+                messaging: redis.to_owned(),
             },
             token(),
             engine,
@@ -72,15 +84,26 @@ impl TestNode {
 
 /// A cluster engine over the nodes of `redis`.
 pub(crate) fn cluster(redis: &str, policy: Policy, selector: &[(&str, &str)]) -> ClusterEngine {
+    placing(
+        redis,
+        ClusterSpec {
+            policy,
+            selector: selector
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+            nodes: Vec::new(),
+        },
+    )
+}
+
+/// A cluster engine over the nodes of `redis`, placing agents as `placement` says.
+pub(crate) fn placing(redis: &str, placement: ClusterSpec) -> ClusterEngine {
     ClusterEngine::new(ClusterConfig {
         redis: redis.to_owned(),
         token: token(),
-        policy,
-        selector: selector
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-            .collect(),
         tls: None,
+        placement,
     })
     .expect("the cluster's Redis answers")
 }

@@ -54,6 +54,8 @@ impl LoadedSpec {
         check.guild(known);
         #[cfg(feature = "engine-pool")]
         check.pool_table(known);
+        #[cfg(feature = "engine-cluster")]
+        check.cluster_table(known);
         check.agents(registry, known);
         check.supervision_table();
         check.run();
@@ -260,7 +262,7 @@ impl<'a> Checker<'a> {
             }
             uses_cluster |= engine == "cluster";
             self.limits(i, agent, engine, known);
-            self.pool_settings(i, agent, engine);
+            self.engine_settings(i, agent, engine);
             self.queue(i, agent, known);
             if let Some(ms) = agent.handler_timeout_ms
                 && !(1..=MAX_TIMEOUT_SECS * 1000).contains(&ms)
@@ -328,19 +330,21 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The pool's per-agent settings: refused on other engines, and checked against
-    /// the pool's policy on the pool.
-    fn pool_settings(&mut self, i: usize, agent: &AgentSpec, engine: &str) {
+    /// The settings of one engine (the pool's scheduling, the cluster's resources):
+    /// refused on other engines, and checked by the engine they belong to.
+    fn engine_settings(&mut self, i: usize, agent: &AgentSpec, engine: &str) {
         let problem = match engine {
             #[cfg(feature = "engine-pool")]
             "pool" => engine_pool::check_agent(
                 &self.loaded_spec().spec.pool.clone().unwrap_or_default(),
                 agent,
             ),
-            _ => agent.refuse_pool_settings(engine),
+            #[cfg(feature = "engine-cluster")]
+            "cluster" => engine_cluster::check_agent(agent),
+            _ => agent.refuse_settings_of_other_engines(engine),
         };
         if let Err(error) = problem {
-            let key = ["placement", "weight", "rate"]
+            let key = ["placement", "weight", "rate", "resources"]
                 .into_iter()
                 .find(|key| error.message().contains(&format!("`{key}`")))
                 .unwrap_or("rate");
@@ -348,6 +352,7 @@ impl<'a> Checker<'a> {
             let sets = |agent: &AgentSpec| match key {
                 "placement" => agent.placement != engine_core::Placement::Shared,
                 "weight" => agent.weight.is_some(),
+                "resources" => !agent.resources.is_empty(),
                 _ => agent.rate.is_some(),
             };
             let nth = self.loaded_spec().spec.agents[..i]
@@ -492,37 +497,61 @@ impl<'a> Checker<'a> {
     /// The `[pool]` table: its settings in range, and a pool that runs some agent.
     #[cfg(feature = "engine-pool")]
     fn pool_table(&mut self, known: &KnownNames) {
-        let spec = &self.loaded_spec().spec;
-        let Some(pool) = &spec.pool else {
-            return;
-        };
-        if let Some((setting, why)) = pool.problem() {
+        if let Some(pool) = &self.loaded_spec().spec.pool {
+            let problem = pool.problem();
+            self.engine_table("pool", problem, known);
+        }
+    }
+
+    /// The `[cluster]` table: its settings well formed, and a cluster that runs some
+    /// agent.
+    #[cfg(feature = "engine-cluster")]
+    fn cluster_table(&mut self, known: &KnownNames) {
+        if let Some(cluster) = &self.loaded_spec().spec.cluster {
+            let problem = cluster.problem();
+            self.engine_table("cluster", problem, known);
+        }
+    }
+
+    /// The table of settings of engine `name`, which the spec has: `problem` reported
+    /// on its setting, and an error when the engine runs none of the guild's agents,
+    /// since the table would then be ignored.
+    #[cfg(any(feature = "engine-pool", feature = "engine-cluster"))]
+    fn engine_table(
+        &mut self,
+        name: &str,
+        problem: Option<(&'static str, String)>,
+        known: &KnownNames,
+    ) {
+        if let Some((setting, why)) = problem {
             self.error(
-                format!("pool.{setting}"),
+                format!("{name}.{setting}"),
                 setting,
                 "",
                 0,
-                format!("pool setting {setting}: {why}"),
+                format!("{name} setting {setting}: {why}"),
             );
         }
+        let spec = &self.loaded_spec().spec;
         // Copies run where their agent does: no need to expand replicas.
-        let runs_pool = spec.agents.iter().any(|agent| {
+        let runs = spec.agents.iter().any(|agent| {
             agent
                 .engine
                 .as_ref()
                 .or(spec.engine.as_ref())
                 .unwrap_or(&known.default_engine)
-                == "pool"
+                == name
         });
-        if !runs_pool {
+        if !runs {
             self.error(
-                "pool".into(),
-                "pool",
+                name.into(),
+                name,
                 "",
                 0,
-                "the [pool] table sets up the pool engine, which runs none of this guild's \
-                 agents: remove the table or run agents with engine = \"pool\""
-                    .into(),
+                format!(
+                    "the [{name}] table sets up the {name} engine, which runs none of this \
+                     guild's agents: remove the table or run agents with engine = \"{name}\""
+                ),
             );
         }
     }

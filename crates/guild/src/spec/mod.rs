@@ -38,6 +38,11 @@ pub struct GuildSpec {
     #[cfg(feature = "engine-pool")]
     #[serde(default)]
     pub pool: Option<engine_pool::PoolConfig>,
+    /// How the cluster engine places the guild's agents (policy, label selector, a
+    /// static list of nodes); spread over every live node when not set.
+    #[cfg(feature = "engine-cluster")]
+    #[serde(default)]
+    pub cluster: Option<engine_cluster::ClusterSpec>,
     /// How the guild's agents are supervised (restart strategy, intensity, and the
     /// defaults of the agents' own supervision settings). Without it, agents are
     /// supervised only if one of them sets `restart`, `backoff`, `watchdog_ms` or
@@ -64,6 +69,8 @@ impl GuildSpec {
             dependencies: BTreeMap::new(),
             #[cfg(feature = "engine-pool")]
             pool: None,
+            #[cfg(feature = "engine-cluster")]
+            cluster: None,
             supervision: None,
             agents: Vec::new(),
             run: RunSpec::default(),

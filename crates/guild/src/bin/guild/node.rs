@@ -33,6 +33,11 @@ pub(crate) struct NodeArgs {
     /// A label placement can select on, as key=value (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// A resource the node offers agents, as name=amount (repeatable): a custom one such
+    /// as gpu=2, or cpu or memory_bytes to offer other than the machine's cores and
+    /// memory.
+    #[arg(long = "resource", value_name = "NAME=AMOUNT")]
+    resources: Vec<String>,
     /// A file holding the cluster's token (else GUILD_CLUSTER_TOKEN).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -69,6 +74,20 @@ pub(crate) fn serve(args: &NodeArgs, stop_signal: &AtomicI32) -> anyhow::Result<
         };
         labels.insert(key.to_owned(), value.to_owned());
     }
+    let mut capacity = engine_cluster::machine_capacity();
+    for resource in &args.resources {
+        let parsed = resource
+            .split_once('=')
+            .and_then(|(name, amount)| Some((name.trim(), amount.trim().parse::<f64>().ok()?)));
+        let Some((name, amount)) = parsed else {
+            bail!("--resource {resource:?}: write name=amount, such as gpu=2");
+        };
+        let one = engine_cluster::Resources::from([(name.to_owned(), amount)]);
+        if let Err(why) = engine_cluster::check_amounts(&one) {
+            bail!("--resource {resource:?}: {why}");
+        }
+        capacity.extend(one);
+    }
     if args.lease_ms < 300 {
         bail!(
             "--lease-ms {}: a lease under 300 ms cannot be renewed reliably",
@@ -93,6 +112,8 @@ pub(crate) fn serve(args: &NodeArgs, stop_signal: &AtomicI32) -> anyhow::Result<
                 .clone()
                 .unwrap_or_else(|| address.to_string()),
             labels,
+            capacity,
+            messaging: args.messaging.clone(),
         },
         token,
         engine.clone(),
@@ -146,12 +167,13 @@ pub(crate) fn list(messaging: &str) -> anyhow::Result<ExitCode> {
     }
     let width = nodes.iter().map(|n| n.id.len()).max().unwrap_or(4).max(4);
     say!(
-        "  {:<width$}  {:<21}  {:>6}  {:>10}  {:>10}  labels",
+        "  {:<width$}  {:<21}  {:>6}  {:>10}  {:>10}  {:<38}  labels",
         "node",
         "address",
         "agents",
         "in",
-        "out"
+        "out",
+        "free of capacity"
     );
     for node in nodes {
         let labels: Vec<String> = node
@@ -160,14 +182,41 @@ pub(crate) fn list(messaging: &str) -> anyhow::Result<ExitCode> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         say!(
-            "  {:<width$}  {:<21}  {:>6}  {:>10}  {:>10}  {}",
+            "  {:<width$}  {:<21}  {:>6}  {:>10}  {:>10}  {:<38}  {}",
             node.id,
             node.address,
             node.agents_running,
             node.messages_in,
             node.messages_out,
+            free_of_capacity(&node),
             labels.join(",")
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a node has free of what it offers, as `cpu 3/4, memory 12.5/15.6 GiB, gpu 1/1`.
+fn free_of_capacity(node: &engine_cluster::NodeSummary) -> String {
+    node.capacity
+        .iter()
+        .map(|(name, offered)| {
+            let free = offered - node.used.get(name).copied().unwrap_or(0.0);
+            if name == engine_cluster::MEMORY {
+                let gib = |bytes: f64| bytes / f64::from(1u32 << 30);
+                format!("memory {:.1}/{:.1} GiB", gib(free), gib(*offered))
+            } else {
+                format!("{name} {}/{}", trim(free), trim(*offered))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An amount without its fraction when it has none.
+fn trim(amount: f64) -> String {
+    if amount.fract() == 0.0 {
+        format!("{amount:.0}")
+    } else {
+        format!("{amount:.2}")
+    }
 }
