@@ -6,6 +6,8 @@
 //!
 //! - `node.rs`: [`NodeService`], the node side, which runs agents on the engine it is
 //!   given and refuses callers without the token ([`Token`], `auth.rs`).
+//! - `daemon.rs`: [`Node`], the service listening on a runtime of its own and holding
+//!   its lease, as `guild node` runs it.
 //! - `lease.rs`: membership, a [`Lease`] per node in Redis, renewed, and fenced when it
 //!   lapsed; [`nodes`] lists the live ones.
 //! - `resources.rs`: what nodes offer and agents ask for (`cpu`, `memory_bytes`,
@@ -18,6 +20,7 @@
 
 mod auth;
 mod client;
+mod daemon;
 mod engine;
 mod lease;
 mod node;
@@ -28,6 +31,7 @@ mod resources;
 
 pub use auth::{MIN_TOKEN_BYTES, Token};
 pub use client::{ClientTls, NodeClient, WithToken, connect};
+pub use daemon::{Node, NodeOptions};
 pub use engine::{ClusterConfig, ClusterEngine, ClusterSpec, NAME, Policy};
 pub use lease::{Lease, NodeSummary, nodes};
 pub use node::{MAX_REQUEST_BYTES, NodeIdentity, NodeService};

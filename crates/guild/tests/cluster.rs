@@ -158,7 +158,10 @@ fn the_examples_run_across_three_nodes_which_guild_nodes_lists() {
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.status.success(), "{listed:?}");
     for id in ["n1", "n2", "n3"] {
-        let line = text.lines().find(|line| line.contains(id)).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|line| line.contains(id))
+            .unwrap_or_default();
         assert!(line.contains("gpu 2/2"), "{text}");
         assert!(line.contains("zone=a"), "{text}");
     }
@@ -175,6 +178,9 @@ fn the_examples_run_across_three_nodes_which_guild_nodes_lists() {
         ]);
         let out = String::from_utf8_lossy(&run.stdout);
         assert!(run.status.success(), "{example}: {run:?}");
-        assert!(out.contains("cluster@n"), "{example}: no agent's node shown\n{out}");
+        assert!(
+            out.contains("cluster@n"),
+            "{example}: no agent's node shown\n{out}"
+        );
     }
 }

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine_cluster::{
-    ClusterConfig, ClusterEngine, ClusterSpec, Lease, NodeIdentity, NodeService, Policy, Token,
-};
+use engine_cluster::{ClusterConfig, ClusterEngine, ClusterSpec, Node, NodeOptions, Policy, Token};
 use engine_core::ExecutionEngine;
 
 /// The test cluster's token.
@@ -25,8 +23,7 @@ pub(crate) fn token() -> Token {
 /// lease in `redis` (labelled `zone=<id>`); it stops when dropped.
 pub(crate) struct TestNode {
     pub(crate) address: String,
-    _lease: Lease,
-    _runtime: tokio::runtime::Runtime,
+    _node: Node,
 }
 
 impl TestNode {
@@ -42,42 +39,16 @@ impl TestNode {
         engine: Arc<dyn ExecutionEngine>,
         capacity: engine_cluster::Resources,
     ) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let address = listener.local_addr().unwrap();
-        let service = Arc::new(NodeService::new(
-            NodeIdentity {
-                id: id.to_owned(),
-                address: address.to_string(),
-                labels: BTreeMap::from([("zone".to_owned(), id.to_owned())]),
-                capacity,
-                messaging: redis.to_owned(),
-            },
-            token(),
-            engine,
-            Arc::new(conformance::agents::registry()),
-        ));
-        runtime.spawn(service.clone().serve(listener, std::future::pending()));
-        let (announced, fenced) = (service.clone(), service.clone());
-        let lease = Lease::take(
-            redis,
-            id,
-            Duration::from_secs(2),
-            move || announced.snapshot(),
-            move || fenced.stop_all(),
-        )
-        .unwrap();
-        service.set_lease_generation(lease.generation);
+        let mut options = NodeOptions::new(redis, token());
+        options.id = Some(id.to_owned());
+        options.labels = BTreeMap::from([("zone".to_owned(), id.to_owned())]);
+        options.capacity = capacity;
+        options.lease = Duration::from_secs(2);
+        let node = Node::start(options, engine, Arc::new(conformance::agents::registry()))
+            .expect("the node starts");
         Self {
-            address: address.to_string(),
-            _lease: lease,
-            _runtime: runtime,
+            address: node.address().to_string(),
+            _node: node,
         }
     }
 }

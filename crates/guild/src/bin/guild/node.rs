@@ -1,7 +1,6 @@
 //! `guild node`: a daemon that hosts agents on this machine, each in a process of its
 //! own, for the cluster engine; and `guild nodes`, the cluster's live nodes.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use engine_cluster::{Lease, NodeIdentity, NodeService, Token};
+use engine_cluster::{Node, NodeOptions, Token};
 
 /// The variable that holds the cluster's token when no file is given.
 pub(crate) const TOKEN_VARIABLE: &str = "GUILD_CLUSTER_TOKEN";
@@ -66,15 +65,17 @@ pub(crate) fn token(file: Option<&PathBuf>) -> anyhow::Result<Token> {
 
 /// Serves until a stop signal, then stops the node's agents and gives up its lease.
 pub(crate) fn serve(args: &NodeArgs, stop_signal: &AtomicI32) -> anyhow::Result<ExitCode> {
-    let token = token(args.token_file.as_ref())?;
-    let mut labels = BTreeMap::new();
+    let mut options = NodeOptions::new(&args.messaging, token(args.token_file.as_ref())?);
+    options.listen.clone_from(&args.listen);
+    options.advertise.clone_from(&args.advertise);
+    options.id.clone_from(&args.id);
+    options.lease = Duration::from_millis(args.lease_ms);
     for label in &args.labels {
         let Some((key, value)) = label.split_once('=') else {
             bail!("--label {label:?}: write key=value");
         };
-        labels.insert(key.to_owned(), value.to_owned());
+        options.labels.insert(key.to_owned(), value.to_owned());
     }
-    let mut capacity = engine_cluster::machine_capacity();
     for resource in &args.resources {
         let parsed = resource
             .split_once('=')
@@ -86,76 +87,25 @@ pub(crate) fn serve(args: &NodeArgs, stop_signal: &AtomicI32) -> anyhow::Result<
         if let Err(why) = engine_cluster::check_amounts(&one) {
             bail!("--resource {resource:?}: {why}");
         }
-        capacity.extend(one);
+        options.capacity.extend(one);
     }
-    if args.lease_ms < 300 {
-        bail!(
-            "--lease-ms {}: a lease under 300 ms cannot be renewed reliably",
-            args.lease_ms
-        );
-    }
-    let runtime = tokio::runtime::Handle::current();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(&args.listen))
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let address = listener.local_addr()?;
-    let id = args
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", hostname(), address.port()));
-    let engine = Arc::new(guild::engines::ProcessEngine::new());
-    let mut service = NodeService::new(
-        NodeIdentity {
-            id: id.clone(),
-            address: args
-                .advertise
-                .clone()
-                .unwrap_or_else(|| address.to_string()),
-            labels,
-            capacity,
-            messaging: args.messaging.clone(),
-        },
-        token,
-        engine.clone(),
-        Arc::new(guild::builtin::builtin_registry()),
-    );
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let read = |path: &PathBuf| {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
         };
-        service = service.with_tls(&read(cert)?, &read(key)?);
+        options.tls = Some((read(cert)?, read(key)?));
     }
-    let service = Arc::new(service);
-    let (announced, fenced) = (service.clone(), service.clone());
-    let lease = Lease::take(
-        &args.messaging,
-        &id,
-        Duration::from_millis(args.lease_ms),
-        move || announced.snapshot(),
-        move || fenced.stop_all(),
+    let node = Node::start(
+        options,
+        Arc::new(guild::engines::ProcessEngine::new()),
+        Arc::new(guild::builtin::builtin_registry()),
     )?;
-    service.set_lease_generation(lease.generation);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(service.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    eprintln!("guild node {id}: serving on {address}");
-    while stop_signal.load(Ordering::SeqCst) == 0 && !server.is_finished() {
+    eprintln!("guild node {}: serving on {}", node.id(), node.address());
+    while stop_signal.load(Ordering::SeqCst) == 0 && !node.failed() {
         std::thread::sleep(Duration::from_millis(50));
     }
-    drop(lease);
-    let _ = stop.send(());
-    guild::ExecutionEngine::shutdown(&*engine)?;
-    runtime.block_on(server)??;
+    node.stop()?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "node".to_owned())
 }
 
 /// Prints the cluster's live nodes with their load.
