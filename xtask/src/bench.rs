@@ -1,12 +1,13 @@
-//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process|redis|tracing]`: every benchmark
+//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process|redis|cluster|tracing]`: every benchmark
 //! cell (system x workload), each in a fresh process, repeated `runs` times (median of
 //! the per-run medians), printed as tables of figures with their ratios to the best peer
 //! framework and to the best raw baseline, and written into `docs/benchmarks.md`.
 //!
-//! Three sections: the in-process workloads (guild's pool and threads engines against
+//! The sections: the in-process workloads (guild's pool and threads engines against
 //! peer actor frameworks and raw channels), the process engine's workloads (against raw Unix
 //! socket pairs with a child process), the Redis backend's (against the `redis`
-//! crate alone on the same kind of private server), and what tracing costs (the pool
+//! crate alone on the same kind of private server), the cluster engine's (two node
+//! daemons, against the same work on one machine), and what tracing costs (the pool
 //! engine with tracing set up four ways, against tracing off).
 
 use std::fmt::Write as _;
@@ -63,6 +64,14 @@ const PAIRED: &[Paired] = &[
         workloads: REDIS_WORKLOADS,
     },
     Paired {
+        name: "cluster",
+        rows: &[
+            ("cluster", "guild cluster, 2 nodes"),
+            ("local", "one machine"),
+        ],
+        workloads: CLUSTER_WORKLOADS,
+    },
+    Paired {
         name: "tracing",
         rows: &[
             ("trace-unconfigured", "not configured"),
@@ -84,6 +93,19 @@ const TRACING_WORKLOADS: &[(&str, &str, bool)] = &[
     (
         "ask",
         "sequential request/replies with one agent on the pool engine",
+        true,
+    ),
+];
+
+const CLUSTER_WORKLOADS: &[(&str, &str, bool)] = &[
+    (
+        "spawn",
+        "start one agent process on a node daemon through gRPC until it is ready (one machine: the process engine in the same program), over Redis",
+        true,
+    ),
+    (
+        "rtt",
+        "request/reply between agents on two nodes through Redis, timed by the requester (one machine: the same agents on one threads engine)",
         true,
     ),
 ];
@@ -155,7 +177,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         && section != "in-process"
         && !PAIRED.iter().any(|paired| paired.name == section)
     {
-        bail!("unknown section {section:?}: in-process, process, redis or tracing");
+        bail!("unknown section {section:?}: in-process, process, redis, cluster or tracing");
     }
     cmd::run(&["build", "--release", "--quiet", "--package", "bench"])?;
     let measure = |system: &str, workload: &str| -> anyhow::Result<Figures> {

@@ -23,11 +23,15 @@
 //! The Redis backend's cells: systems `redis` (guild over Redis) and `redis-raw` (the
 //! `redis` crate alone), workloads `throughput` and `latency`; see [`redis`]. Each cell
 //! starts a private `redis-server`.
+//!
+//! The cluster engine's cells: systems `cluster` (two node daemons) and `local` (the
+//! same work on one machine), workloads `spawn` and `rtt`; see [`cluster`].
 #![allow(
     clippy::print_stdout,
     reason = "a benchmark program prints its results"
 )]
 
+mod cluster;
 mod guild;
 mod peer_actix;
 mod peer_kameo;
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
     // The process cells start this program again, as an agent host or a raw child.
     engine_process::run_if_agent_host(process::registry);
     process::run_if_raw_child();
+    cluster::serve_if_node();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let positional: Vec<&str> = args
@@ -88,12 +93,12 @@ fn main() -> ExitCode {
         .collect();
     let [system_name, workload] = positional[..] else {
         eprintln!(
-            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway|detect|restart> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]"
+            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway|detect|restart> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]\n       bench <cluster|local> <spawn|rtt> [--quick]"
         );
         return ExitCode::from(2);
     };
     let sizes = Sizes::new(quick);
-    if let "process" | "unix" | "redis" | "redis-raw" = system_name {
+    if let "process" | "unix" | "redis" | "redis-raw" | "cluster" | "local" = system_name {
         return process_cell(system_name, workload, &sizes);
     }
     let tracing = tracing_cost::SYSTEMS
@@ -153,6 +158,7 @@ fn process_cell(system: &str, workload: &str, sizes: &Sizes) -> ExitCode {
     let n = match workload {
         "spawn" => process::SPAWNS as u64,
         "detect" | "restart" => supervision::KILLS as u64,
+        "rtt" if matches!(system, "cluster" | "local") => sizes.redis_latency,
         "rtt" => sizes.rtt,
         "oneway" => sizes.oneway,
         "throughput" => sizes.redis_throughput,
@@ -168,6 +174,8 @@ fn process_cell(system: &str, workload: &str, sizes: &Sizes) -> ExitCode {
         ("process", _) => process::guild(workload, n),
         ("unix", _) => process::raw(workload, n),
         ("redis", _) => redis::guild(workload, n),
+        ("cluster", _) => cluster::guild(workload, n),
+        ("local", _) => cluster::local(workload, n),
         _ => redis::raw(workload, n),
     };
     run(); // warm-up

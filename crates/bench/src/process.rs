@@ -38,6 +38,11 @@ pub(crate) fn registry() -> AgentRegistry {
     registry
         .register("echo", |_| Ok(Echo))
         .register("idle", |_| Ok(Idle))
+        .register("pinger", |spec| {
+            let to = spec.properties["to"].as_str().unwrap_or("pings").to_owned();
+            let n = spec.properties["n"].as_u64().unwrap_or(1);
+            Ok(crate::cluster::Pinger::new(to, n))
+        })
         .register("sink", |spec| {
             let expect = spec.properties["expect"].as_u64().unwrap_or(1);
             Ok(Sink { expect, seen: 0 })
@@ -234,7 +239,14 @@ impl Bench {
     }
 }
 
-struct Ping(crossbeam_channel::Sender<()>);
+/// Says on a channel when a subscription has something.
+pub(crate) struct Ping(crossbeam_channel::Sender<()>);
+
+impl Ping {
+    pub(crate) fn new(sender: crossbeam_channel::Sender<()>) -> Self {
+        Self(sender)
+    }
+}
 
 impl engine_core::Notify for Ping {
     fn notify(&self) {

@@ -73,7 +73,9 @@ impl Sizes {
                     p50s.push(micros[micros.len() / 2]);
                     p90s.push(micros[micros.len() * 9 / 10]);
                     p99s.push(micros[micros.len() * 99 / 100]);
-                    *elapsed
+                    // One latency per unit of work, whatever the workload.
+                    rates.push(latencies.len() as f64 / elapsed.as_secs_f64());
+                    continue;
                 }
                 Sample::Started(elapsed, resident) => {
                     bytes.push(*resident as f64 / work);

@@ -162,7 +162,9 @@ impl NodeService {
         server
             .add_service(service)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // Without Nagle's delay: a small reply must not wait for an
+                // acknowledgement (40 ms against a delayed ACK).
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await
