@@ -150,9 +150,20 @@ fn guild_command(args: &[&str]) -> std::process::Output {
 fn the_examples_run_across_three_nodes_which_guild_nodes_lists() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let _nodes: Vec<Node> = ["n1", "n2", "n3"]
+    // The third node hosts its agents on the pool engine rather than in processes.
+    let _nodes: Vec<Node> = [("n1", "process"), ("n2", "process"), ("n3", "pool")]
         .iter()
-        .map(|id| start_node(id, &url, &["--resource", "gpu=2", "--label", "zone=a"]))
+        .map(|(id, engine)| {
+            let flags = [
+                "--resource",
+                "gpu=2",
+                "--label",
+                "zone=a",
+                "--engine",
+                engine,
+            ];
+            start_node(id, &url, &flags)
+        })
         .collect();
     let listed = guild_command(&["nodes", "--messaging", &url]);
     let text = String::from_utf8_lossy(&listed.stdout);

@@ -1,5 +1,5 @@
-//! `guild node`: a daemon that hosts agents on this machine, each in a process of its
-//! own, for the cluster engine; and `guild nodes`, the cluster's live nodes.
+//! `guild node`: a daemon that hosts agents on this machine for the cluster engine, each
+//! in a process of its own by default; and `guild nodes`, the cluster's live nodes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +37,10 @@ pub(crate) struct NodeArgs {
     /// memory.
     #[arg(long = "resource", value_name = "NAME=AMOUNT")]
     resources: Vec<String>,
+    /// The engine that hosts the node's agents: process (each agent in a process of its
+    /// own, with limits), threads or pool.
+    #[arg(long, value_name = "ENGINE", default_value = "process")]
+    engine: String,
     /// A file holding the cluster's token (else GUILD_CLUSTER_TOKEN).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -95,9 +99,16 @@ pub(crate) fn serve(args: &NodeArgs, stop_signal: &AtomicI32) -> anyhow::Result<
         };
         options.tls = Some((read(cert)?, read(key)?));
     }
+    if !["process", "threads", "pool"].contains(&args.engine.as_str()) {
+        bail!(
+            "--engine {:?}: a node hosts agents with the process, threads or pool engine",
+            args.engine
+        );
+    }
+    let engine = guild::select::engine(&args.engine, &guild::GuildSpec::new("node"))?;
     let node = Node::start(
         options,
-        Arc::new(guild::engines::ProcessEngine::new()),
+        engine,
         Arc::new(guild::builtin::builtin_registry()),
     )?;
     eprintln!("guild node {}: serving on {}", node.id(), node.address());
