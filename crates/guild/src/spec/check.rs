@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::load::{bump, locate};
 use crate::{
     AgentRegistry, AgentSpec, ERROR_TOPIC, INBOX_PREFIX, KnownNames, LoadedSpec, SpecError,
     SpecErrors,
 };
+use spec_file::{bump, locate};
 
 /// The most copies of one agent a spec may ask for.
 pub const MAX_REPLICAS: u32 = 10_000;

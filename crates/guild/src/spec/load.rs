@@ -1,9 +1,7 @@
 //! Loading guild specs from TOML or JSON files, and checking them against what is
 //! registered, with errors that name the file, the line and the field.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::GuildError;
@@ -77,7 +75,7 @@ pub struct LoadedSpec {
 }
 
 /// The largest spec file read, in bytes.
-pub const MAX_SPEC_BYTES: u64 = 1024 * 1024;
+pub const MAX_SPEC_BYTES: u64 = spec_file::MAX_FILE_BYTES;
 
 /// Checks a messaging backend name or URL: the reason it is refused, if it is.
 pub type MessagingCheck = fn(&str) -> Result<(), String>;
@@ -102,59 +100,14 @@ pub struct KnownNames {
 }
 
 /// The formats a spec file may be written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpecFormat {
-    /// TOML (`.toml`).
-    Toml,
-    /// JSON (`.json`).
-    Json,
-}
+pub use spec_file::Format as SpecFormat;
 
 impl LoadedSpec {
     /// Reads and parses the file at `path`; its extension picks the format.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SpecErrors> {
         let path = path.as_ref();
-        let file = path.display().to_string();
-        let whole_file = |message: String| {
-            SpecErrors(vec![SpecError {
-                file: file.clone(),
-                line: None,
-                column: None,
-                field: String::new(),
-                message,
-            }])
-        };
-        let format = match path.extension().and_then(|e| e.to_str()) {
-            Some("toml") => SpecFormat::Toml,
-            Some("json") => SpecFormat::Json,
-            _ => {
-                return Err(whole_file(
-                    "unknown spec format: the file name must end in .toml or .json".into(),
-                ));
-            }
-        };
-        let metadata = std::fs::metadata(path)
-            .map_err(|e| whole_file(format!("cannot read the file: {e}")))?;
-        if !metadata.is_file() {
-            return Err(whole_file(
-                "not a regular file (a spec is read whole, so a pipe or device is refused)".into(),
-            ));
-        }
-        if metadata.len() > MAX_SPEC_BYTES {
-            return Err(whole_file(format!(
-                "the file has {} bytes, over the cap of {MAX_SPEC_BYTES}",
-                metadata.len()
-            )));
-        }
-        let mut source = String::new();
-        std::fs::File::open(path)
-            .and_then(|file| file.take(MAX_SPEC_BYTES + 1).read_to_string(&mut source))
-            .map_err(|e| whole_file(format!("cannot read the file: {e}")))?;
-        if source.len() as u64 > MAX_SPEC_BYTES {
-            return Err(whole_file(format!(
-                "the file grew past the cap of {MAX_SPEC_BYTES} bytes while it was read"
-            )));
-        }
+        let (source, format) = spec_file::read(path)
+            .map_err(|problem| errors(&path.display().to_string(), problem))?;
         Self::parse(path, source, format)
     }
 
@@ -174,152 +127,21 @@ impl LoadedSpec {
         format: SpecFormat,
     ) -> Result<Self, SpecErrors> {
         let file = file.into();
-        let parsed = match format {
-            SpecFormat::Toml => parse_toml(&source),
-            SpecFormat::Json => parse_json(&source),
-        };
-        match parsed {
+        match spec_file::parse(&source, format) {
             Ok(spec) => Ok(Self { file, source, spec }),
-            Err((position, field, message)) => {
-                let (line, column) = position.unzip();
-                Err(SpecErrors(vec![SpecError {
-                    file: file.display().to_string(),
-                    line,
-                    column,
-                    field,
-                    message,
-                }]))
-            }
+            Err(problem) => Err(errors(&file.display().to_string(), problem)),
         }
     }
 }
 
-type ParseFailure = (Option<(usize, usize)>, String, String);
-
-fn parse_toml(source: &str) -> Result<GuildSpec, ParseFailure> {
-    let deserializer = toml::Deserializer::parse(source).map_err(|e| {
-        let position = e.span().map(|span| line_column(source, span.start));
-        (position, String::new(), e.message().trim().to_owned())
-    })?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let position = inner.span().map(|span| line_column(source, span.start));
-        (position, field, inner.message().trim().to_owned())
-    })
-}
-
-fn parse_json(source: &str) -> Result<GuildSpec, ParseFailure> {
-    // serde would take a struct from an array too; a spec is an object.
-    let start = source.len() - source.trim_start().len();
-    if !source[start..].starts_with('{') {
-        return Err((
-            Some(line_column(source, start)),
-            String::new(),
-            "a spec must be a JSON object".to_owned(),
-        ));
-    }
-    let mut deserializer = serde_json::Deserializer::from_str(source);
-    let spec: GuildSpec = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        (
-            Some((inner.line(), inner.column())),
-            field,
-            strip_json_position(&inner.to_string()),
-        )
-    })?;
-    deserializer.end().map_err(|e| {
-        (
-            Some((e.line(), e.column())),
-            String::new(),
-            strip_json_position(&e.to_string()),
-        )
-    })?;
-    Ok(spec)
-}
-
-/// serde_json appends " at line L column C"; the position is reported separately.
-fn strip_json_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
-}
-
-fn line_column(source: &str, offset: usize) -> (usize, usize) {
-    let before = &source[..offset.min(source.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
-}
-
-/// Finds the `nth` line (0-based) on which `key` is set to `value`, as a TOML
-/// `key = "value"` or a JSON `"key": "value"` (quoted or not), and the column of `key`.
-pub(crate) fn locate(source: &str, key: &str, value: &str, nth: usize) -> Option<(usize, usize)> {
-    source
-        .lines()
-        .enumerate()
-        .filter_map(|(i, line)| assignment_column(line, key, value).map(|column| (i + 1, column)))
-        .nth(nth)
-}
-
-/// Where `key` is set to `value` on `line` (or, for an empty `value`, set to anything,
-/// or opened as a table), as a 1-based column.
-fn assignment_column(line: &str, key: &str, value: &str) -> Option<usize> {
-    if value.is_empty() {
-        return key_column(line, key);
-    }
-    let mut from = 0;
-    while let Some(found) = line[from..].find(key) {
-        let start = from + found;
-        let rest = line[start + key.len()..]
-            .trim_start_matches('"')
-            .trim_start();
-        if let Some(assigned) = rest.strip_prefix('=').or_else(|| rest.strip_prefix(':')) {
-            let assigned = assigned.trim_start();
-            if assigned.starts_with('[') && assigned.contains(&format!("\"{value}\"")) {
-                return Some(start + 1);
-            }
-            let unquoted = assigned.strip_prefix('"').unwrap_or(assigned);
-            let ends_there =
-                |after: &str| after.is_empty() || after.starts_with(['"', ',', ' ', '}', ']']);
-            if unquoted.strip_prefix(value).is_some_and(ends_there) {
-                return Some(start + 1);
-            }
-        }
-        from = start + key.len();
-    }
-    None
-}
-
-/// Where `key` is set (`key =`, `"key":`) or opened as a table (`[key]`) on `line`,
-/// as a whole word.
-fn key_column(line: &str, key: &str) -> Option<usize> {
-    let indent = line.len() - line.trim_start().len();
-    if line.trim() == format!("[{key}]") {
-        return Some(indent + 1);
-    }
-    let mut from = 0;
-    while let Some(found) = line[from..].find(key) {
-        let start = from + found;
-        let whole = !line[..start]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_');
-        let rest = line[start + key.len()..]
-            .trim_start_matches('"')
-            .trim_start();
-        if whole && (rest.starts_with('=') || rest.starts_with(':')) {
-            return Some(start + 1);
-        }
-        from = start + key.len();
-    }
-    None
-}
-
-pub(crate) fn bump<'a>(counts: &mut HashMap<&'a str, usize>, key: &'a str) -> usize {
-    let count = counts.entry(key).or_insert(0);
-    *count += 1;
-    *count - 1
+/// A problem `spec_file` found, as the one error of a spec file.
+fn errors(file: &str, problem: spec_file::Problem) -> SpecErrors {
+    let (line, column) = problem.position.unzip();
+    SpecErrors(vec![SpecError {
+        file: file.to_owned(),
+        line,
+        column,
+        field: problem.field,
+        message: problem.message,
+    }])
 }
