@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process|redis|cluster|tracing]`: every benchmark
+//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process|redis|cluster|graph|tracing]`: every benchmark
 //! cell (system x workload), each in a fresh process, repeated `runs` times (median of
 //! the per-run medians), printed as tables of figures with their ratios to the best peer
 //! framework and to the best raw baseline, and written into `docs/benchmarks.md`.
@@ -72,6 +72,15 @@ const PAIRED: &[Paired] = &[
         workloads: CLUSTER_WORKLOADS,
     },
     Paired {
+        name: "graph",
+        rows: &[
+            ("graph-parallel", "runner, parallel"),
+            ("graph", "runner, sequential"),
+            ("graph-direct", "direct calls"),
+        ],
+        workloads: GRAPH_WORKLOADS,
+    },
+    Paired {
         name: "tracing",
         rows: &[
             ("trace-unconfigured", "not configured"),
@@ -94,6 +103,19 @@ const TRACING_WORKLOADS: &[(&str, &str, bool)] = &[
         "ask",
         "sequential request/replies with one agent on the pool engine",
         true,
+    ),
+];
+
+const GRAPH_WORKLOADS: &[(&str, &str, bool)] = &[
+    (
+        "nodes",
+        "a 10,000-node graph of trivial components with one hook, nodes/s (direct: the same functions called in dependency order)",
+        false,
+    ),
+    (
+        "wide",
+        "64 CPU-bound nodes in one layer, nodes/s (direct: called one after the other)",
+        false,
     ),
 ];
 
@@ -177,7 +199,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         && section != "in-process"
         && !PAIRED.iter().any(|paired| paired.name == section)
     {
-        bail!("unknown section {section:?}: in-process, process, redis, cluster or tracing");
+        bail!("unknown section {section:?}: in-process, process, redis, cluster, graph or tracing");
     }
     cmd::run(&["build", "--release", "--quiet", "--package", "bench"])?;
     let measure = |system: &str, workload: &str| -> anyhow::Result<Figures> {

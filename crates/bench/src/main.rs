@@ -24,6 +24,10 @@
 //! `redis` crate alone), workloads `throughput` and `latency`; see [`redis`]. Each cell
 //! starts a private `redis-server`.
 //!
+//! The graph runner's cells: systems `graph-parallel`, `graph` (sequential) and
+//! `graph-direct` (the functions called directly), workloads `nodes` and `wide`; see
+//! [`graph_cost`].
+//!
 //! The cluster engine's cells: systems `cluster` (two node daemons) and `local` (the
 //! same work on one machine), workloads `spawn` and `rtt`; see [`cluster`].
 #![allow(
@@ -32,6 +36,7 @@
 )]
 
 mod cluster;
+mod graph_cost;
 mod guild;
 mod peer_actix;
 mod peer_kameo;
@@ -93,11 +98,18 @@ fn main() -> ExitCode {
         .collect();
     let [system_name, workload] = positional[..] else {
         eprintln!(
-            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway|detect|restart> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]\n       bench <cluster|local> <spawn|rtt> [--quick]"
+            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway|detect|restart> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]\n       bench <cluster|local> <spawn|rtt> [--quick]\n       bench <graph-parallel|graph|graph-direct> <nodes|wide>"
         );
         return ExitCode::from(2);
     };
     let sizes = Sizes::new(quick);
+    if let "graph" | "graph-parallel" | "graph-direct" = system_name {
+        let run = || graph_cost::run(system_name, workload);
+        run(); // warm-up
+        let samples: Vec<Sample> = (0..REPETITIONS).map(|_| run()).collect();
+        println!("{}", sizes.report(system_name, workload, &samples));
+        return ExitCode::SUCCESS;
+    }
     if let "process" | "unix" | "redis" | "redis-raw" | "cluster" | "local" = system_name {
         return process_cell(system_name, workload, &sizes);
     }

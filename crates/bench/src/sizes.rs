@@ -55,6 +55,8 @@ impl Sizes {
             "throughput" => self.redis_throughput as f64,
             "latency" => self.redis_latency as f64,
             "scale" => self.scale as f64,
+            "nodes" => crate::graph_cost::NODES as f64,
+            "wide" => crate::graph_cost::WIDE as f64,
             _ => self.start as f64,
         };
         let mut rates = Vec::new();

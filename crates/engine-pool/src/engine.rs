@@ -75,6 +75,12 @@ impl PoolEngine {
         })
     }
 
+    /// The pool's workers, for running other tasks beside its agents (a graph's
+    /// nodes). Tasks spawned on them are not agents: no policy schedules them.
+    pub fn workers(&self) -> tokio::runtime::Handle {
+        self.handle.clone()
+    }
+
     /// The engine's settings.
     pub fn config(&self) -> &PoolConfig {
         &self.config

@@ -63,7 +63,7 @@ pub use supervisor::{
 /// The execution engines compiled into this build.
 pub mod engines {
     #[cfg(feature = "engine-cluster")]
-    pub use engine_cluster::{ClusterConfig, ClusterEngine, Token};
+    pub use engine_cluster::{ClusterConfig, ClusterEngine, ClusterSpec, Node, NodeOptions, Token};
     #[cfg(feature = "engine-pool")]
     pub use engine_pool::{Policy, PoolConfig, PoolEngine};
     #[cfg(feature = "engine-process")]
@@ -73,6 +73,10 @@ pub mod engines {
     #[cfg(feature = "engine-threads")]
     pub use engine_threads::{ThreadsConfig, ThreadsEngine};
 }
+
+/// Graphs of components: schemas, the runner, hooks, storage (`docs/graph.md`).
+#[cfg(feature = "graph")]
+pub use graph;
 
 /// Makes this program an agent host for the process engine: when the engine started
 /// this process to run an agent, runs it (built through `registry`) and exits;

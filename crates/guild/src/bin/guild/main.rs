@@ -9,6 +9,8 @@ macro_rules! say {
     }};
 }
 
+#[cfg(feature = "graph")]
+mod graph;
 #[cfg(feature = "engine-cluster")]
 mod node;
 mod report;
@@ -93,6 +95,10 @@ enum Command {
         #[arg(long, env = "GUILD_MESSAGING", value_name = "URL")]
         messaging: String,
     },
+    /// Check or run a graph of components (a DAG schema).
+    #[cfg(feature = "graph")]
+    #[command(subcommand)]
+    Graph(graph::GraphCommand),
     /// Print the retained messages of a guild's topic as JSON lines (read from the
     /// guild's Redis).
     #[cfg(feature = "messaging-redis")]
@@ -195,6 +201,8 @@ fn main() -> ExitCode {
         Command::Node(args) => with_runtime(|stop_signal| node::serve(&args, &stop_signal)),
         #[cfg(feature = "engine-cluster")]
         Command::Nodes { messaging } => node::list(&messaging),
+        #[cfg(feature = "graph")]
+        Command::Graph(command) => graph::command(command),
         #[cfg(feature = "messaging-redis")]
         Command::History {
             topic,
