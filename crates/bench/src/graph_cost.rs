@@ -47,7 +47,7 @@ struct Spin;
 
 fn spin(seed: i64) -> i64 {
     let mut x = seed as u64 | 1;
-    for _ in 0..20_000_000 {
+    for _ in 0..5_000_000 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
