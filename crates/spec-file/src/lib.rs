@@ -118,7 +118,7 @@ fn parse_json<T: DeserializeOwned>(source: &str) -> Result<T, Problem> {
         return Err(Problem {
             position: Some(line_column(source, start)),
             field: String::new(),
-            message: "the file must hold a JSON object".to_owned(),
+            message: "the file must be a JSON object".to_owned(),
         });
     }
     let mut deserializer = serde_json::Deserializer::from_str(source);
@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(problem.field, "count");
         assert_eq!(problem.position.map(|p| p.0), Some(1));
         let problem = parse::<Thing>("[1]", Format::Json).unwrap_err();
-        assert!(problem.message.contains("JSON object"));
+        assert!(problem.message.contains("must be a JSON object"));
         let problem = parse::<Thing>("{\"count\": 1} x", Format::Json).unwrap_err();
         assert!(problem.message.contains("trailing"), "{problem:?}");
     }
