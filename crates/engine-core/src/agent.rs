@@ -21,14 +21,29 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// What an agent's hook returns.
 pub type AgentResult = std::result::Result<(), BoxError>;
 
+/// A handler error that ends its agent, as a panic does: the message is dead-lettered
+/// (kind `ended`) and the agent is reported crashed with this reason. For an agent
+/// that can no longer go on (the program behind an `exec` agent exited, or broke its
+/// protocol), without panicking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEnded(pub String);
+
+impl std::fmt::Display for AgentEnded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AgentEnded {}
+
 /// A message-driven worker.
 ///
 /// Implement it with `async fn`s; the futures must be `Send` so any engine can drive
 /// them. An engine calls [`start`](Agent::start) once after the agent has subscribed to
 /// its topics, [`handle`](Agent::handle) for each delivered message (never two at once),
 /// and [`stop`](Agent::stop) when it is stopped. A handler error dead-letters that one
-/// message to the guild's error topic and the agent carries on; a panic ends the agent
-/// with a "crashed" exit.
+/// message to the guild's error topic and the agent carries on; a panic, or an
+/// [`AgentEnded`] error, ends the agent with a "crashed" exit.
 ///
 /// ```
 /// use engine_core::{Agent, AgentContext, AgentResult, Message};

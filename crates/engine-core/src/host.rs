@@ -23,7 +23,8 @@ pub enum Step {
     Idle,
     /// One message was handled (successfully or dead-lettered after an error).
     Handled,
-    /// The handler panicked: the agent has crashed and must not be stepped again.
+    /// The handler panicked (or ended its agent): the agent has crashed and must not be
+    /// stepped again.
     Crashed(String),
 }
 
@@ -440,6 +441,15 @@ pub(crate) fn judge(
                 text,
             };
             (Outcome::Failed(failure), Step::Handled)
+        }
+        Ok(Some(Err(error))) if error.is::<crate::AgentEnded>() => {
+            let text = error.to_string();
+            tracing::error!(agent = %ctx.id(), topic = %delivery.topic, reason = %text, "the agent ended");
+            let failure = Failure {
+                kind: "ended".into(),
+                text: text.clone(),
+            };
+            (Outcome::Failed(failure), Step::Crashed(text))
         }
         Ok(Some(Err(error))) => {
             tracing::warn!(agent = %ctx.id(), topic = %delivery.topic, %error, "handler failed");

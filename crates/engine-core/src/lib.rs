@@ -38,7 +38,7 @@ mod timing;
 mod trace;
 pub mod wire;
 
-pub use agent::{Agent, AgentContext, AgentResult, BoxError, DynAgent};
+pub use agent::{Agent, AgentContext, AgentEnded, AgentResult, BoxError, DynAgent};
 pub use doorbell::Doorbell;
 pub use engine::{
     AgentInfo, AgentState, EngineCapabilities, EngineStats, ExecutionEngine, ExecutionEngineExt,

@@ -7,8 +7,10 @@
 //! | `aggregator` | collects a number of messages and publishes one summary |
 //! | `monte_carlo` | samples random points to estimate pi (CPU-bound work) |
 //! | `flaky` | forwards messages, and crashes on purpose every so often (to try supervision) |
+//! | `exec` | a program in any language, over a line protocol on its stdin and stdout |
 
 mod aggregator;
+mod exec;
 mod flaky;
 mod monte_carlo;
 mod relay;
@@ -18,6 +20,7 @@ use engine_core::{AgentRegistry, AgentSpec, BoxError};
 use serde::de::DeserializeOwned;
 
 pub use aggregator::{Aggregator, AggregatorConfig, Ratio};
+pub use exec::{EXEC_PROTOCOL, Exec, ExecConfig};
 pub use flaky::{Flaky, FlakyConfig};
 pub use monte_carlo::{MonteCarlo, MonteCarloConfig};
 pub use relay::{Relay, RelayConfig};
@@ -30,6 +33,7 @@ pub fn register_builtins(registry: &mut AgentRegistry) -> &mut AgentRegistry {
         .register("relay", |spec| Ok(Relay::new(properties(spec)?)))
         .register("aggregator", |spec| Ok(Aggregator::new(properties(spec)?)))
         .register("flaky", |spec| Ok(Flaky::new(properties(spec)?)?))
+        .register("exec", |spec| Exec::new(properties(spec)?))
         .register("monte_carlo", |spec| {
             Ok(MonteCarlo::new(spec, properties(spec)?))
         })

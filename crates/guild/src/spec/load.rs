@@ -108,7 +108,14 @@ impl LoadedSpec {
         let path = path.as_ref();
         let (source, format) = spec_file::read(path)
             .map_err(|problem| errors(&path.display().to_string(), problem))?;
-        Self::parse(path, source, format)
+        let mut loaded = Self::parse(path, source, format)?;
+        if let Some(dir) = std::path::absolute(path)
+            .ok()
+            .and_then(|path| path.parent().map(Path::to_owned))
+        {
+            programs_run_beside(&mut loaded.spec, &dir);
+        }
+        Ok(loaded)
     }
 
     /// A spec built in code rather than read: checks name `file` and give no lines.
@@ -144,4 +151,29 @@ fn errors(file: &str, problem: spec_file::Problem) -> SpecErrors {
         field: problem.field,
         message: problem.message,
     }])
+}
+
+/// Makes the programs of `exec` agents run in the spec file's directory `dir` (their
+/// `cwd`, when not set, or relative to it), so a spec's program paths are relative to
+/// the spec wherever it is run from.
+fn programs_run_beside(spec: &mut GuildSpec, dir: &Path) {
+    for agent in spec
+        .agents
+        .iter_mut()
+        .filter(|agent| agent.agent_type == "exec")
+    {
+        let Some(properties) = agent.properties.as_object_mut() else {
+            continue;
+        };
+        let cwd = match properties.get("cwd") {
+            None => dir.to_owned(),
+            Some(serde_json::Value::String(cwd)) if Path::new(cwd).is_relative() => dir.join(cwd),
+            // Absolute, or not a text (which the agent's checks refuse).
+            Some(_) => continue,
+        };
+        properties.insert(
+            "cwd".into(),
+            serde_json::Value::String(cwd.display().to_string()),
+        );
+    }
 }

@@ -1,0 +1,538 @@
+//! `exec`: an agent that is a program in any language, speaking newline-delimited JSON
+//! over its standard input and output (`docs/exec-protocol.md`).
+//!
+//! The agent starts the program in its start hook and waits for it to say it is ready.
+//! Each delivery goes to the program as one line; the agent then reads the program's
+//! lines, answering its publishes, replies and history queries, until the program says
+//! the delivery is done (the message is handled) or failed (it is dead-lettered). A
+//! line that breaks the protocol, a program that exits, and one that does not answer
+//! within the handler timeout end the agent with a reason naming what happened. The
+//! program's standard error is logged with the agent's id.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use engine_core::{
+    Agent, AgentContext, AgentEnded, AgentResult, BoxError, HistoryOrder, HistoryQuery, Message,
+    Payload, Priority,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The protocol version guild speaks.
+pub const EXEC_PROTOCOL: u32 = 1;
+
+/// Properties of an `exec` agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Variables added to the program's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The directory it runs in; the host's when not set.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// The longest line the program may write, in bytes.
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    /// How long the program has to say it is ready, in milliseconds.
+    #[serde(default = "default_ready_ms")]
+    pub ready_timeout_ms: u64,
+    /// The program's own settings, handed to it in the hello.
+    #[serde(default = "empty_object")]
+    pub settings: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+fn default_max_line() -> usize {
+    1024 * 1024
+}
+
+fn default_ready_ms() -> u64 {
+    10_000
+}
+
+impl ExecConfig {
+    /// Checks the settings, naming the wrong one.
+    pub fn check(&self) -> Result<(), BoxError> {
+        match self.command.first() {
+            None => return Err("exec: `command` needs the program to run".into()),
+            Some(program) if program.is_empty() => {
+                return Err("exec: `command` starts with an empty program name".into());
+            }
+            _ => {}
+        }
+        if !(64..=64 * 1024 * 1024).contains(&self.max_line_bytes) {
+            return Err("exec: `max_line_bytes` is from 64 to 64 MiB".into());
+        }
+        if !(1..=600_000).contains(&self.ready_timeout_ms) {
+            return Err("exec: `ready_timeout_ms` is from 1 ms to 10 minutes".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the reader of the program's output hands on.
+enum Line {
+    /// One JSON object the program wrote.
+    Object(serde_json::Map<String, Value>),
+    /// A line that ends the agent: why.
+    Broken(String),
+    /// The program closed its output (it exited, most likely).
+    Closed,
+}
+
+/// The program, while it runs.
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<Line>,
+}
+
+/// An agent that is a program; see the module docs.
+pub struct Exec {
+    config: ExecConfig,
+    running: Option<Running>,
+}
+
+impl std::fmt::Debug for Exec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exec")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exec {
+    /// An exec agent with the given properties, checked.
+    pub fn new(config: ExecConfig) -> Result<Self, BoxError> {
+        config.check()?;
+        Ok(Self {
+            config,
+            running: None,
+        })
+    }
+
+    fn spawn(&mut self, ctx: &AgentContext) -> Result<(), BoxError> {
+        let (program, args) = self
+            .config
+            .command
+            .split_first()
+            .ok_or("exec: no command")?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(&self.config.env)
+            .env("GUILD_AGENT_ID", ctx.id())
+            .env("GUILD_EXEC_PROTOCOL", EXEC_PROTOCOL.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(cwd) = &self.config.cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("exec: cannot start {program:?}: {e}"))?;
+        let stdin = child.stdin.take().ok_or("exec: no stdin")?;
+        let stdout = child.stdout.take().ok_or("exec: no stdout")?;
+        let stderr = child.stderr.take().ok_or("exec: no stderr")?;
+        let agent = ctx.id().to_owned();
+        std::thread::Builder::new()
+            .name(format!("exec-stderr-{agent}"))
+            .spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    tracing::warn!(target: "guild::exec", agent = %agent, "{line}");
+                }
+            })?;
+        let (sender, lines) = crossbeam_channel::bounded(64);
+        let max = self.config.max_line_bytes;
+        std::thread::Builder::new()
+            .name(format!("exec-stdout-{}", ctx.id()))
+            .spawn(move || {
+                let mut reader = BufReader::new(stdout);
+                loop {
+                    let line = read_line(&mut reader, max);
+                    let last = !matches!(line, Line::Object(_));
+                    if sender.send(line).is_err() || last {
+                        break;
+                    }
+                }
+            })?;
+        self.running = Some(Running {
+            child,
+            stdin,
+            lines,
+        });
+        Ok(())
+    }
+
+    /// Writes one line to the program.
+    fn write(&mut self, line: &Value) -> AgentResult {
+        let running = self.running.as_mut().ok_or_else(gone)?;
+        let mut text = serde_json::to_vec(line)?;
+        text.push(b'\n');
+        if let Err(error) = running
+            .stdin
+            .write_all(&text)
+            .and_then(|()| running.stdin.flush())
+        {
+            return Err(self.ended(&format!("cannot write to the program: {error}")));
+        }
+        Ok(())
+    }
+
+    /// The program's next line, waiting until `deadline` at most.
+    fn next(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<serde_json::Map<String, Value>, BoxError> {
+        let running = self.running.as_ref().ok_or_else(gone)?;
+        let line = match deadline {
+            None => running
+                .lines
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+            Some(deadline) => running.lines.recv_deadline(deadline),
+        };
+        match line {
+            Ok(Line::Object(object)) => Ok(object),
+            Ok(Line::Broken(why)) => Err(self.ended(&why)),
+            Ok(Line::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                Err(self.ended("the program closed its output"))
+            }
+            Err(RecvTimeoutError::Timeout) => Err(self.ended("the program did not answer in time")),
+        }
+    }
+
+    /// Ends the program, and the agent with it: the reason, with how the program ended.
+    fn ended(&mut self, why: &str) -> BoxError {
+        let how = match self.running.take() {
+            Some(mut running) => {
+                drop(running.stdin);
+                // A program that already exited is reaped at once; one that is still
+                // running after breaking the protocol is killed.
+                let status = match running.child.try_wait() {
+                    Ok(Some(status)) => Some(status),
+                    _ => wait_briefly(&mut running.child, Duration::from_millis(200)),
+                };
+                let status = status.or_else(|| {
+                    let _ = running.child.kill();
+                    running.child.wait().ok()
+                });
+                status.map(describe_exit).unwrap_or_default()
+            }
+            None => String::new(),
+        };
+        Box::new(AgentEnded(format!("exec: {why}{how}")))
+    }
+
+    /// Answers a request the program made while a delivery was out.
+    fn answer(
+        &mut self,
+        ctx: &AgentContext,
+        delivery: &Message,
+        kind: &str,
+        object: &serde_json::Map<String, Value>,
+    ) -> AgentResult {
+        let request = object.get("request").cloned().unwrap_or(Value::Null);
+        let answered = match kind {
+            "publish" => publish(ctx, None, object),
+            "reply" => {
+                let to = object.get("to").and_then(value_id);
+                if to.as_deref() != Some(&delivery.id.to_string()) {
+                    return Err(self.ended(&format!(
+                        "a reply to {}, which is not the delivery handed out ({})",
+                        object
+                            .get("to")
+                            .map_or("nothing".to_owned(), Value::to_string),
+                        delivery.id
+                    )));
+                }
+                publish(ctx, Some(delivery), object)
+            }
+            "history" => history(ctx, object),
+            _ => unreachable!("kinds are matched by the caller"),
+        };
+        let line = match answered {
+            Ok(mut answer) => {
+                answer.insert("kind".into(), json!("ok"));
+                answer.insert("request".into(), request);
+                Value::Object(answer)
+            }
+            Err(error) => {
+                json!({ "kind": "failed", "request": request, "error": error.to_string() })
+            }
+        };
+        self.write(&line)
+    }
+}
+
+impl Agent for Exec {
+    async fn start(&mut self, ctx: &AgentContext) -> AgentResult {
+        self.spawn(ctx)?;
+        let hello = json!({
+            "kind": "hello",
+            "protocol": EXEC_PROTOCOL,
+            "agent": ctx.id(),
+            "name": ctx.name(),
+            "guild": ctx.namespace(),
+            "settings": self.config.settings,
+        });
+        self.write(&hello)?;
+        let deadline = Instant::now() + Duration::from_millis(self.config.ready_timeout_ms);
+        let ready = self.next(Some(deadline))?;
+        match ready.get("kind").and_then(Value::as_str) {
+            Some("ready") => Ok(()),
+            other => Err(self.ended(&format!(
+                "the program answered its hello with {} rather than ready",
+                other.map_or("a line without a kind".to_owned(), |kind| format!(
+                    "{kind:?}"
+                ))
+            ))),
+        }
+    }
+
+    async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
+        let timeout = ctx.spec().handler_timeout_ms.map(Duration::from_millis);
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        self.write(&delivery_line(message))?;
+        let id = message.id.to_string();
+        loop {
+            let object = self.next(deadline)?;
+            let kind = object
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            match kind.as_str() {
+                "done" | "error" => {
+                    let about = object.get("id").and_then(value_id);
+                    if about.as_deref() != Some(&id) {
+                        return Err(self.ended(&format!(
+                            "{kind} for {}, which is not the delivery handed out ({id})",
+                            object
+                                .get("id")
+                                .map_or("nothing".to_owned(), Value::to_string)
+                        )));
+                    }
+                    if kind == "done" {
+                        return Ok(());
+                    }
+                    let error = object
+                        .get("error")
+                        .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
+                        .unwrap_or_else(|| "the program failed the delivery".to_owned());
+                    return Err(error.into());
+                }
+                "publish" | "reply" | "history" => self.answer(ctx, message, &kind, &object)?,
+                "" => return Err(self.ended("a line without a kind")),
+                other => return Err(self.ended(&format!("a line of unknown kind {other:?}"))),
+            }
+        }
+    }
+
+    async fn stop(&mut self, _ctx: &AgentContext) -> AgentResult {
+        if let Some(mut running) = self.running.take() {
+            // Closing its input asks the program to exit; it gets two seconds.
+            drop(running.stdin);
+            if wait_briefly(&mut running.child, Duration::from_secs(2)).is_none() {
+                let _ = running.child.kill();
+                let _ = running.child.wait();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Exec {
+    fn drop(&mut self) {
+        if let Some(mut running) = self.running.take() {
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+        }
+    }
+}
+
+fn gone() -> BoxError {
+    Box::new(AgentEnded("exec: the program is not running".into()))
+}
+
+/// Reads one line of at most `max` bytes and parses it as a JSON object.
+fn read_line(reader: &mut impl BufRead, max: usize) -> Line {
+    let mut bytes = Vec::new();
+    match reader.take(max as u64 + 1).read_until(b'\n', &mut bytes) {
+        Ok(0) => return Line::Closed,
+        Ok(_) => {}
+        Err(error) => return Line::Broken(format!("cannot read the program's output: {error}")),
+    }
+    // A line without its newline is the last, unless it is too long.
+    if bytes.last() != Some(&b'\n') && bytes.len() > max {
+        return Line::Broken(format!("a line of over {max} bytes"));
+    }
+    let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Line::Broken("an empty line".into());
+    }
+    match serde_json::from_slice::<Value>(text) {
+        Ok(Value::Object(object)) => Line::Object(object),
+        Ok(_) => Line::Broken("a line that is JSON but not an object".into()),
+        Err(error) => {
+            let shown = String::from_utf8_lossy(&text[..text.len().min(80)]).into_owned();
+            Line::Broken(format!("a line that is not JSON ({error}): {shown:?}"))
+        }
+    }
+}
+
+/// The line that hands `message` to the program.
+fn delivery_line(message: &Message) -> Value {
+    let mut line = json!({
+        "kind": "deliver",
+        "id": message.id.to_string(),
+        "topic": message.topics.first().map(|t| t.to_string()),
+        "sender": &*message.sender,
+        "priority": message.priority(),
+        "reply_to": message.reply_topic(),
+        "headers": message.headers,
+    });
+    let object = line.as_object_mut().expect("an object");
+    if let Some(thread) = message.thread {
+        object.insert("thread".into(), json!(thread.to_string()));
+    }
+    if let Some(answers) = message.in_reply_to {
+        object.insert("in_reply_to".into(), json!(answers.to_string()));
+    }
+    match message.decode_json::<Value>() {
+        Ok(value) => {
+            object.insert("payload".into(), value);
+        }
+        Err(_) => {
+            object.insert("format".into(), json!(message.payload.format));
+            object.insert(
+                "payload_base64".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(&message.payload.bytes[..])),
+            );
+        }
+    }
+    line
+}
+
+/// A message id given as a string or a number.
+fn value_id(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// The payload of a publish or reply line.
+fn payload_of(object: &serde_json::Map<String, Value>) -> Result<Payload, BoxError> {
+    if let Some(encoded) = object.get("payload_base64") {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().ok_or("payload_base64 is a string")?)
+            .map_err(|e| format!("payload_base64: {e}"))?;
+        let format = object
+            .get("format")
+            .and_then(Value::as_str)
+            .ok_or("a payload_base64 needs its format")?;
+        return Ok(Payload::new(format.to_owned(), bytes));
+    }
+    Ok(Payload::from(
+        object.get("payload").cloned().unwrap_or(Value::Null),
+    ))
+}
+
+/// Publishes what a publish line asks (or, with `to`, replies to it).
+fn publish(
+    ctx: &AgentContext,
+    to: Option<&Message>,
+    object: &serde_json::Map<String, Value>,
+) -> Result<serde_json::Map<String, Value>, BoxError> {
+    let payload = payload_of(object)?;
+    let id = match to {
+        Some(message) => ctx.reply(message, payload)?,
+        None => {
+            let topic = object
+                .get("topic")
+                .and_then(Value::as_str)
+                .filter(|topic| !topic.is_empty())
+                .ok_or("a publish needs its topic")?;
+            let mut builder = Message::builder(topic, payload);
+            if let Some(reply_to) = object.get("reply_to").and_then(Value::as_str) {
+                builder = builder.reply_to(reply_to);
+            }
+            if let Some(priority) = object.get("priority") {
+                let priority: Priority = serde_json::from_value(priority.clone())
+                    .map_err(|e| format!("priority: {e}"))?;
+                builder = builder.priority(priority);
+            }
+            ctx.publish(builder)?
+        }
+    };
+    let mut answer = serde_json::Map::new();
+    answer.insert("id".into(), json!(id.to_string()));
+    Ok(answer)
+}
+
+/// Answers a history line: a topic's retained messages, the last `limit` of them.
+fn history(
+    ctx: &AgentContext,
+    object: &serde_json::Map<String, Value>,
+) -> Result<serde_json::Map<String, Value>, BoxError> {
+    let topic = object
+        .get("topic")
+        .and_then(Value::as_str)
+        .ok_or("a history query needs its topic")?;
+    let limit = object.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
+    let messages = ctx.history(
+        &HistoryQuery::Topic(topic.to_owned()),
+        HistoryOrder::Published,
+    )?;
+    let start = messages.len().saturating_sub(limit);
+    let lines: Vec<Value> = messages[start..]
+        .iter()
+        .map(|message| {
+            let mut line = delivery_line(message);
+            let object = line.as_object_mut().expect("an object");
+            object.remove("kind");
+            line
+        })
+        .collect();
+    let mut answer = serde_json::Map::new();
+    answer.insert("messages".into(), Value::Array(lines));
+    Ok(answer)
+}
+
+/// Waits up to `limit` for the program to exit.
+fn wait_briefly(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+            _ => return None,
+        }
+    }
+}
+
+/// How a program ended, as the tail of a reason.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!(" (the program exited with code {code})"),
+        (None, Some(signal)) => format!(" (the program was killed by signal {signal})"),
+        _ => String::new(),
+    }
+}
