@@ -33,18 +33,26 @@ class Context {
     this._delivery = null;
   }
 
-  // Publishes `payload` (any JSON value) to `topic`; resolves to the new id.
-  async publish(topic, payload, { replyTo, priority } = {}) {
+  // Publishes `payload` (any JSON value) to `topic`. Without `wait`, resolves at once
+  // (to undefined), and a publish guild refuses fails the delivery; with `wait: true`,
+  // resolves to the new id or rejects with a GuildError.
+  async publish(topic, payload, { replyTo, priority, wait } = {}) {
     const line = { kind: "publish", topic, payload };
     if (replyTo !== undefined) line.reply_to = replyTo;
     if (priority !== undefined) line.priority = priority;
-    return (await this._ask(line)).id;
+    return this._send(line, wait);
   }
 
-  // Replies to the delivery being handled; resolves to the new id.
-  async reply(payload) {
+  // Replies to the delivery being handled, as `publish` does.
+  async reply(payload, { wait } = {}) {
     if (!this._delivery) throw new GuildError("no delivery is being handled");
-    return (await this._ask({ kind: "reply", to: this._delivery.id, payload })).id;
+    return this._send({ kind: "reply", to: this._delivery.id, payload }, wait);
+  }
+
+  async _send(line, wait) {
+    if (wait) return (await this._ask(line)).id;
+    this._write(line);
+    return undefined;
   }
 
   // The last `limit` retained messages of `topic`, oldest first.

@@ -62,24 +62,35 @@ class Context:
         self._requests = 0
         self._delivery = None
 
-    def publish(self, topic, payload, reply_to=None, priority=None):
-        """Publishes `payload` (any JSON value) to `topic`; answers the new id."""
+    def publish(self, topic, payload, reply_to=None, priority=None, wait=False):
+        """Publishes `payload` (any JSON value) to `topic`.
+
+        Without `wait`, returns at once (None); should guild refuse the publish, the
+        delivery fails. With `wait=True`, waits for guild and answers the new id, or
+        raises GuildError.
+        """
         line = {"kind": "publish", "topic": topic, "payload": payload}
         if reply_to is not None:
             line["reply_to"] = reply_to
         if priority is not None:
             line["priority"] = priority
-        return self._ask(line)["id"]
+        return self._send(line, wait)
 
-    def reply(self, payload):
-        """Replies to the delivery being handled; answers the new id."""
+    def reply(self, payload, wait=False):
+        """Replies to the delivery being handled, as `publish` does."""
         if self._delivery is None:
             raise GuildError("no delivery is being handled")
-        return self._ask({"kind": "reply", "to": self._delivery.id, "payload": payload})["id"]
+        return self._send({"kind": "reply", "to": self._delivery.id, "payload": payload}, wait)
 
     def history(self, topic, limit=100):
         """The last `limit` retained messages of `topic`, oldest first."""
         return self._ask({"kind": "history", "topic": topic, "limit": limit})["messages"]
+
+    def _send(self, line, wait):
+        if wait:
+            return self._ask(line)["id"]
+        self._writer(line)
+        return None
 
     def _ask(self, line):
         self._requests += 1

@@ -115,19 +115,25 @@ fn a_program_that_raises_has_its_message_dead_lettered_and_goes_on() {
         &setup.dir,
         "picky",
         "    if delivery.payload == 'bad':\n        raise ValueError('not that one')\n    \
-         ctx.publish('out', delivery.payload.upper())",
+         if delivery.payload == 'nowhere':\n        ctx.publish('', 'lost')\n        return\n    \
+         assert ctx.publish('out', delivery.payload.upper(), wait=True)",
     );
     setup.run("picky", "in", &path, json!({}));
-    for text in ["a", "bad", "b"] {
+    for text in ["a", "bad", "nowhere", "b"] {
         publish(&*setup.bus, &setup.namespace, "test", "in", text);
     }
-    let got = take(&setup, &["out", ERROR_TOPIC], 3);
+    let got = take(&setup, &["out", ERROR_TOPIC], 4);
     assert!(
         got.contains(&json!("A")) && got.contains(&json!("B")),
         "{got:?}"
     );
     assert!(
         got.contains(&json!({ "dead": "ValueError: not that one" })),
+        "{got:?}"
+    );
+    // A publish nobody waited for, refused: its delivery fails.
+    assert!(
+        got.contains(&json!({ "dead": "publish failed: a publish needs its topic" })),
         "{got:?}"
     );
     assert!(setup.engine.is_agent_running(&setup.namespace, "picky"));
@@ -334,4 +340,51 @@ timeout_secs = 60
         assert!(said.contains("killed by signal 9"), "{engine}: {said}");
         assert!(said.contains("restart"), "{engine}: {said}");
     }
+}
+
+#[test]
+fn a_program_past_its_memory_cap_is_refused_the_memory_and_goes_on() {
+    let setup = setup("exec-memory");
+    // Asks for 1 GiB under a 256 MiB cap: Python's allocation fails (MemoryError).
+    program(
+        &setup.dir,
+        "greedy",
+        "    if delivery.payload == 'eat':\n        ctx.publish('out', len(bytearray(1 << 30)))\n    \
+         ctx.publish('out', delivery.payload)",
+    );
+    let spec = setup.dir.join("greedy.toml");
+    std::fs::write(
+        &spec,
+        r#"id = "greedy-exec"
+
+[[agents]]
+id = "greedy"
+type = "exec"
+topics = ["in"]
+limits = { memory_bytes = 268435456 }
+properties = { command = ["python3", "greedy.py"] }
+
+[run]
+send = [
+    { topic = "in", payload = "a" },
+    { topic = "in", payload = "eat" },
+    { topic = "in", payload = "b" },
+]
+until = { topic = "out", count = 2 }
+show = ["out"]
+timeout_secs = 60
+"#,
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_guild"))
+        .args(["run", spec.to_str().unwrap(), "--engine", "process"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains("error in greedy on in: MemoryError"),
+        "{said}"
+    );
+    assert!(said.contains("[out] greedy -> \"b\""), "{said}");
 }

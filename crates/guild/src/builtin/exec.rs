@@ -102,6 +102,9 @@ struct Running {
 pub struct Exec {
     config: ExecConfig,
     running: Option<Running>,
+    /// The first failure of a publish or reply no one waited for, during the delivery
+    /// that is out: it fails that delivery.
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for Exec {
@@ -119,6 +122,7 @@ impl Exec {
         Ok(Self {
             config,
             running: None,
+            failed: None,
         })
     }
 
@@ -245,7 +249,10 @@ impl Exec {
         kind: &str,
         object: &serde_json::Map<String, Value>,
     ) -> AgentResult {
-        let request = object.get("request").cloned().unwrap_or(Value::Null);
+        let request = object.get("request").cloned();
+        if request.is_none() && kind == "history" {
+            return Err(self.ended("a history query without its request number"));
+        }
         let answered = match kind {
             "publish" => publish(ctx, None, object),
             "reply" => {
@@ -263,6 +270,14 @@ impl Exec {
             }
             "history" => history(ctx, object),
             _ => unreachable!("kinds are matched by the caller"),
+        };
+        let Some(request) = request else {
+            // Nobody waits for the answer: a failure fails the delivery instead.
+            if let Err(error) = answered {
+                self.failed
+                    .get_or_insert_with(|| format!("{kind} failed: {error}"));
+            }
+            return Ok(());
         };
         let line = match answered {
             Ok(mut answer) => {
@@ -306,6 +321,7 @@ impl Agent for Exec {
     async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
         let timeout = ctx.spec().handler_timeout_ms.map(Duration::from_millis);
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        self.failed = None;
         self.write(&delivery_line(message))?;
         let id = message.id.to_string();
         loop {
@@ -325,6 +341,9 @@ impl Agent for Exec {
                                 .get("id")
                                 .map_or("nothing".to_owned(), Value::to_string)
                         )));
+                    }
+                    if let Some(failed) = self.failed.take() {
+                        return Err(failed.into());
                     }
                     if kind == "done" {
                         return Ok(());
