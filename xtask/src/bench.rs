@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process|redis|cluster|graph|tracing]`: every benchmark
+//! `cargo xtask bench [--quick] [--runs N] [--only in-process|process|redis|cluster|graph|exec|tracing]`: every benchmark
 //! cell (system x workload), each in a fresh process, repeated `runs` times (median of
 //! the per-run medians), printed as tables of figures with their ratios to the best peer
 //! framework and to the best raw baseline, and written into `docs/benchmarks.md`.
@@ -81,6 +81,11 @@ const PAIRED: &[Paired] = &[
         workloads: GRAPH_WORKLOADS,
     },
     Paired {
+        name: "exec",
+        rows: &[("exec", "guild exec (Python)"), ("pipe", "raw Python pipe")],
+        workloads: EXEC_WORKLOADS,
+    },
+    Paired {
         name: "tracing",
         rows: &[
             ("trace-unconfigured", "not configured"),
@@ -103,6 +108,19 @@ const TRACING_WORKLOADS: &[(&str, &str, bool)] = &[
         "ask",
         "sequential request/replies with one agent on the pool engine",
         true,
+    ),
+];
+
+const EXEC_WORKLOADS: &[(&str, &str, bool)] = &[
+    (
+        "rtt",
+        "request/reply through an echo agent in Python (raw: a 64-byte line through a Python echo over a pipe)",
+        true,
+    ),
+    (
+        "throughput",
+        "requests as fast as they go, replies/s (raw: lines through the same echo)",
+        false,
     ),
 ];
 
@@ -199,7 +217,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         && section != "in-process"
         && !PAIRED.iter().any(|paired| paired.name == section)
     {
-        bail!("unknown section {section:?}: in-process, process, redis, cluster, graph or tracing");
+        bail!(
+            "unknown section {section:?}: in-process, process, redis, cluster, graph, exec or tracing"
+        );
     }
     cmd::run(&["build", "--release", "--quiet", "--package", "bench"])?;
     let measure = |system: &str, workload: &str| -> anyhow::Result<Figures> {

@@ -28,6 +28,9 @@
 //! `graph-direct` (the functions called directly), workloads `nodes` and `wide`; see
 //! [`graph_cost`].
 //!
+//! The exec agent's cells: systems `exec` (a Python exec agent) and `pipe` (a raw
+//! Python echo over a pipe), workloads `rtt` and `throughput`; see [`exec_cost`].
+//!
 //! The cluster engine's cells: systems `cluster` (two node daemons) and `local` (the
 //! same work on one machine), workloads `spawn` and `rtt`; see [`cluster`].
 #![allow(
@@ -36,6 +39,7 @@
 )]
 
 mod cluster;
+mod exec_cost;
 mod graph_cost;
 mod guild;
 mod peer_actix;
@@ -98,13 +102,28 @@ fn main() -> ExitCode {
         .collect();
     let [system_name, workload] = positional[..] else {
         eprintln!(
-            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway|detect|restart> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]\n       bench <cluster|local> <spawn|rtt> [--quick]\n       bench <graph-parallel|graph|graph-direct> <nodes|wide>"
+            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway|detect|restart> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]\n       bench <cluster|local> <spawn|rtt> [--quick]\n       bench <graph-parallel|graph|graph-direct> <nodes|wide>\n       bench <exec|pipe> <rtt|throughput>"
         );
         return ExitCode::from(2);
     };
     let sizes = Sizes::new(quick);
     if let "graph" | "graph-parallel" | "graph-direct" = system_name {
         let run = || graph_cost::run(system_name, workload);
+        run(); // warm-up
+        let samples: Vec<Sample> = (0..REPETITIONS).map(|_| run()).collect();
+        println!("{}", sizes.report(system_name, workload, &samples));
+        return ExitCode::SUCCESS;
+    }
+    if let "exec" | "pipe" = system_name {
+        let n = if workload == "rtt" {
+            sizes.redis_latency
+        } else {
+            sizes.redis_throughput
+        };
+        let run = || match system_name {
+            "exec" => exec_cost::guild(workload, n),
+            _ => exec_cost::raw(workload, n),
+        };
         run(); // warm-up
         let samples: Vec<Sample> = (0..REPETITIONS).map(|_| run()).collect();
         println!("{}", sizes.report(system_name, workload, &samples));
