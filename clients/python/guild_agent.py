@@ -89,7 +89,8 @@ class Context:
     def _send(self, line, wait):
         if wait:
             return self._ask(line)["id"]
-        self._writer(line)
+        # Sent with the delivery's done, in one write.
+        self._writer(line, flush=False)
         return None
 
     def _ask(self, line):
@@ -123,9 +124,10 @@ def run(handle, start=None):
             return None
         return json.loads(line)
 
-    def write(obj):
+    def write(obj, flush=True):
         stdout.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
-        stdout.flush()
+        if flush:
+            stdout.flush()
 
     hello = read()
     if hello is None:

@@ -82,7 +82,11 @@ const PAIRED: &[Paired] = &[
     },
     Paired {
         name: "exec",
-        rows: &[("exec", "guild exec (Python)"), ("pipe", "raw Python pipe")],
+        rows: &[
+            ("exec", "guild exec (Python)"),
+            ("pipe-json", "Python JSON echo, no guild"),
+            ("pipe", "raw Python pipe"),
+        ],
         workloads: EXEC_WORKLOADS,
     },
     Paired {

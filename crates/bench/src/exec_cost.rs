@@ -3,7 +3,9 @@
 //! - `rtt`: a request from this process to an echo agent written in Python
 //!   (`clients/python/guild_agent.py`, on the threads engine over the in-memory bus)
 //!   and its reply (`exec`); beside writing a 64-byte line to a Python program that
-//!   writes it back, and reading it (`pipe`);
+//!   writes it back, and reading it (`pipe`); and beside the Python side of the
+//!   protocol alone, decoding the line and writing the reply and done lines
+//!   (`pipe-json`);
 //! - `throughput`: as many requests as fast as they go, counting the replies.
 
 use std::io::{BufRead, BufReader, Write};
@@ -41,6 +43,22 @@ while True:
     if not line:
         break
     out.write(line)
+    out.flush()
+";
+
+/// The Python side of the protocol without guild: decode the delivery line, write the
+/// reply and done lines, in one write.
+const JSON_ECHO: &str = "
+import sys, json
+read = sys.stdin.buffer.readline
+out = sys.stdout.buffer
+while True:
+    line = read()
+    if not line:
+        break
+    d = json.loads(line)
+    out.write(json.dumps({'kind': 'reply', 'to': d['id'], 'payload': d['payload']}).encode() + b'\\n')
+    out.write(json.dumps({'kind': 'done', 'id': d['id']}).encode() + b'\\n')
     out.flush()
 ";
 
@@ -124,17 +142,22 @@ pub(crate) fn guild(workload: &str, n: u64) -> Sample {
     sample
 }
 
-/// A raw Python echo over a pipe.
-pub(crate) fn raw(workload: &str, n: u64) -> Sample {
+/// A raw Python echo over a pipe (`json`: decoding each line and writing the two lines
+/// of the protocol's answer).
+pub(crate) fn raw(workload: &str, n: u64, json: bool) -> Sample {
+    let lines_per_answer = if json { 2 } else { 1 };
     let mut child = Command::new("python3")
-        .args(["-c", RAW_ECHO])
+        .args(["-c", if json { JSON_ECHO } else { RAW_ECHO }])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 starts");
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let line = format!("{{\"kind\":\"deliver\",\"payload\":\"{}\"}}\n", text());
+    let line = format!(
+        "{{\"kind\":\"deliver\",\"id\":\"1234567890\",\"topic\":\"requests\",\"sender\":\"bench\",\"payload\":\"{}\"}}\n",
+        text()
+    );
     let mut answer = String::new();
     let started = Instant::now();
     let sample = if workload == "rtt" {
@@ -143,8 +166,10 @@ pub(crate) fn raw(workload: &str, n: u64) -> Sample {
             let begin = Instant::now();
             stdin.write_all(line.as_bytes()).expect("write");
             stdin.flush().expect("flush");
-            answer.clear();
-            stdout.read_line(&mut answer).expect("read");
+            for _ in 0..lines_per_answer {
+                answer.clear();
+                stdout.read_line(&mut answer).expect("read");
+            }
             latencies.push(begin.elapsed());
         }
         Sample::Latencies(latencies, started.elapsed())
@@ -157,7 +182,7 @@ pub(crate) fn raw(workload: &str, n: u64) -> Sample {
             stdin.flush().expect("flush");
             stdin
         });
-        for _ in 0..n {
+        for _ in 0..n * lines_per_answer {
             answer.clear();
             stdout.read_line(&mut answer).expect("read");
         }

@@ -102,7 +102,7 @@ fn main() -> ExitCode {
         .collect();
     let [system_name, workload] = positional[..] else {
         eprintln!(
-            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway|detect|restart> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]\n       bench <cluster|local> <spawn|rtt> [--quick]\n       bench <graph-parallel|graph|graph-direct> <nodes|wide>\n       bench <exec|pipe> <rtt|throughput>"
+            "usage: bench <guild-pool|guild-threads|ractor|kameo|actix|crossbeam|tokio> <tell|ask|fanout|ring|start|scale> [--quick]\n       bench <process|unix> <spawn|rtt|oneway|detect|restart> [--quick]\n       bench <redis|redis-raw> <throughput|latency> [--quick]\n       bench <cluster|local> <spawn|rtt> [--quick]\n       bench <graph-parallel|graph|graph-direct> <nodes|wide>\n       bench <exec|pipe-json|pipe> <rtt|throughput>"
         );
         return ExitCode::from(2);
     };
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         println!("{}", sizes.report(system_name, workload, &samples));
         return ExitCode::SUCCESS;
     }
-    if let "exec" | "pipe" = system_name {
+    if let "exec" | "pipe" | "pipe-json" = system_name {
         let n = if workload == "rtt" {
             sizes.redis_latency
         } else {
@@ -122,7 +122,8 @@ fn main() -> ExitCode {
         };
         let run = || match system_name {
             "exec" => exec_cost::guild(workload, n),
-            _ => exec_cost::raw(workload, n),
+            "pipe-json" => exec_cost::raw(workload, n, true),
+            _ => exec_cost::raw(workload, n, false),
         };
         run(); // warm-up
         let samples: Vec<Sample> = (0..REPETITIONS).map(|_| run()).collect();

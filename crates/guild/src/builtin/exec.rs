@@ -2,6 +2,7 @@
 //! over its standard input and output (`docs/exec-protocol.md`).
 //!
 //! The agent starts the program in its start hook and waits for it to say it is ready.
+//! It reads the program's output on the handler's own thread.
 //! Each delivery goes to the program as one line; the agent then reads the program's
 //! lines, answering its publishes, replies and history queries, until the program says
 //! the delivery is done (the message is handled) or failed (it is dead-lettered). A
@@ -11,11 +12,10 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine_core::{
     Agent, AgentContext, AgentEnded, AgentResult, BoxError, HistoryOrder, HistoryQuery, Message,
     Payload, Priority,
@@ -81,7 +81,7 @@ impl ExecConfig {
     }
 }
 
-/// What the reader of the program's output hands on.
+/// What one line of the program's output was.
 enum Line {
     /// One JSON object the program wrote.
     Object(serde_json::Map<String, Value>),
@@ -91,11 +91,12 @@ enum Line {
     Closed,
 }
 
-/// The program, while it runs.
+/// The program, while it runs. Its output is read on the handler's thread, waiting
+/// with `poll` until the deadline, so a line costs no thread switch.
 struct Running {
     child: Child,
     stdin: ChildStdin,
-    lines: Receiver<Line>,
+    stdout: BufReader<ChildStdout>,
 }
 
 /// An agent that is a program; see the module docs.
@@ -159,24 +160,10 @@ impl Exec {
                     tracing::warn!(target: "guild::exec", agent = %agent, "{line}");
                 }
             })?;
-        let (sender, lines) = crossbeam_channel::bounded(64);
-        let max = self.config.max_line_bytes;
-        std::thread::Builder::new()
-            .name(format!("exec-stdout-{}", ctx.id()))
-            .spawn(move || {
-                let mut reader = BufReader::new(stdout);
-                loop {
-                    let line = read_line(&mut reader, max);
-                    let last = !matches!(line, Line::Object(_));
-                    if sender.send(line).is_err() || last {
-                        break;
-                    }
-                }
-            })?;
         self.running = Some(Running {
             child,
             stdin,
-            lines,
+            stdout: BufReader::with_capacity(64 * 1024, stdout),
         });
         Ok(())
     }
@@ -201,21 +188,17 @@ impl Exec {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<serde_json::Map<String, Value>, BoxError> {
-        let running = self.running.as_ref().ok_or_else(gone)?;
-        let line = match deadline {
-            None => running
-                .lines
-                .recv()
-                .map_err(|_| RecvTimeoutError::Disconnected),
-            Some(deadline) => running.lines.recv_deadline(deadline),
+        let max = self.config.max_line_bytes;
+        let running = self.running.as_mut().ok_or_else(gone)?;
+        let line = if wait_readable(&running.stdout, deadline) {
+            read_line(&mut running.stdout, max)
+        } else {
+            return Err(self.ended("the program did not answer in time"));
         };
         match line {
-            Ok(Line::Object(object)) => Ok(object),
-            Ok(Line::Broken(why)) => Err(self.ended(&why)),
-            Ok(Line::Closed) | Err(RecvTimeoutError::Disconnected) => {
-                Err(self.ended("the program closed its output"))
-            }
-            Err(RecvTimeoutError::Timeout) => Err(self.ended("the program did not answer in time")),
+            Line::Object(object) => Ok(object),
+            Line::Broken(why) => Err(self.ended(&why)),
+            Line::Closed => Err(self.ended("the program closed its output")),
         }
     }
 
@@ -385,6 +368,46 @@ impl Drop for Exec {
 
 fn gone() -> BoxError {
     Box::new(AgentEnded("exec: the program is not running".into()))
+}
+
+/// How long the agent looks for the program's answer before sleeping until it comes.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Whether the program's output has something to read before `deadline` (or has
+/// closed); always, without a deadline.
+fn wait_readable(stdout: &BufReader<ChildStdout>, deadline: Option<Instant>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd as _;
+    if !stdout.buffer().is_empty() {
+        return true;
+    }
+    let ready = |timeout: PollTimeout| {
+        let mut fds = [PollFd::new(stdout.get_ref().as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, timeout).map(|ready| ready > 0)
+    };
+    // A program answers a small delivery in tens of microseconds: looking for its
+    // answer that long before sleeping saves the wake-up after a sleep.
+    let spin_until = Instant::now() + SPIN;
+    while Instant::now() < spin_until {
+        if ready(PollTimeout::ZERO).unwrap_or(true) {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    let Some(deadline) = deadline else {
+        return true;
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match ready(timeout) {
+            Ok(false) => return false,
+            // Readable, closed or broken: the read says which.
+            Ok(true) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true,
+        }
+    }
 }
 
 /// Reads one line of at most `max` bytes and parses it as a JSON object.
