@@ -18,7 +18,7 @@ use conformance::redis_server::RedisServer;
 use engine_cluster::{ClusterConfig, ClusterEngine, ClusterSpec, Node, NodeOptions, Token};
 use engine_core::{
     Agent, AgentContext, AgentResult, AgentSpec, ExecutionEngine, GuildContext, Message,
-    MessagingBackend, Outcome, Payload, StartFrom, SubscribeRequest,
+    MessagingBackend, Outcome, Payload,
 };
 use engine_process::ProcessEngine;
 use engine_threads::ThreadsEngine;
@@ -219,20 +219,7 @@ fn rtt(
     pinger: impl Fn(AgentSpec) -> AgentSpec,
     echo: impl Fn(AgentSpec) -> AgentSpec,
 ) -> Sample {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut results = guild
-        .messaging
-        .subscribe(
-            SubscribeRequest {
-                namespace: "bench".into(),
-                client_id: "bench".into(),
-                topics: vec!["results".into()],
-                start: StartFrom::Latest,
-                limit: None,
-            },
-            Arc::new(crate::process::Ping::new(tx)),
-        )
-        .expect("subscribe");
+    let (mut results, rx) = crate::process::subscribe_pinging(&*guild.messaging, "results");
     engine
         .run_agent(
             guild,

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine_core::{
-    ExecutionEngine, GuildContext, Message, MessagingBackend, Outcome, Payload, StartFrom,
-    SubscribeRequest, inbox_topic,
+    ExecutionEngine, GuildContext, Message, MessagingBackend, Outcome, Payload, inbox_topic,
 };
 use engine_threads::ThreadsEngine;
 use messaging_memory::MemoryMessaging;
@@ -89,19 +88,7 @@ pub(crate) fn guild(workload: &str, n: u64) -> Sample {
         "command": ["python3", program, clients()],
     });
     engine.run_agent(&guild, spec).expect("run");
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut inbox = bus
-        .subscribe(
-            SubscribeRequest {
-                namespace: "bench".into(),
-                client_id: "bench".into(),
-                topics: vec![inbox_topic("bench")],
-                start: StartFrom::Latest,
-                limit: None,
-            },
-            Arc::new(crate::process::Ping::new(tx)),
-        )
-        .expect("subscribe");
+    let (mut inbox, rx) = crate::process::subscribe_pinging(&*bus, &inbox_topic("bench"));
     let payload = Payload::encode_json(&text()).expect("a text");
     let send = || {
         let message =

@@ -215,22 +215,7 @@ impl Bench {
 
     /// The bench's own inbox, and a channel that says when something arrived.
     pub(crate) fn inbox(&self) -> (Box<dyn engine_core::Subscription>, Receiver<()>) {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let subscription = self
-            .guild
-            .messaging
-            .subscribe(
-                SubscribeRequest {
-                    namespace: "bench".into(),
-                    client_id: "bench".into(),
-                    topics: vec![inbox_topic("bench")],
-                    start: StartFrom::Latest,
-                    limit: None,
-                },
-                Arc::new(Ping(tx)),
-            )
-            .expect("subscribe");
-        (subscription, rx)
+        subscribe_pinging(&*self.guild.messaging, &inbox_topic("bench"))
     }
 
     pub(crate) fn send(&self, topic: &str, payload: Payload) {
@@ -239,14 +224,30 @@ impl Bench {
     }
 }
 
-/// Says on a channel when a subscription has something.
-pub(crate) struct Ping(crossbeam_channel::Sender<()>);
-
-impl Ping {
-    pub(crate) fn new(sender: crossbeam_channel::Sender<()>) -> Self {
-        Self(sender)
-    }
+/// Subscribes the client `bench` of the namespace `bench` to `topic`, with a channel
+/// that says when something arrived.
+pub(crate) fn subscribe_pinging(
+    messaging: &dyn MessagingBackend,
+    topic: &str,
+) -> (Box<dyn engine_core::Subscription>, Receiver<()>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let subscription = messaging
+        .subscribe(
+            SubscribeRequest {
+                namespace: "bench".into(),
+                client_id: "bench".into(),
+                topics: vec![topic.to_owned()],
+                start: StartFrom::Latest,
+                limit: None,
+            },
+            Arc::new(Ping(tx)),
+        )
+        .expect("subscribe");
+    (subscription, rx)
 }
+
+/// Says on a channel when a subscription has something.
+struct Ping(crossbeam_channel::Sender<()>);
 
 impl engine_core::Notify for Ping {
     fn notify(&self) {

@@ -283,6 +283,18 @@ impl NodeService {
             .map_err(|e| Status::internal(format!("the node's call failed: {e}")))?
     }
 
+    /// Runs `call` on the engine off the service's runtime threads, answering `reply`
+    /// when it succeeds.
+    async fn on_engine<R>(
+        self: &Arc<Self>,
+        reply: R,
+        call: impl FnOnce(&dyn ExecutionEngine) -> engine_core::Result<()> + Send + 'static,
+    ) -> Result<Response<R>, Status> {
+        self.blocking(move |node| call(&*node.engine).map_err(status))
+            .await?;
+        Ok(Response::new(reply))
+    }
+
     /// Forgets the node's ended agents of `guild`, and answers with them. The engine
     /// cleans up every guild at once, so the ended agents of other guilds are kept for
     /// their own guild's cleanup (and still listed until then).
@@ -357,13 +369,10 @@ impl proto::node_server::Node for NodeService {
         request: Request<proto::StopAgentRequest>,
     ) -> Result<Response<proto::StopAgentReply>, Status> {
         let request = request.into_inner();
-        self.blocking(move |node| {
-            node.engine
-                .stop_agent(&request.guild, &request.agent)
-                .map_err(status)
+        self.on_engine(proto::StopAgentReply {}, move |engine| {
+            engine.stop_agent(&request.guild, &request.agent)
         })
-        .await?;
-        Ok(Response::new(proto::StopAgentReply {}))
+        .await
     }
 
     async fn pause_agent(
@@ -371,13 +380,10 @@ impl proto::node_server::Node for NodeService {
         request: Request<proto::AgentRequest>,
     ) -> Result<Response<proto::AgentReply>, Status> {
         let request = request.into_inner();
-        self.blocking(move |node| {
-            node.engine
-                .pause_agent(&request.guild, &request.agent)
-                .map_err(status)
+        self.on_engine(proto::AgentReply {}, move |engine| {
+            engine.pause_agent(&request.guild, &request.agent)
         })
-        .await?;
-        Ok(Response::new(proto::AgentReply {}))
+        .await
     }
 
     async fn resume_agent(
@@ -385,13 +391,10 @@ impl proto::node_server::Node for NodeService {
         request: Request<proto::AgentRequest>,
     ) -> Result<Response<proto::AgentReply>, Status> {
         let request = request.into_inner();
-        self.blocking(move |node| {
-            node.engine
-                .resume_agent(&request.guild, &request.agent)
-                .map_err(status)
+        self.on_engine(proto::AgentReply {}, move |engine| {
+            engine.resume_agent(&request.guild, &request.agent)
         })
-        .await?;
-        Ok(Response::new(proto::AgentReply {}))
+        .await
     }
 
     async fn kill_agent(
@@ -399,13 +402,10 @@ impl proto::node_server::Node for NodeService {
         request: Request<proto::KillAgentRequest>,
     ) -> Result<Response<proto::AgentReply>, Status> {
         let request = request.into_inner();
-        self.blocking(move |node| {
-            node.engine
-                .kill_agent(&request.guild, &request.agent, &request.reason)
-                .map_err(status)
+        self.on_engine(proto::AgentReply {}, move |engine| {
+            engine.kill_agent(&request.guild, &request.agent, &request.reason)
         })
-        .await?;
-        Ok(Response::new(proto::AgentReply {}))
+        .await
     }
 
     async fn cleanup_dead(
