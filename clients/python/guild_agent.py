@@ -13,10 +13,12 @@ output: use standard error (or `logging`), which guild logs with the agent's id.
     guild_agent.run(handle)
 
 A handler that returns completes its delivery; one that raises fails it, and guild
-dead-letters the message and goes on with the next.
+dead-letters the message and goes on with the next. A MemoryError (the agent's memory
+cap reached) ends the agent, reported as killed by its limit.
 """
 
 import json
+import os
 import sys
 import traceback
 
@@ -148,6 +150,10 @@ def run(handle, start=None):
         ctx._delivery = delivery
         try:
             handle(ctx, delivery)
+        except MemoryError as error:
+            # Past the memory cap: guild ends the agent as killed by its limit.
+            write({"kind": "exhausted", "id": delivery.id, "resource": "memory", "error": f"MemoryError: {error}"})
+            os._exit(1)
         except Exception as error:  # noqa: BLE001 - a failed delivery, reported
             traceback.print_exc(file=sys.stderr)
             write({"kind": "error", "id": delivery.id, "error": f"{type(error).__name__}: {error}"})

@@ -21,16 +21,33 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// What an agent's hook returns.
 pub type AgentResult = std::result::Result<(), BoxError>;
 
-/// A handler error that ends its agent, as a panic does: the message is dead-lettered
-/// (kind `ended`) and the agent is reported crashed with this reason. For an agent
-/// that can no longer go on (the program behind an `exec` agent exited, or broke its
-/// protocol), without panicking.
+/// A handler error that ends its agent: the message is dead-lettered (kind `ended`)
+/// and the agent is reported as the [`Ending`](crate::Ending) says (crashed, exited or
+/// killed by a limit), without panicking. For an agent that can no longer go on (the
+/// program behind an `exec` agent exited, or broke its protocol).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentEnded(pub String);
+pub struct AgentEnded(pub crate::Ending);
+
+impl AgentEnded {
+    /// The agent crashed, for `reason`.
+    pub fn crashed(reason: impl Into<String>) -> Self {
+        Self(crate::Ending::Crashed(reason.into()))
+    }
+
+    /// The agent finished on its own.
+    pub fn exited(reason: impl Into<String>) -> Self {
+        Self(crate::Ending::Exited(reason.into()))
+    }
+
+    /// The agent went past a resource limit.
+    pub fn killed_by_limit(reason: impl Into<String>) -> Self {
+        Self(crate::Ending::KilledByLimit(reason.into()))
+    }
+}
 
 impl std::fmt::Display for AgentEnded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0.reason())
     }
 }
 

@@ -203,3 +203,52 @@ impl EventHub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// How an agent ended on its own (not stopped), as its engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ending {
+    /// It crashed: a handler panicked, a delivery failed, or it could not go on.
+    Crashed(String),
+    /// It finished on its own: the program behind an `exec` agent exited with code 0.
+    Exited(String),
+    /// It went past a resource limit.
+    KilledByLimit(String),
+}
+
+impl Ending {
+    /// Why, in words.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Crashed(reason) | Self::Exited(reason) | Self::KilledByLimit(reason) => reason,
+        }
+    }
+
+    /// The state the agent is left in.
+    pub fn state(&self) -> crate::AgentState {
+        match self {
+            Self::Crashed(_) => crate::AgentState::Crashed,
+            Self::Exited(_) => crate::AgentState::Exited,
+            Self::KilledByLimit(_) => crate::AgentState::KilledByLimit,
+        }
+    }
+
+    /// The lifecycle event that reports it.
+    pub fn lifecycle(&self) -> LifecycleKind {
+        match self {
+            Self::Crashed(reason) => LifecycleKind::Crashed {
+                reason: reason.clone(),
+            },
+            Self::Exited(_) => LifecycleKind::Exited,
+            Self::KilledByLimit(reason) => LifecycleKind::KilledByLimit {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+impl From<String> for Ending {
+    /// A crash, for this reason.
+    fn from(reason: String) -> Self {
+        Self::Crashed(reason)
+    }
+}

@@ -11,9 +11,9 @@ use crate::core_error::CoreError;
 use crate::guard::{Breaker, ProbeAnswer, is_probe};
 use crate::task::{AgentTask, TaskControl, TaskEnv};
 use crate::{
-    AgentCell, AgentContext, AgentResult, AgentSpec, AgentState, Delivery, DynAgent, Error,
-    ExitStatus, Failure, GuildContext, Message, Notify, Outcome, Result, SubscribeRequest,
-    Subscription, message::inbox_topic,
+    AgentCell, AgentContext, AgentResult, AgentSpec, Delivery, DynAgent, Error, ExitStatus,
+    Failure, GuildContext, Message, Notify, Outcome, Result, SubscribeRequest, Subscription,
+    message::inbox_topic,
 };
 
 /// What one [`AgentHost::step`] did.
@@ -23,9 +23,9 @@ pub enum Step {
     Idle,
     /// One message was handled (successfully or dead-lettered after an error).
     Handled,
-    /// The handler panicked (or ended its agent): the agent has crashed and must not be
-    /// stepped again.
-    Crashed(String),
+    /// The handler panicked, or ended its agent ([`AgentEnded`](crate::AgentEnded)):
+    /// the agent has ended and must not be stepped again.
+    Ended(crate::Ending),
 }
 
 /// A started agent together with its subscription and context.
@@ -203,7 +203,12 @@ impl AgentHost {
     /// Ends the agent after a crash: detaches its subscription without running the stop
     /// hook (its position is kept, so a restart resumes) and records it as crashed.
     pub fn crash(self, reason: &str) {
-        self.core.crash(reason);
+        self.core.end(&crate::Ending::Crashed(reason.to_owned()));
+    }
+
+    /// Ends the agent as `ending` says, as [`crash`](Self::crash) does a crash.
+    pub fn end(self, ending: &crate::Ending) {
+        self.core.end(ending);
     }
 
     /// Turns the started agent into one long-lived future that handles its messages as
@@ -387,15 +392,15 @@ impl HostCore {
         }
     }
 
-    /// See [`AgentHost::crash`].
-    pub(crate) fn crash(mut self, reason: &str) {
+    /// See [`AgentHost::end`].
+    pub(crate) fn end(mut self, ending: &crate::Ending) {
         self.close();
         let exit = ExitStatus {
-            reason: reason.to_owned(),
+            reason: ending.reason().to_owned(),
             code: None,
             signal: None,
         };
-        self.cell.set_state(AgentState::Crashed, Some(exit));
+        self.cell.set_state(ending.state(), Some(exit));
     }
 
     fn close(&mut self) {
@@ -443,13 +448,16 @@ pub(crate) fn judge(
             (Outcome::Failed(failure), Step::Handled)
         }
         Ok(Some(Err(error))) if error.is::<crate::AgentEnded>() => {
-            let text = error.to_string();
-            tracing::error!(agent = %ctx.id(), topic = %delivery.topic, reason = %text, "the agent ended");
+            let ending = error
+                .downcast_ref::<crate::AgentEnded>()
+                .map(|ended| ended.0.clone())
+                .unwrap_or_else(|| crate::Ending::Crashed(error.to_string()));
+            tracing::error!(agent = %ctx.id(), topic = %delivery.topic, reason = %ending.reason(), "the agent ended");
             let failure = Failure {
                 kind: "ended".into(),
-                text: text.clone(),
+                text: ending.reason().to_owned(),
             };
-            (Outcome::Failed(failure), Step::Crashed(text))
+            (Outcome::Failed(failure), Step::Ended(ending))
         }
         Ok(Some(Err(error))) => {
             tracing::warn!(agent = %ctx.id(), topic = %delivery.topic, %error, "handler failed");
@@ -470,7 +478,10 @@ pub(crate) fn judge(
                 kind: "panic".into(),
                 text,
             };
-            (Outcome::Failed(failure), Step::Crashed(reason))
+            (
+                Outcome::Failed(failure),
+                Step::Ended(crate::Ending::Crashed(reason)),
+            )
         }
     }
 }

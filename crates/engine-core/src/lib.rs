@@ -45,7 +45,7 @@ pub use engine::{
     ExitStatus, GuildContext,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use events::{EventHub, EventReceiver, LifecycleEvent, LifecycleKind};
+pub use events::{Ending, EventHub, EventReceiver, LifecycleEvent, LifecycleKind};
 pub use guard::{PROBE_FORMAT, PROBE_SENDER, ProbeAnswer, is_probe};
 pub use host::{AgentHost, Step, panic_text};
 pub use id::{GENERATOR_ID_MAX, ID_EPOCH_UNIX_MS, IdGenerator, MessageId, Priority, unix_ms_now};

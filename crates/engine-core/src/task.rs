@@ -35,8 +35,9 @@ pub enum TaskEnd {
     /// It was stopped: its stop hook ran (with this result) and its subscription is
     /// detached.
     Stopped(Result<()>),
-    /// A handler panicked or its delivery failed: it is recorded as crashed.
-    Crashed(String),
+    /// It ended on its own (a handler panicked or ended it, or its delivery failed):
+    /// it is recorded as the ending says.
+    Ended(crate::Ending),
 }
 
 /// The engine's side of running an agent task: scheduling and time. One per agent,
@@ -224,22 +225,22 @@ impl std::fmt::Debug for TaskHost {
 impl TaskHost {
     /// Runs `agent` until it is stopped or crashes: the body of its task.
     pub async fn run<A: Agent>(mut self, mut agent: A) -> TaskEnd {
-        let crashed = self.serve(&mut agent).await;
+        let ended = self.serve(&mut agent).await;
         self.env.release();
-        match crashed {
+        match ended {
             None => {
                 let stopped = caught(pin!(agent.stop(&self.core.ctx))).await;
                 TaskEnd::Stopped(self.core.stopped(stopped))
             }
-            Some(reason) => {
-                self.core.crash(&reason);
-                TaskEnd::Crashed(reason)
+            Some(ending) => {
+                self.core.end(&ending);
+                TaskEnd::Ended(ending)
             }
         }
     }
 
-    /// Handles messages until told to stop (`None`) or the agent crashes (`Some(reason)`).
-    async fn serve<A: Agent>(&mut self, agent: &mut A) -> Option<String> {
+    /// Handles messages until told to stop (`None`) or the agent ends on its own (`Some(ending)`).
+    async fn serve<A: Agent>(&mut self, agent: &mut A) -> Option<crate::Ending> {
         loop {
             let asked = self.control.take();
             if asked & STOP != 0 {
@@ -258,7 +259,7 @@ impl TaskHost {
                     self.control.until(|asked| asked != 0).await;
                     continue;
                 }
-                Err(error) => return Some(format!("delivery failed: {error}")),
+                Err(error) => return Some(format!("delivery failed: {error}").into()),
             };
             match self.core.screen(&delivery) {
                 Ok(Screen::Handle) => {}
@@ -272,11 +273,11 @@ impl TaskHost {
                         until(probe.as_mut(), deadline, &mut self.env).await
                     };
                     if let Err(error) = self.core.answer(&delivery, probed) {
-                        return Some(format!("delivery failed: {error}"));
+                        return Some(format!("delivery failed: {error}").into());
                     }
                     continue;
                 }
-                Err(error) => return Some(format!("delivery failed: {error}")),
+                Err(error) => return Some(format!("delivery failed: {error}").into()),
             }
             let control = &self.control;
             let env = &mut self.env;
@@ -313,8 +314,8 @@ impl TaskHost {
             };
             match self.core.finish(&delivery, result) {
                 Ok(Step::Handled | Step::Idle) => {}
-                Ok(Step::Crashed(reason)) => return Some(reason),
-                Err(error) => return Some(format!("delivery failed: {error}")),
+                Ok(Step::Ended(ending)) => return Some(ending),
+                Err(error) => return Some(format!("delivery failed: {error}").into()),
             }
             if self.env.end_message() {
                 yield_now().await;

@@ -9,8 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use engine_core::{
-    AgentCell, AgentSpec, AgentState, AgentTask, EventHub, ExitStatus, LifecycleKind, TaskControl,
-    TaskEnd,
+    AgentCell, AgentSpec, AgentState, AgentTask, EventHub, ExitStatus, TaskControl, TaskEnd,
 };
 
 use crate::engine::event;
@@ -71,15 +70,12 @@ impl Watch {
             signal: None,
         };
         self.cell.set_state(AgentState::Crashed, Some(exit));
-        self.report_crash(reason);
+        self.report_end(&engine_core::Ending::Crashed(reason));
     }
 
-    fn report_crash(&self, reason: String) {
-        self.events.emit(event(
-            &self.guild,
-            &self.spec.id,
-            LifecycleKind::Crashed { reason },
-        ));
+    fn report_end(&self, ending: &engine_core::Ending) {
+        self.events
+            .emit(event(&self.guild, &self.spec.id, ending.lifecycle()));
     }
 }
 
@@ -130,7 +126,7 @@ impl Future for Timed {
                 tracing::warn!(agent = %this.watch.spec.id, %error, "stopping the agent");
             }
             // The host recorded the crash; the engine reports it.
-            Ok(Poll::Ready(TaskEnd::Crashed(reason))) => this.watch.report_crash(reason),
+            Ok(Poll::Ready(TaskEnd::Ended(ending))) => this.watch.report_end(&ending),
             Err(panic) => this.watch.crash(format!(
                 "the pool failed running it: {}",
                 engine_core::panic_text(&*panic)

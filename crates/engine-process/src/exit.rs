@@ -10,8 +10,8 @@ use crate::host::exit_code;
 /// What the engine learned about an agent process's end, besides its exit status.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Last {
-    /// The agent process reported a crash, with this reason.
-    pub crash: Option<String>,
+    /// The agent process reported that its agent ended on its own, and how.
+    pub ending: Option<engine_core::Ending>,
     /// The engine had asked it to stop.
     pub stop_requested: bool,
     /// It wrote that an allocation failed (the text it wrote).
@@ -39,8 +39,19 @@ pub(crate) fn classify(
         };
         return (AgentState::Stopped, exit(reason), LifecycleKind::Stopped);
     }
-    if let Some(reason) = &last.crash {
-        return crashed(exit(reason.clone()));
+    match &last.ending {
+        Some(engine_core::Ending::Crashed(reason)) => return crashed(exit(reason.clone())),
+        Some(engine_core::Ending::Exited(reason)) => {
+            return (
+                AgentState::Exited,
+                exit(reason.clone()),
+                LifecycleKind::Exited,
+            );
+        }
+        Some(engine_core::Ending::KilledByLimit(reason)) => {
+            return killed_by_limit(exit(reason.clone()));
+        }
+        None => {}
     }
     if let (Some(cap), Some(text)) = (limits.memory_bytes, &last.allocation_failure) {
         return killed_by_limit(exit(format!(
@@ -154,7 +165,7 @@ mod tests {
     #[test]
     fn a_reported_crash_keeps_its_reason_and_a_stop_is_a_stop() {
         let last = Last {
-            crash: Some("panicked: boom".into()),
+            ending: Some(engine_core::Ending::Crashed("panicked: boom".into())),
             ..Last::default()
         };
         let limits = ResourceLimits::default();

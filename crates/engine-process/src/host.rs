@@ -246,7 +246,7 @@ fn send_reported(reported: &Reported, client: &BrokerClient) -> Result<()> {
 /// Why an agent process's loop ended.
 enum Ending {
     Stop,
-    Crashed(String),
+    Ended(engine_core::Ending),
     Disconnected(String),
 }
 
@@ -299,8 +299,8 @@ fn serve(
                     Next::Disconnected(why) => break Ending::Disconnected(why),
                 }
             }
-            Ok(Step::Crashed(reason)) => break Ending::Crashed(reason),
-            Err(error) => break Ending::Crashed(format!("delivery failed: {error}")),
+            Ok(Step::Ended(ending)) => break Ending::Ended(ending),
+            Err(error) => break Ending::Ended(format!("delivery failed: {error}").into()),
         }
     };
     if let Some(timings) = &mut timings {
@@ -312,10 +312,14 @@ fn serve(
             let _ = client.send_now(&ToParent::Stopped { stop_error });
             exit_code::STOPPED
         }
-        Ending::Crashed(reason) => {
-            host.crash(&reason);
-            let _ = client.send_now(&ToParent::Crashed { reason });
-            exit_code::CRASHED
+        Ending::Ended(ending) => {
+            host.end(&ending);
+            let code = match ending {
+                engine_core::Ending::Exited(_) => exit_code::STOPPED,
+                _ => exit_code::CRASHED,
+            };
+            let _ = client.send_now(&ToParent::Ended(ending));
+            code
         }
         Ending::Disconnected(why) => {
             eprintln!("guild agent host: {why}; exiting");

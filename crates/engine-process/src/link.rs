@@ -188,7 +188,7 @@ impl Watch {
                         tracing::warn!(agent = %self.agent_id, %error, "the agent's stop hook failed");
                     }
                 }
-                Ok(Some(ToParent::Crashed { reason })) => last.crash = Some(reason),
+                Ok(Some(ToParent::Ended(ending))) => last.ending = Some(ending),
                 Ok(Some(ToParent::Lifecycle(kind))) => self.emit(kind),
                 Ok(Some(ToParent::Timings(timings))) => self.cell.timings().set(&timings),
                 Ok(Some(ToParent::Paused)) => {

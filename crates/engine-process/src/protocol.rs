@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version every frame carries.
-pub(crate) const VERSION: u8 = 3;
+pub(crate) const VERSION: u8 = 4;
 
 /// The largest frame accepted or sent, version byte and body included.
 pub(crate) const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -354,11 +354,9 @@ pub(crate) enum ToParent {
         /// The stop hook's error.
         stop_error: Option<String>,
     },
-    /// The agent crashed (a handler panicked); the process exits next.
-    Crashed {
-        /// Why.
-        reason: String,
-    },
+    /// The agent ended on its own (a handler panicked, or ended it); the process exits
+    /// next.
+    Ended(engine_core::Ending),
     /// The agent is between messages and handles nothing until resumed.
     Paused,
     /// Something the agent's host saw (a circuit breaker's change), to report as a
@@ -525,9 +523,7 @@ mod tests {
                 namespace: "guild".into(),
                 query: HistoryQuery::Topic("t".into()),
             },
-            ToParent::Crashed {
-                reason: "boom".into(),
-            },
+            ToParent::Ended(engine_core::Ending::Crashed("boom".into())),
         ]
     }
 

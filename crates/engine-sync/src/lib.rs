@@ -204,7 +204,7 @@ impl SyncEngine {
     fn drive_until(&self, deadline: Option<std::time::Instant>) -> usize {
         let mut handled = 0;
         loop {
-            let mut crashed = Vec::new();
+            let mut ended = Vec::new();
             let mut round = 0;
             {
                 let mut inner = self.lock();
@@ -215,26 +215,26 @@ impl SyncEngine {
                     if record.cell.state() == AgentState::Paused {
                         continue;
                     }
-                    let reason = match host.step() {
+                    let ending = match host.step() {
                         Ok(Step::Idle) => continue,
                         Ok(Step::Handled) => {
                             round += 1;
                             continue;
                         }
-                        Ok(Step::Crashed(reason)) => {
+                        Ok(Step::Ended(ending)) => {
                             round += 1;
-                            reason
+                            ending
                         }
-                        Err(error) => format!("delivery failed: {error}"),
+                        Err(error) => format!("delivery failed: {error}").into(),
                     };
                     if let Some(host) = record.handle.take() {
-                        host.crash(&reason);
+                        host.end(&ending);
                     }
-                    crashed.push((record.guild.clone(), record.spec.id.clone(), reason));
+                    ended.push((record.guild.clone(), record.spec.id.clone(), ending));
                 }
             }
-            for (guild, agent_id, reason) in crashed {
-                self.emit(&guild, &agent_id, LifecycleKind::Crashed { reason });
+            for (guild, agent_id, ending) in ended {
+                self.emit(&guild, &agent_id, ending.lifecycle());
             }
             handled += round;
             if round == 0 || deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline)

@@ -61,15 +61,16 @@ impl Worker {
                 }
                 // The engine marks the agent stopped and reports it once the thread is joined.
             }
-            Some(reason) => {
-                host.crash(&reason);
-                self.emit(LifecycleKind::Crashed { reason });
+            Some(ending) => {
+                host.end(&ending);
+                self.emit(ending.lifecycle());
             }
         }
     }
 
-    /// Handles messages until told to stop (`None`) or the agent crashes (`Some(reason)`).
-    fn mailbox_loop(&self, host: &mut AgentHost) -> Option<String> {
+    /// Handles messages until told to stop (`None`) or the agent ends on its own
+    /// (`Some(ending)`).
+    fn mailbox_loop(&self, host: &mut AgentHost) -> Option<engine_core::Ending> {
         loop {
             loop {
                 match self.signals.try_recv() {
@@ -85,8 +86,8 @@ impl Worker {
                 match host.step() {
                     Ok(Step::Handled) => {}
                     Ok(Step::Idle) => break,
-                    Ok(Step::Crashed(reason)) => return Some(reason),
-                    Err(error) => return Some(format!("delivery failed: {error}")),
+                    Ok(Step::Ended(ending)) => return Some(ending),
+                    Err(error) => return Some(format!("delivery failed: {error}").into()),
                 }
             }
             match self.signals.recv() {

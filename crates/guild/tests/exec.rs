@@ -73,11 +73,12 @@ impl Setup {
         self.engine.run_agent(&self.guild, spec).unwrap();
     }
 
-    fn crashed(&self, id: &str) -> String {
+    /// Waits for agent `id` to end in `state`, answering why it ended.
+    fn ended(&self, id: &str, state: AgentState) -> String {
         wait_until(&[&self.engine], "the agent ended", || {
             self.engine
                 .agent_info(&self.namespace, id)
-                .is_some_and(|info| info.state == AgentState::Crashed)
+                .is_some_and(|info| info.state == state)
         });
         let info = self.engine.agent_info(&self.namespace, id).unwrap();
         info.exit.map(|exit| exit.reason).unwrap_or_default()
@@ -166,6 +167,11 @@ fn a_program_that_breaks_the_protocol_ends_only_its_agent_with_the_reason() {
         ),
         ("dies", "    os.kill(os.getpid(), 9)", "killed by signal 9"),
         ("exits", "    sys.exit(3)", "exited with code 3"),
+        (
+            "finishes",
+            "    sys.exit(0)",
+            "closed its output (the program exited with code 0)",
+        ),
         ("sleeps", "    time.sleep(30)", "did not answer in time"),
     ];
     for (name, body, _) in &cases {
@@ -188,7 +194,13 @@ fn a_program_that_breaks_the_protocol_ends_only_its_agent_with_the_reason() {
         );
     }
     for (name, _, expected) in &cases {
-        let reason = setup.crashed(name);
+        // A program that exits with code 0 has finished: its agent exited.
+        let state = if *name == "finishes" {
+            AgentState::Exited
+        } else {
+            AgentState::Crashed
+        };
+        let reason = setup.ended(name, state);
         assert!(reason.starts_with("exec: "), "{name}: {reason}");
         assert!(reason.contains(expected), "{name}: {reason}");
     }
@@ -343,9 +355,11 @@ timeout_secs = 60
 }
 
 #[test]
-fn a_program_past_its_memory_cap_is_refused_the_memory_and_goes_on() {
+fn a_program_past_its_memory_cap_is_killed_by_the_limit_and_restarted() {
     let setup = setup("exec-memory");
-    // Asks for 1 GiB under a 256 MiB cap: Python's allocation fails (MemoryError).
+    // Asks for 1 GiB under a 256 MiB cap: Python's allocation fails (MemoryError), the
+    // client reports it, and the agent is killed by its limit; its supervisor restarts
+    // it, and it goes on without the message.
     program(
         &setup.dir,
         "greedy",
@@ -356,6 +370,10 @@ fn a_program_past_its_memory_cap_is_refused_the_memory_and_goes_on() {
     std::fs::write(
         &spec,
         r#"id = "greedy-exec"
+
+[supervision]
+restart = "transient"
+backoff = { kind = "fixed", initial_ms = 10 }
 
 [[agents]]
 id = "greedy"
@@ -383,8 +401,12 @@ timeout_secs = 60
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{said}");
     assert!(
-        said.contains("error in greedy on in: MemoryError"),
+        said.contains(
+            "agent greedy was killed by a limit: exec: the program ran out of memory past its \
+             cap of 268435456 bytes (MemoryError"
+        ),
         "{said}"
     );
+    assert!(said.contains("its supervisor restarts it"), "{said}");
     assert!(said.contains("[out] greedy -> \"b\""), "{said}");
 }

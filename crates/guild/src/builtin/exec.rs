@@ -23,6 +23,9 @@ use engine_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// Why an agent ends when its program closes its output.
+const CLOSED: &str = "the program closed its output";
+
 /// The protocol version guild speaks.
 pub const EXEC_PROTOCOL: u32 = 1;
 
@@ -198,30 +201,66 @@ impl Exec {
         match line {
             Line::Object(object) => Ok(object),
             Line::Broken(why) => Err(self.ended(&why)),
-            Line::Closed => Err(self.ended("the program closed its output")),
+            Line::Closed => Err(self.ended(CLOSED)),
         }
     }
 
-    /// Ends the program, and the agent with it: the reason, with how the program ended.
+    /// Ends the program, and the agent with it: crashed, for `why` and how the program
+    /// ended; exited, when the program closed its output and exited with code 0.
     fn ended(&mut self, why: &str) -> BoxError {
-        let how = match self.running.take() {
-            Some(mut running) => {
-                drop(running.stdin);
-                // A program that already exited is reaped at once; one that is still
-                // running after breaking the protocol is killed.
-                let status = match running.child.try_wait() {
-                    Ok(Some(status)) => Some(status),
-                    _ => wait_briefly(&mut running.child, Duration::from_millis(200)),
-                };
-                let status = status.or_else(|| {
-                    let _ = running.child.kill();
-                    running.child.wait().ok()
-                });
-                status.map(describe_exit).unwrap_or_default()
-            }
-            None => String::new(),
+        let (status, how) = self.reap();
+        let reason = format!("exec: {why}{how}");
+        let exited_cleanly = status.is_some_and(|status| status.success());
+        Box::new(if exited_cleanly && why == CLOSED {
+            AgentEnded::exited(reason)
+        } else {
+            AgentEnded::crashed(reason)
+        })
+    }
+
+    /// Ends the program, and the agent with it, as killed by its limit on `resource`.
+    fn exhausted(
+        &mut self,
+        ctx: &AgentContext,
+        object: &serde_json::Map<String, Value>,
+    ) -> BoxError {
+        let resource = object
+            .get("resource")
+            .and_then(Value::as_str)
+            .unwrap_or("memory")
+            .to_owned();
+        let error = object
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let cap = match (resource.as_str(), ctx.spec().limits.memory_bytes) {
+            ("memory", Some(cap)) => format!(" past its cap of {cap} bytes"),
+            _ => String::new(),
         };
-        Box::new(AgentEnded(format!("exec: {why}{how}")))
+        let (_, how) = self.reap();
+        Box::new(AgentEnded::killed_by_limit(format!(
+            "exec: the program ran out of {resource}{cap} ({error}){how}"
+        )))
+    }
+
+    /// Closes the program's input and reaps it (killing it if it does not exit at
+    /// once), answering its exit status and how it ended, in words.
+    fn reap(&mut self) -> (Option<std::process::ExitStatus>, String) {
+        let Some(mut running) = self.running.take() else {
+            return (None, String::new());
+        };
+        drop(running.stdin);
+        // A program that already exited is reaped at once; one that is still running
+        // after breaking the protocol is killed.
+        let status = match running.child.try_wait() {
+            Ok(Some(status)) => Some(status),
+            _ => wait_briefly(&mut running.child, Duration::from_millis(200)),
+        };
+        let status = status.or_else(|| {
+            let _ = running.child.kill();
+            running.child.wait().ok()
+        });
+        (status, status.map(describe_exit).unwrap_or_default())
     }
 
     /// Answers a request the program made while a delivery was out.
@@ -338,6 +377,7 @@ impl Agent for Exec {
                     return Err(error.into());
                 }
                 "publish" | "reply" | "history" => self.answer(ctx, message, &kind, &object)?,
+                "exhausted" => return Err(self.exhausted(ctx, &object)),
                 "" => return Err(self.ended("a line without a kind")),
                 other => return Err(self.ended(&format!("a line of unknown kind {other:?}"))),
             }
@@ -367,7 +407,7 @@ impl Drop for Exec {
 }
 
 fn gone() -> BoxError {
-    Box::new(AgentEnded("exec: the program is not running".into()))
+    Box::new(AgentEnded::crashed("exec: the program is not running"))
 }
 
 /// How long the agent looks for the program's answer before sleeping until it comes.
