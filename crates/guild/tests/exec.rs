@@ -410,3 +410,25 @@ timeout_secs = 60
     assert!(said.contains("its supervisor restarts it"), "{said}");
     assert!(said.contains("[out] greedy -> \"b\""), "{said}");
 }
+
+#[test]
+fn a_program_that_stops_reading_cannot_hold_its_agent_past_the_timeout() {
+    let setup = setup("exec-deaf");
+    // Says it is ready, then never reads again.
+    let path = setup.dir.join("deaf.py");
+    std::fs::write(
+        &path,
+        "import sys, time\nsys.stdin.readline()\nprint('{\"kind\": \"ready\"}', flush=True)\ntime.sleep(60)\n",
+    )
+    .unwrap();
+    setup.run("deaf", "in", &path, json!({}));
+    // Far more than a pipe holds.
+    let big = "x".repeat(1 << 20);
+    publish(&*setup.bus, &setup.namespace, "test", "in", &big);
+    let reason = setup.ended("deaf", AgentState::Crashed);
+    assert!(
+        reason.contains("the program did not read its input in time"),
+        "{reason}"
+    );
+    setup.engine.shutdown().unwrap();
+}

@@ -171,19 +171,17 @@ impl Exec {
         Ok(())
     }
 
-    /// Writes one line to the program.
-    fn write(&mut self, line: &Value) -> AgentResult {
+    /// Writes one line to the program, waiting for room in its input until `deadline`
+    /// at most (a program that stops reading cannot hold the agent past it).
+    fn write(&mut self, line: &Value, deadline: Option<Instant>) -> AgentResult {
         let running = self.running.as_mut().ok_or_else(gone)?;
         let mut text = serde_json::to_vec(line)?;
         text.push(b'\n');
-        if let Err(error) = running
-            .stdin
-            .write_all(&text)
-            .and_then(|()| running.stdin.flush())
-        {
-            return Err(self.ended(&format!("cannot write to the program: {error}")));
+        match write_until(&mut running.stdin, &text, deadline) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.ended("the program did not read its input in time")),
+            Err(error) => Err(self.ended(&format!("cannot write to the program: {error}"))),
         }
-        Ok(())
     }
 
     /// The program's next line, waiting until `deadline` at most.
@@ -270,6 +268,7 @@ impl Exec {
         delivery: &Message,
         kind: &str,
         object: &serde_json::Map<String, Value>,
+        deadline: Option<Instant>,
     ) -> AgentResult {
         let request = object.get("request").cloned();
         if request.is_none() && kind == "history" {
@@ -311,7 +310,7 @@ impl Exec {
                 json!({ "kind": "failed", "request": request, "error": error.to_string() })
             }
         };
-        self.write(&line)
+        self.write(&line, deadline)
     }
 }
 
@@ -326,8 +325,8 @@ impl Agent for Exec {
             "guild": ctx.namespace(),
             "settings": self.config.settings,
         });
-        self.write(&hello)?;
         let deadline = Instant::now() + Duration::from_millis(self.config.ready_timeout_ms);
+        self.write(&hello, Some(deadline))?;
         let ready = self.next(Some(deadline))?;
         match ready.get("kind").and_then(Value::as_str) {
             Some("ready") => Ok(()),
@@ -344,7 +343,7 @@ impl Agent for Exec {
         let timeout = ctx.spec().handler_timeout_ms.map(Duration::from_millis);
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
         self.failed = None;
-        self.write(&delivery_line(message))?;
+        self.write(&delivery_line(message), deadline)?;
         let id = message.id.to_string();
         loop {
             let object = self.next(deadline)?;
@@ -376,7 +375,9 @@ impl Agent for Exec {
                         .unwrap_or_else(|| "the program failed the delivery".to_owned());
                     return Err(error.into());
                 }
-                "publish" | "reply" | "history" => self.answer(ctx, message, &kind, &object)?,
+                "publish" | "reply" | "history" => {
+                    self.answer(ctx, message, &kind, &object, deadline)?;
+                }
                 "exhausted" => return Err(self.exhausted(ctx, &object)),
                 "" => return Err(self.ended("a line without a kind")),
                 other => return Err(self.ended(&format!("a line of unknown kind {other:?}"))),
@@ -408,6 +409,60 @@ impl Drop for Exec {
 
 fn gone() -> BoxError {
     Box::new(AgentEnded::crashed("exec: the program is not running"))
+}
+
+/// Writes all of `bytes` to the program's input, which is non-blocking when there is a
+/// deadline: false when the program has not made room for them by `deadline`.
+fn write_until(
+    stdin: &mut ChildStdin,
+    bytes: &[u8],
+    deadline: Option<Instant>,
+) -> std::io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd as _;
+    let Some(deadline) = deadline else {
+        stdin.write_all(bytes)?;
+        return Ok(true);
+    };
+    set_nonblocking(stdin, true)?;
+    let mut written = 0;
+    let result = loop {
+        if written == bytes.len() {
+            break Ok(true);
+        }
+        match stdin.write(&bytes[written..]) {
+            Ok(n) => written += n,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break Ok(false);
+                }
+                let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+                let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLOUT)];
+                match poll(&mut fds, timeout) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(errno) => break Err(std::io::Error::from(errno)),
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => break Err(error),
+        }
+    };
+    set_nonblocking(stdin, false)?;
+    result
+}
+
+/// Sets or clears `O_NONBLOCK` on the program's input.
+fn set_nonblocking(stdin: &ChildStdin, on: bool) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(stdin, FcntlArg::F_GETFL)?);
+    let flags = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags - OFlag::O_NONBLOCK
+    };
+    fcntl(stdin, FcntlArg::F_SETFL(flags))?;
+    Ok(())
 }
 
 /// How long the agent looks for the program's answer before sleeping until it comes.
