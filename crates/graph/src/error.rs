@@ -18,14 +18,12 @@ pub struct GraphError {
 
 impl fmt::Display for GraphError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.node.is_empty() {
-            write!(f, ": node {:?}", self.node)?;
-        }
-        write!(f, ": {}", self.message)
+        let node = if self.node.is_empty() {
+            String::new()
+        } else {
+            format!("node {:?}", self.node)
+        };
+        spec_file::write_located(f, &self.file, (self.line, None), &node, &self.message)
     }
 }
 

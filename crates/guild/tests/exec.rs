@@ -295,6 +295,38 @@ fn bad_exec_settings_are_refused_by_name() {
     }
 }
 
+/// A spec file in `dir` of one supervised exec agent `id` running `<id>.py` on topic
+/// `in` (with `extra` lines in its table), sent `inputs`, complete after `outputs`
+/// messages on `out`.
+fn supervised_spec(dir: &Path, id: &str, extra: &str, inputs: &[&str], outputs: u64) -> PathBuf {
+    let sends: Vec<String> = inputs
+        .iter()
+        .map(|input| format!("    {{ topic = \"in\", payload = \"{input}\" }},"))
+        .collect();
+    let spec = format!(
+        "id = \"{id}-exec\"\n\n[supervision]\nrestart = \"transient\"\n\
+         backoff = {{ kind = \"fixed\", initial_ms = 10 }}\n\n[[agents]]\nid = \"{id}\"\n\
+         type = \"exec\"\ntopics = [\"in\"]\n{extra}\n\
+         properties = {{ command = [\"python3\", \"{id}.py\"] }}\n\n[run]\nsend = [\n{}\n]\n\
+         until = {{ topic = \"out\", count = {outputs} }}\nshow = [\"out\"]\ntimeout_secs = 60\n",
+        sends.join("\n")
+    );
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, spec).unwrap();
+    path
+}
+
+/// `guild run <spec> --engine <engine>`, which must succeed: what it printed.
+fn run_guild(spec: &Path, engine: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_guild"))
+        .args(["run", spec.to_str().unwrap(), "--engine", engine])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{engine}: {said}");
+    said
+}
+
 #[test]
 fn a_killed_program_is_restarted_by_its_supervisor_and_resumes() {
     let setup = setup("exec-supervised");
@@ -306,42 +338,10 @@ fn a_killed_program_is_restarted_by_its_supervisor_and_resumes() {
          open('died', 'w').close()\n        os.kill(os.getpid(), 9)\n    \
          ctx.publish('out', delivery.payload)",
     );
-    let spec = setup.dir.join("supervised.toml");
-    std::fs::write(
-        &spec,
-        r#"id = "supervised-exec"
-
-[supervision]
-restart = "transient"
-backoff = { kind = "fixed", initial_ms = 10 }
-
-[[agents]]
-id = "fragile"
-type = "exec"
-topics = ["in"]
-properties = { command = ["python3", "fragile.py"] }
-
-[run]
-send = [
-    { topic = "in", payload = "a" },
-    { topic = "in", payload = "die" },
-    { topic = "in", payload = "b" },
-    { topic = "in", payload = "c" },
-]
-until = { topic = "out", count = 3 }
-show = ["out"]
-timeout_secs = 60
-"#,
-    )
-    .unwrap();
+    let spec = supervised_spec(&setup.dir, "fragile", "", &["a", "die", "b", "c"], 3);
     for engine in ["threads", "process"] {
         let _ = std::fs::remove_file(setup.dir.join("died"));
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_guild"))
-            .args(["run", spec.to_str().unwrap(), "--engine", engine])
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{engine}: {said}");
+        let said = run_guild(&spec, engine);
         for line in [
             "[out] fragile -> \"a\"",
             "[out] fragile -> \"b\"",
@@ -366,40 +366,14 @@ fn a_program_past_its_memory_cap_is_killed_by_the_limit_and_restarted() {
         "    if delivery.payload == 'eat':\n        ctx.publish('out', len(bytearray(1 << 30)))\n    \
          ctx.publish('out', delivery.payload)",
     );
-    let spec = setup.dir.join("greedy.toml");
-    std::fs::write(
-        &spec,
-        r#"id = "greedy-exec"
-
-[supervision]
-restart = "transient"
-backoff = { kind = "fixed", initial_ms = 10 }
-
-[[agents]]
-id = "greedy"
-type = "exec"
-topics = ["in"]
-limits = { memory_bytes = 268435456 }
-properties = { command = ["python3", "greedy.py"] }
-
-[run]
-send = [
-    { topic = "in", payload = "a" },
-    { topic = "in", payload = "eat" },
-    { topic = "in", payload = "b" },
-]
-until = { topic = "out", count = 2 }
-show = ["out"]
-timeout_secs = 60
-"#,
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_guild"))
-        .args(["run", spec.to_str().unwrap(), "--engine", "process"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{said}");
+    let spec = supervised_spec(
+        &setup.dir,
+        "greedy",
+        "limits = { memory_bytes = 268435456 }",
+        &["a", "eat", "b"],
+        2,
+    );
+    let said = run_guild(&spec, "process");
     assert!(
         said.contains(
             "agent greedy was killed by a limit: exec: the program ran out of memory past its \

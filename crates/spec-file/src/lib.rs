@@ -224,6 +224,28 @@ fn key_column(line: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// Writes a problem as `file[:line[:column]][: what]: message`, the one way guild's
+/// file errors read.
+pub fn write_located(
+    f: &mut std::fmt::Formatter<'_>,
+    file: &str,
+    position: (Option<usize>, Option<usize>),
+    what: &str,
+    message: &str,
+) -> std::fmt::Result {
+    write!(f, "{file}")?;
+    if let (Some(line), column) = position {
+        write!(f, ":{line}")?;
+        if let Some(column) = column {
+            write!(f, ":{column}")?;
+        }
+    }
+    if !what.is_empty() {
+        write!(f, ": {what}")?;
+    }
+    write!(f, ": {message}")
+}
+
 /// Counts one more sighting of `key`, answering how many came before: the `nth` to give
 /// [`locate`] for it.
 pub fn bump<'a>(counts: &mut HashMap<&'a str, usize>, key: &'a str) -> usize {

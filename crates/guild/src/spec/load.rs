@@ -24,17 +24,14 @@ pub struct SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(column) = self.column {
-                write!(f, ":{column}")?;
-            }
-        }
-        if !self.field.is_empty() && self.field != "." {
-            write!(f, ": {}", self.field)?;
-        }
-        write!(f, ": {}", self.message)
+        let field = if self.field == "." { "" } else { &self.field };
+        spec_file::write_located(
+            f,
+            &self.file,
+            (self.line, self.column),
+            field,
+            &self.message,
+        )
     }
 }
 
