@@ -406,3 +406,49 @@ fn a_program_that_stops_reading_cannot_hold_its_agent_past_the_timeout() {
     );
     setup.engine.shutdown().unwrap();
 }
+
+#[test]
+fn on_the_pool_a_waiting_program_does_not_hold_the_only_worker() {
+    let setup = setup("exec-pool");
+    // Waits (10 s at most) until the Rust responder, on the same one-worker pool, has
+    // answered a ping: it could not if this agent's wait held the worker.
+    program(
+        &setup.dir,
+        "waiter",
+        "    for _ in range(1000):\n        if ctx.history('pong'):\n            \
+         ctx.publish('out', 'saw the pong')\n            return\n        \
+         time.sleep(0.01)\n    raise RuntimeError('no pong: the worker was held')",
+    );
+    let spec = setup.dir.join("pool.toml");
+    std::fs::write(
+        &spec,
+        r#"id = "pool-exec"
+
+[pool]
+workers = 1
+
+[[agents]]
+id = "waiter"
+type = "exec"
+topics = ["start"]
+properties = { command = ["python3", "waiter.py"] }
+
+[[agents]]
+id = "responder"
+type = "responder"
+topics = ["ping"]
+
+[run]
+send = [
+    { topic = "start", payload = "go" },
+    { topic = "ping", payload = "hi", reply_to = "pong" },
+]
+until = { topic = "out", count = 1 }
+show = ["out"]
+timeout_secs = 30
+"#,
+    )
+    .unwrap();
+    let said = run_guild(&spec, "pool");
+    assert!(said.contains("[out] waiter -> \"saw the pong\""), "{said}");
+}

@@ -316,6 +316,23 @@ impl Exec {
 
 impl Agent for Exec {
     async fn start(&mut self, ctx: &AgentContext) -> AgentResult {
+        blocking(|| self.start_now(ctx))
+    }
+
+    async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
+        blocking(|| self.handle_now(ctx, message))
+    }
+
+    async fn stop(&mut self, _ctx: &AgentContext) -> AgentResult {
+        blocking(|| self.stop_now());
+        Ok(())
+    }
+}
+
+/// The hooks' work, which waits on the program: on a pool engine's worker it runs as
+/// blocking work, so the pool moves its other agents to another worker meanwhile.
+impl Exec {
+    fn start_now(&mut self, ctx: &AgentContext) -> AgentResult {
         self.spawn(ctx)?;
         let hello = json!({
             "kind": "hello",
@@ -339,7 +356,7 @@ impl Agent for Exec {
         }
     }
 
-    async fn handle(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
+    fn handle_now(&mut self, ctx: &AgentContext, message: &Message) -> AgentResult {
         let timeout = ctx.spec().handler_timeout_ms.map(Duration::from_millis);
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
         self.failed = None;
@@ -385,7 +402,7 @@ impl Agent for Exec {
         }
     }
 
-    async fn stop(&mut self, _ctx: &AgentContext) -> AgentResult {
+    fn stop_now(&mut self) {
         if let Some(mut running) = self.running.take() {
             // Closing its input asks the program to exit; it gets two seconds.
             drop(running.stdin);
@@ -394,7 +411,19 @@ impl Agent for Exec {
                 let _ = running.child.wait();
             }
         }
-        Ok(())
+    }
+}
+
+/// Runs `work`, which blocks: as blocking work when on a multi-threaded tokio runtime
+/// (the pool engine's workers), else as it is (the other engines drive handlers on
+/// threads of their own).
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
