@@ -25,10 +25,11 @@ pub(crate) enum GuildError {
     #[error("{0}")]
     Spec(#[source] SpecErrors),
     #[error(
-        "the spec's [pool] table would be ignored: a pool engine with its own settings was \
-         supplied with with_engine; remove the table or build the engine from it"
+        "the spec's [{engine}] table would be ignored: a {engine} engine with its own \
+         settings was supplied with with_engine; remove the table or build the engine from it"
     )]
-    PoolTwice,
+    #[cfg(any(feature = "engine-pool", feature = "engine-cluster"))]
+    TableIgnored { engine: &'static str },
 }
 
 impl From<GuildError> for Error {
@@ -36,8 +37,9 @@ impl From<GuildError> for Error {
         let (component, kind, retryable) = match &error {
             GuildError::UnknownEngine { .. }
             | GuildError::UnknownMessaging { .. }
-            | GuildError::BadMessaging { .. }
-            | GuildError::PoolTwice => (COMPONENT, ErrorKind::InvalidConfig, false),
+            | GuildError::BadMessaging { .. } => (COMPONENT, ErrorKind::InvalidConfig, false),
+            #[cfg(any(feature = "engine-pool", feature = "engine-cluster"))]
+            GuildError::TableIgnored { .. } => (COMPONENT, ErrorKind::InvalidConfig, false),
             // The reply may come on a later try; the request may have been handled.
             GuildError::NoReply { .. } => (COMPONENT, ErrorKind::TimedOut, true),
             GuildError::Spec(_) => ("spec", ErrorKind::InvalidSpec, false),

@@ -214,7 +214,12 @@ impl GuildBuilder {
     fn check(&self, forced_engine: Option<&str>) -> Result<()> {
         #[cfg(feature = "engine-pool")]
         if self.loaded.spec.pool.is_some() && self.engines.iter().any(|e| e.name() == "pool") {
-            return Err(GuildError::PoolTwice.into());
+            return Err(GuildError::TableIgnored { engine: "pool" }.into());
+        }
+        #[cfg(feature = "engine-cluster")]
+        if self.loaded.spec.cluster.is_some() && self.engines.iter().any(|e| e.name() == "cluster")
+        {
+            return Err(GuildError::TableIgnored { engine: "cluster" }.into());
         }
         let mut known = select::known_names();
         for engine in &self.engines {

@@ -374,3 +374,22 @@ fn a_paused_agent_answers_once_resumed_on_every_engine() {
         guild.shutdown().unwrap();
     }
 }
+
+#[test]
+fn a_settings_table_a_supplied_engine_would_ignore_is_refused() {
+    let engine: Arc<dyn ExecutionEngine> = Arc::new(guild::engines::PoolEngine::new().unwrap());
+    let mut spec = unique_spec();
+    spec.pool = Some(guild::engines::PoolConfig::default());
+    let refused = GuildBuilder::new(spec)
+        .registry(builtin_registry())
+        .engine("pool")
+        .with_engine(engine)
+        .build()
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("the spec's [pool] table would be ignored"),
+        "{refused}"
+    );
+}
