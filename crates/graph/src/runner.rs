@@ -123,6 +123,8 @@ struct Compiled {
 pub struct GraphRunner {
     loaded: LoadedSchema,
     nodes: Arc<Vec<Compiled>>,
+    /// Each node's place in `nodes`, by name.
+    index: std::collections::HashMap<String, usize>,
     hooks: Arc<Vec<Arc<dyn Hook>>>,
     storage: Option<ModelStorage>,
     context: ExecutionContext,
@@ -220,9 +222,15 @@ impl GraphRunner {
             ),
             Execution::Parallel(_) => None,
         };
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| (node.name.clone(), i))
+            .collect();
         Ok(Self {
             loaded: schema,
             nodes: Arc::new(nodes),
+            index,
             hooks: Arc::new(hooks),
             storage,
             context,
@@ -307,8 +315,9 @@ impl GraphRunner {
         inputs: BTreeMap<String, Value>,
         targets: &[String],
     ) -> Result<Plan, GraphErrors> {
+        let find = |name: &str| self.index.get(name).copied();
         let error = |node: &str, message: String| {
-            if self.nodes.iter().any(|n| n.name == node) {
+            if find(node).is_some() {
                 self.loaded.error(node, message)
             } else {
                 GraphError {
@@ -320,7 +329,6 @@ impl GraphRunner {
             }
         };
         let mut errors = Vec::new();
-        let find = |name: &str| self.nodes.iter().position(|node| node.name == name);
         let defaults: Vec<String>;
         let targets = if targets.is_empty() {
             defaults = self
@@ -643,11 +651,9 @@ impl State {
     /// Counts node `i` done for the nodes that need it.
     fn release(&mut self, nodes: &[Compiled], i: usize) {
         if self.caching {
-            let fingerprint = std::mem::take(&mut self.fingerprints[i]);
             self.result
                 .fingerprints
-                .insert(nodes[i].name.clone(), fingerprint.clone());
-            self.fingerprints[i] = fingerprint;
+                .insert(nodes[i].name.clone(), self.fingerprints[i].clone());
         }
         for &dependent in &nodes[i].dependents {
             let remaining = &mut self.remaining[dependent];
