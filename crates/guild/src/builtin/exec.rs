@@ -702,3 +702,72 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lines(bytes: &[u8], max: usize) -> Vec<String> {
+        let mut reader = BufReader::new(bytes);
+        let mut seen = Vec::new();
+        loop {
+            match read_line(&mut reader, max) {
+                Line::Object(object) => seen.push(format!("object {}", object.len())),
+                Line::Broken(why) => {
+                    seen.push(format!("broken {why}"));
+                    break;
+                }
+                Line::Closed => break,
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn lines_are_objects_until_one_is_not() {
+        let input = b"{\"kind\":\"done\",\"id\":\"1\"}\r\n{}\n[1]\n{}\n";
+        assert_eq!(
+            lines(input, 64),
+            [
+                "object 2",
+                "object 0",
+                "broken a line that is JSON but not an object"
+            ]
+        );
+        assert_eq!(lines(b"\n", 64), ["broken an empty line"]);
+        assert_eq!(
+            lines(b"{\"a\":1}", 64),
+            ["object 1"],
+            "a last line without newline"
+        );
+        let long = format!("{{\"a\":\"{}\"}}\n", "x".repeat(100));
+        assert_eq!(
+            lines(long.as_bytes(), 64),
+            ["broken a line of over 64 bytes"]
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+        /// Whatever a program writes, reading it never panics, and every line either
+        /// parses as an object or ends the agent.
+        #[test]
+        fn arbitrary_output_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let seen = lines(&bytes, 128);
+            prop_assert!(seen.iter().filter(|line| line.starts_with("broken")).count() <= 1);
+        }
+
+        /// Lines of JSON objects, cut and spliced at random, are read as objects or
+        /// refused by name.
+        #[test]
+        fn damaged_protocol_lines_never_panic(cut in 0usize..200, insert in any::<u8>()) {
+            let mut bytes = b"{\"kind\":\"publish\",\"request\":1,\"topic\":\"t\",\"payload\":{\"a\":[1,2]}}\n{\"kind\":\"done\",\"id\":\"9\"}\n".to_vec();
+            let at = cut % bytes.len();
+            bytes.insert(at, insert);
+            let seen = lines(&bytes, 1024);
+            prop_assert!(!seen.is_empty() || bytes.iter().all(u8::is_ascii_whitespace));
+        }
+    }
+}
