@@ -14,6 +14,9 @@ use crate::lease::Lease;
 use crate::node::{NodeIdentity, NodeService};
 use crate::resources::Resources;
 
+/// How long a stopping node lets calls in flight finish.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// How a node joins its cluster.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -60,6 +63,7 @@ pub struct Node {
     id: String,
     address: SocketAddr,
     engine: Arc<dyn ExecutionEngine>,
+    service: Arc<NodeService>,
     lease: Option<Lease>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>>,
@@ -136,13 +140,14 @@ impl Node {
         )?;
         service.set_lease_generation(lease.generation);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = runtime.spawn(service.serve(listener, async {
+        let server = runtime.spawn(service.clone().serve(listener, async {
             let _ = stopped.await;
         }));
         Ok(Self {
             id,
             address,
             engine,
+            service: service.clone(),
             lease: Some(lease),
             stop: Some(stop),
             server: Some(server),
@@ -175,12 +180,22 @@ impl Node {
 
     fn halt(&mut self) -> Result<()> {
         drop(self.lease.take());
+        self.service.begin_stop();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let stopped = self.engine.shutdown();
-        if let Some(server) = self.server.take() {
-            match self.runtime.block_on(server) {
+        if let Some(mut server) = self.server.take() {
+            // Calls in flight get a few seconds to finish; then the server is dropped.
+            let finished = self
+                .runtime
+                .block_on(async { tokio::time::timeout(STOP_GRACE, &mut server).await });
+            let Ok(finished) = finished else {
+                server.abort();
+                tracing::warn!(node = %self.id, "calls still open after the grace period: dropped");
+                return stopped;
+            };
+            match finished {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     return Err(Error::new(

@@ -211,8 +211,26 @@ impl Inner {
                         delay_ms: 0,
                     },
                 )),
+                // A node or Redis out of reach for now: the next look tries again.
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(%agent, %error, "cannot place the agent of a lost node again yet");
+                }
+                // Nothing fits: the agent is gone, and a supervisor, if any, decides.
                 Err(error) => {
                     tracing::error!(%agent, %error, "cannot place the agent of a lost node again");
+                    lock(&self.placed).remove(&(placed.guild.namespace.to_string(), agent.clone()));
+                    self.hub.emit(LifecycleEvent::new(
+                        &placed.guild.namespace,
+                        &agent,
+                        NAME,
+                        LifecycleKind::Crashed {
+                            reason: format!(
+                                "its node {} was lost, and it could not be placed again: {}",
+                                placed.node,
+                                error.message()
+                            ),
+                        },
+                    ));
                 }
             }
         }
@@ -497,6 +515,8 @@ impl Inner {
                     messaging_redis::redact(&self.config.redis)
                 ),
             )
+            // Until the cluster changes, asking again gets the same answer.
+            .retryable(false)
         })
     }
 

@@ -62,6 +62,8 @@ pub struct NodeService {
     lease_generation: std::sync::atomic::AtomicU64,
     /// The certificate and key the service proves itself with, when it speaks TLS.
     tls: Option<tonic::transport::Identity>,
+    /// Set when the node stops: event streams end.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for NodeService {
@@ -92,6 +94,7 @@ impl NodeService {
             ended: Mutex::new(HashMap::new()),
             lease_generation: std::sync::atomic::AtomicU64::new(0),
             tls: None,
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -100,6 +103,13 @@ impl NodeService {
     pub fn with_tls(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Self {
         self.tls = Some(tonic::transport::Identity::from_pem(cert_pem, key_pem));
         self
+    }
+
+    /// Ends the event streams the node serves, so it can stop: call before stopping
+    /// the server.
+    pub fn begin_stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Records the generation of the lease the node holds.
@@ -473,12 +483,27 @@ impl proto::node_server::Node for NodeService {
         let node = self.identity.id.clone();
         // The engine's events come on a crossbeam channel; a thread hands them on until
         // the caller hangs up.
+        let stopping = self.stopping.clone();
         std::thread::Builder::new()
             .name("node-events".into())
             .spawn(move || {
-                while let Ok(event) = receiver.recv() {
-                    if sender.blocking_send(Ok(event_of(&node, event))).is_err() {
-                        break;
+                // Until the caller hangs up, or the node stops (which ends the stream,
+                // so the server's graceful stop does not wait on it forever).
+                loop {
+                    match receiver.recv_timeout(std::time::Duration::from_millis(100)) {
+                        Ok(event) => {
+                            if sender.blocking_send(Ok(event_of(&node, event))).is_err() {
+                                break;
+                            }
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            if stopping.load(std::sync::atomic::Ordering::Acquire)
+                                || sender.is_closed()
+                            {
+                                break;
+                            }
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                     }
                 }
             })

@@ -203,3 +203,33 @@ fn a_static_list_of_nodes_is_all_the_engine_uses() {
         "{refused}"
     );
 }
+
+#[test]
+fn an_agent_whose_lost_node_nothing_else_fits_is_reported_crashed() {
+    let redis = RedisServer::start();
+    let gpu = Resources::from([("gpu".to_owned(), 1.0)]);
+    let with_gpu = TestNode::offering("n1", &redis.url(), Arc::new(ThreadsEngine::new()), gpu);
+    let _without = TestNode::start("n2", &redis.url(), Arc::new(ThreadsEngine::new()));
+    let engine = cluster(&redis.url(), Policy::Spread, &[]);
+    let events = engine.events();
+    let bus: Arc<dyn MessagingBackend> = Arc::new(RedisMessaging::connect(&redis.url()).unwrap());
+    let namespace = unique_namespace("lost");
+    let mut spec = AgentSpec::new("trainer", "counter");
+    spec.resources.insert("gpu".into(), 1.0);
+    engine.run_agent(&guild(&namespace, bus), spec).unwrap();
+    // The only node with a GPU leaves (its lease goes at once).
+    drop(with_gpu);
+    let reason = loop {
+        let event = events
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("an event within 30 s");
+        if let engine_core::LifecycleKind::Crashed { reason } = event.kind {
+            assert_eq!(event.agent_id, "trainer");
+            break reason;
+        }
+    };
+    assert!(reason.contains("its node n1 was lost"), "{reason}");
+    assert!(reason.contains("n2 has no gpu"), "{reason}");
+    assert!(engine.agent_info(&namespace, "trainer").is_none());
+    engine.shutdown().unwrap();
+}

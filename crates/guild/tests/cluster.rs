@@ -195,3 +195,47 @@ fn the_examples_run_across_three_nodes_which_guild_nodes_lists() {
         );
     }
 }
+
+#[test]
+fn a_node_stops_on_sigterm_while_an_engine_follows_its_events() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut node = start_node("n1", &url, &[]);
+    let engine = ClusterEngine::new(ClusterConfig {
+        redis: url.clone(),
+        token: Token::new(TOKEN).unwrap(),
+        tls: None,
+        placement: Default::default(),
+    })
+    .unwrap();
+    let bus: Arc<dyn MessagingBackend> = Arc::new(RedisMessaging::connect(&url).unwrap());
+    let namespace = unique_namespace("sigterm");
+    let guild = GuildContext::new(
+        namespace.as_str(),
+        bus,
+        Arc::new(guild::builtin::builtin_registry()),
+    );
+    // Placing an agent connects the engine, which follows the node's event stream.
+    engine
+        .run_agent(&guild, AgentSpec::new("echo", "responder").with_topic("q"))
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(node.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    // The node is gone, so stopping its agent fails: only the engine's own end counts.
+    let _ = engine.shutdown();
+}
