@@ -59,6 +59,17 @@ fn start_node(id: &str, redis: &str, extra: &[&str]) -> Node {
     }
 }
 
+/// A cluster engine over the nodes of the Redis at `url`.
+fn cluster_engine(url: &str) -> ClusterEngine {
+    ClusterEngine::new(ClusterConfig {
+        redis: url.to_owned(),
+        token: Token::new(TOKEN).unwrap(),
+        tls: None,
+        placement: Default::default(),
+    })
+    .unwrap()
+}
+
 #[test]
 fn a_node_killed_mid_stream_loses_no_message() {
     let redis = RedisServer::start();
@@ -69,13 +80,7 @@ fn a_node_killed_mid_stream_loses_no_message() {
             .map(|id| start_node(id, &url, &[]))
             .collect(),
     ));
-    let engine = ClusterEngine::new(ClusterConfig {
-        redis: url.clone(),
-        token: Token::new(TOKEN).unwrap(),
-        tls: None,
-        placement: Default::default(),
-    })
-    .unwrap();
+    let engine = cluster_engine(&url);
     let bus: Arc<dyn MessagingBackend> = Arc::new(RedisMessaging::connect(&url).unwrap());
     let namespace = unique_namespace("node-loss");
     let guild = GuildContext::new(
@@ -201,13 +206,7 @@ fn a_node_stops_on_sigterm_while_an_engine_follows_its_events() {
     let redis = RedisServer::start();
     let url = redis.url();
     let mut node = start_node("n1", &url, &[]);
-    let engine = ClusterEngine::new(ClusterConfig {
-        redis: url.clone(),
-        token: Token::new(TOKEN).unwrap(),
-        tls: None,
-        placement: Default::default(),
-    })
-    .unwrap();
+    let engine = cluster_engine(&url);
     let bus: Arc<dyn MessagingBackend> = Arc::new(RedisMessaging::connect(&url).unwrap());
     let namespace = unique_namespace("sigterm");
     let guild = GuildContext::new(

@@ -246,6 +246,20 @@ pub fn write_located(
     write!(f, ": {message}")
 }
 
+/// Writes `problems` one per line.
+pub fn write_lines<T: std::fmt::Display>(
+    f: &mut std::fmt::Formatter<'_>,
+    problems: &[T],
+) -> std::fmt::Result {
+    for (i, problem) in problems.iter().enumerate() {
+        if i > 0 {
+            writeln!(f)?;
+        }
+        write!(f, "{problem}")?;
+    }
+    Ok(())
+}
+
 /// Counts one more sighting of `key`, answering how many came before: the `nth` to give
 /// [`locate`] for it.
 pub fn bump<'a>(counts: &mut HashMap<&'a str, usize>, key: &'a str) -> usize {
